@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install system-deps lint typecheck test test-unit test-integration test-e2e demo contracts bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# Debian packages the browser tests need; installed only when missing (needs root, as on CI).
+system-deps:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: install
+	$(VENV)/bin/mypy --strict src
+
+test: install system-deps lint typecheck
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(VENV)/bin/pytest -q -m unit
+
+test-integration: install
+	$(VENV)/bin/pytest -q -m integration
+
+demo: install
+	$(VENV)/bin/huleedu demo
+
+contracts: install
+	$(VENV)/bin/huleedu contracts export docs/contracts
+
+bench: install
+	$(PY) bench/relay_latency.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
