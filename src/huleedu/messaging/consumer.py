@@ -1,0 +1,228 @@
+"""The consuming side shared by every service: decode, deduplicate, handle, dead-letter.
+
+A service declares `Route`s (topic -> event model -> handler); `EventConsumer` turns them into one
+batch handler for the bus. The records of one fetch are handled in ONE database transaction (set-based
+dedupe, one commit), which is what makes ingest fast; if anything in the batch fails, the batch is
+rolled back and handled again one event at a time, so one bad event cannot hold back the others.
+"""
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from huleedu.contracts.base import WireModel
+from huleedu.contracts.topics import dlq_topic
+from huleedu.messaging import metrics
+from huleedu.messaging.bus import EventBus, OutboundRecord, Record
+from huleedu.messaging.envelope_codec import EventMeta, decode
+from huleedu.messaging.errors import PoisonEvent, TransientError
+from huleedu.messaging.idempotency import Claim, IdempotencyGuard
+from huleedu.messaging.tables import processed_events
+from huleedu.messaging.transient import is_transient
+from huleedu.storage.dialect import insert_ignoring_duplicates
+from huleedu.storage.engine import Sessions
+from huleedu.storage.unit_of_work import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+E = TypeVar("E", bound=WireModel)
+
+# A handler changes state inside the caller's unit of work and never commits.
+Handler = Callable[[E, EventMeta, UnitOfWork], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route(Generic[E]):
+    topic: str
+    model: type[E]
+    handler: Handler[E]
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    record: Record
+    route: Route[Any]
+    event: WireModel
+    meta: EventMeta
+
+    @property
+    def event_id(self) -> str:
+        return str(self.meta.event_id)
+
+
+class EventConsumer:
+    """Consumes `routes` under consumer `group` on behalf of `service`."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        group: str,
+        routes: Sequence[Route[Any]],
+        bus: EventBus,
+        sessions: Sessions,
+        guard: IdempotencyGuard,
+        max_handler_attempts: int = 5,
+    ) -> None:
+        self.service = service
+        self.group = group
+        self._routes = {route.topic: route for route in routes}
+        if len(self._routes) != len(routes):
+            raise ValueError("two routes for one topic")
+        self._bus = bus
+        self._sessions = sessions
+        self._guard = guard
+        self._max_attempts = max_handler_attempts
+        self._attempts: dict[str, int] = {}
+
+    def attach(self) -> None:
+        """Subscribe to every routed topic; consumption begins with `bus.start()`."""
+        self._bus.subscribe(self.group, list(self._routes), self.handle_batch)
+
+    async def handle_batch(self, records: Sequence[Record]) -> None:
+        """Handle records of one partition in order. Returning lets the bus commit their offsets;
+        raising TransientError makes the bus deliver them again after a backoff."""
+        started = time.perf_counter()
+        items: list[_Item] = []
+        seen: set[str] = set()
+        for record in records:
+            route = self._routes[record.topic]
+            try:
+                event, meta = decode(record, route.model)
+            except PoisonEvent as poison:
+                await self._dead_letter(record, poison)
+                continue
+            if str(meta.event_id) in seen:  # the same event twice in one fetch
+                metrics.DUPLICATES_SKIPPED.labels(self.service, "batch").inc()
+                continue
+            seen.add(str(meta.event_id))
+            items.append(_Item(record, route, event, meta))
+        if not items:
+            return
+
+        claims = await self._guard.claim([item.event_id for item in items])
+        todo = [item for item in items if claims[item.event_id] is Claim.CLAIMED]
+        skipped = sum(1 for item in items if claims[item.event_id] is Claim.DONE)
+        if skipped:
+            metrics.DUPLICATES_SKIPPED.labels(self.service, "cache").inc(skipped)
+        busy = len(items) - len(todo) - skipped
+
+        if todo:
+            try:
+                await self._apply(todo)
+            except Exception as exc:
+                log.info(
+                    "batch failed, retrying one by one", service=self.service, size=len(todo), error=repr(exc)
+                )
+                await self._apply_one_by_one(todo)
+            metrics.EVENT_DURATION.labels(self.service).observe((time.perf_counter() - started) / len(todo))
+        if busy:
+            # Another consumer holds the lease (a rebalance raced us): come back once it is done.
+            metrics.HANDLER_RETRIES.labels(self.service, "busy").inc()
+            raise TransientError(f"{busy} event(s) are being processed by another consumer")
+
+    async def _apply(self, items: Sequence[_Item]) -> None:
+        """Apply items in one transaction; on any error nothing of them is applied."""
+        async with UnitOfWork(self._sessions) as uow:
+            fresh = await record_processed(uow.session, self.service, items)
+            for item in items:
+                if item.event_id in fresh:
+                    await item.route.handler(item.event, item.meta, uow)
+            await uow.commit()
+        await self._guard.mark_done([item.event_id for item in items])
+        for item in items:
+            self._attempts.pop(item.event_id, None)
+            if item.event_id in fresh:
+                metrics.EVENTS_PROCESSED.labels(self.service, item.meta.event_type).inc()
+        if len(fresh) < len(items):
+            metrics.DUPLICATES_SKIPPED.labels(self.service, "database").inc(len(items) - len(fresh))
+
+    async def _apply_one_by_one(self, items: Sequence[_Item]) -> None:
+        for position, item in enumerate(items):
+            try:
+                await self._apply([item])
+            except PoisonEvent as poison:
+                await self._dead_letter(item.record, poison)
+                await self._guard.mark_done([item.event_id])
+            except Exception as exc:
+                rest = [later.event_id for later in items[position:]]
+                if is_transient(exc):
+                    await self._guard.release(rest)
+                    metrics.HANDLER_RETRIES.labels(self.service, "transient").inc()
+                    raise TransientError(f"transient failure: {exc!r}") from exc
+                attempts = self._attempts.get(item.event_id, 0) + 1
+                self._attempts[item.event_id] = attempts
+                if attempts < self._max_attempts:
+                    await self._guard.release(rest)
+                    metrics.HANDLER_RETRIES.labels(self.service, "handler_error").inc()
+                    raise TransientError(f"handler failed (attempt {attempts}): {exc!r}") from exc
+                log.error("handler keeps failing; dead-lettering", event_id=item.event_id, error=repr(exc))
+                self._attempts.pop(item.event_id, None)
+                await self._dead_letter(
+                    item.record, PoisonEvent(f"{type(exc).__name__}: {exc}", error_type="handler_failed")
+                )
+                await self._guard.mark_done([item.event_id])
+
+    async def _dead_letter(self, record: Record, poison: PoisonEvent) -> None:
+        """Publish the original record to `<topic>.dlq` with the reason. If the DLQ cannot take it,
+        the batch is retried: a poison record is parked, never dropped."""
+        headers = dict(record.headers)
+        headers.update(
+            {
+                "dlq_reason": poison.reason[:4000].encode(),
+                "dlq_error_type": poison.error_type.encode(),
+                "dlq_source_topic": record.topic.encode(),
+                "dlq_source_partition": str(record.partition).encode(),
+                "dlq_source_offset": str(record.offset).encode(),
+                "dlq_consumer_group": self.group.encode(),
+                "dlq_service": self.service.encode(),
+                "dlq_failed_at": datetime.now(UTC).isoformat().encode(),
+            }
+        )
+        outbound = OutboundRecord(dlq_topic(record.topic), record.value or b"", record.key, headers)
+        [outcome] = await self._bus.publish([outbound])
+        if outcome is not None:
+            raise TransientError(f"dead-letter topic unavailable: {outcome!r}") from outcome
+        metrics.DEAD_LETTERED.labels(self.service, record.topic, poison.error_type).inc()
+        log.warning(
+            "dead-lettered",
+            service=self.service,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error_type=poison.error_type,
+            reason=poison.reason,
+        )
+
+
+async def record_processed(session: AsyncSession, service: str, items: Sequence[_Item]) -> set[str]:
+    """Insert the items' event ids into `processed_events`; return the ids that were new.
+
+    One statement for the whole batch. Runs in the handlers' transaction, so a rollback forgets it.
+    """
+    now = datetime.now(UTC)
+    rows = [
+        {"service": service, "event_id": item.event_id, "topic": item.record.topic, "processed_at": now}
+        for item in items
+    ]
+    statement = insert_ignoring_duplicates(session, processed_events, rows)
+    result = await session.execute(statement.returning(processed_events.c.event_id))
+    return {row[0] for row in result}
+
+
+async def forget_processed_before(session: AsyncSession, cutoff: datetime) -> int:
+    """Prune the processed-event log (kept far longer than any redelivery window)."""
+    result = await session.execute(
+        processed_events.delete()
+        .where(processed_events.c.processed_at < cutoff)
+        .returning(processed_events.c.event_id)
+    )
+    return len(result.all())
+
+
+__all__ = ["EventConsumer", "EventMeta", "Handler", "Route", "forget_processed_before", "record_processed"]

