@@ -6,7 +6,7 @@ from uuid import UUID, uuid4
 
 from pydantic import Field
 
-from huleedu.contracts.base import WireModel
+from huleedu.contracts.base import Timestamp, WireModel
 from huleedu.contracts.errors import utc_now
 
 T = TypeVar("T", bound=WireModel)
@@ -17,7 +17,7 @@ SCHEMA_VERSION = 1
 class EventEnvelope(WireModel, Generic[T]):
     event_id: UUID = Field(default_factory=uuid4)
     event_type: str = Field(min_length=1, description="the topic name of the event")
-    event_timestamp: datetime = Field(default_factory=utc_now)
+    event_timestamp: Timestamp = Field(default_factory=utc_now)
     source_service: str = Field(min_length=1)
     schema_version: int = SCHEMA_VERSION
     correlation_id: UUID = Field(default_factory=uuid4)
@@ -38,3 +38,22 @@ class EventEnvelope(WireModel, Generic[T]):
             "schema_version": str(self.schema_version).encode(),
             "content-type": b"application/json",
         }
+
+
+def wrap(
+    data: T,
+    *,
+    topic: str,
+    source_service: str,
+    correlation_id: UUID | None = None,
+    event_timestamp: datetime | None = None,
+) -> "EventEnvelope[T]":
+    """The envelope of `data`, parametrised by its concrete model so it serialises every field."""
+    envelope_type: type[EventEnvelope[T]] = EventEnvelope[type(data)]  # type: ignore[misc,assignment]
+    return envelope_type(
+        event_type=topic,
+        source_service=source_service,
+        correlation_id=correlation_id or uuid4(),
+        event_timestamp=event_timestamp or utc_now(),
+        data=data,
+    )

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from huleedu.contracts.base import WireModel
+from huleedu.contracts.base import Timestamp, WireModel
 from huleedu.contracts.enums import ErrorCode
 
 
@@ -20,7 +20,7 @@ class ErrorDetail(WireModel):
     correlation_id: UUID | None = None
     service: str
     operation: str
-    timestamp: datetime = Field(default_factory=utc_now)
+    timestamp: Timestamp = Field(default_factory=utc_now)
     details: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -1,13 +1,12 @@
 """Every event model of CONTRACTS.md (the envelope's `data`). A breaking change is a new V2 model."""
 
 from collections import Counter
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import Field, field_validator, model_validator
 
-from huleedu.contracts.base import WireModel
+from huleedu.contracts.base import Timestamp, WireModel
 from huleedu.contracts.enums import (
     BatchStatus,
     CJAssessmentStatus,
@@ -49,7 +48,7 @@ class BatchEssaysRegisteredV1(WireModel):
     expected_essay_count: int = Field(ge=1)
     requested_phases: list[PhaseName] = Field(default_factory=lambda: list(DEFAULT_PHASES), min_length=1)
     notify_email: str | None = None
-    registered_at: datetime = Field(default_factory=utc_now)
+    registered_at: Timestamp = Field(default_factory=utc_now)
 
     @field_validator("essay_ids")
     @classmethod
@@ -185,7 +184,7 @@ class AssessmentResultV1(WireModel):
     model_version: str | None = None
     essay_results: list[EssayResultV1] = Field(min_length=1)
     assessment_metadata: AssessmentMetadata = Field(default_factory=AssessmentMetadata)
-    assessed_at: datetime = Field(default_factory=utc_now)
+    assessed_at: Timestamp = Field(default_factory=utc_now)
 
     @field_validator("essay_results")
     @classmethod
@@ -251,7 +250,18 @@ class BatchResultsReadyV1(WireModel):
     phase_results: dict[PhaseName, PhaseResult]
     overall_status: BatchStatus
     processing_duration_seconds: float = Field(ge=0.0)
-    ready_at: datetime = Field(default_factory=utc_now)
+    ready_at: Timestamp = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _phase_keys_match(self) -> "BatchResultsReadyV1":
+        mismatched = sorted(
+            f"{key} holds {result.phase_name}"
+            for key, result in self.phase_results.items()
+            if key != result.phase_name
+        )
+        if mismatched:
+            raise ValueError(f"phase_results keys must equal their phase_name: {mismatched}")
+        return self
 
 
 class TeacherNotificationRequestedV1(WireModel):
@@ -261,8 +271,8 @@ class TeacherNotificationRequestedV1(WireModel):
     priority: NotificationPriority
     payload: dict[str, Any] = Field(default_factory=dict)
     action_required: bool = False
-    deadline_timestamp: datetime | None = None
+    deadline_timestamp: Timestamp | None = None
     correlation_id: UUID
     batch_id: str | None = None
     class_id: str | None = None
-    timestamp: datetime = Field(default_factory=utc_now)
+    timestamp: Timestamp = Field(default_factory=utc_now)

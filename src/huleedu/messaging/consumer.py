@@ -34,13 +34,19 @@ E = TypeVar("E", bound=WireModel)
 
 # A handler changes state inside the caller's unit of work and never commits.
 Handler = Callable[[E, EventMeta, UnitOfWork], Awaitable[None]]
+# Optional set-based form: all new events of one fetch (one partition, in order) at once.
+EventsHandler = Callable[[Sequence[tuple[E, EventMeta]], UnitOfWork], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Route(Generic[E]):
+    """Topic -> event model -> handler. With `batch_handler`, the events of one fetch go to it in
+    one call (set-based SQL); `handler` is still used when a failed batch is retried one by one."""
+
     topic: str
     model: type[E]
     handler: Handler[E]
+    batch_handler: EventsHandler[E] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +120,22 @@ class EventConsumer:
 
         if todo:
             try:
-                await self._apply(todo)
-            except Exception as exc:
-                log.info(
-                    "batch failed, retrying one by one", service=self.service, size=len(todo), error=repr(exc)
-                )
-                await self._apply_one_by_one(todo)
+                try:
+                    await self._apply(todo)
+                except Exception as exc:
+                    log.info(
+                        "batch failed, retrying one by one",
+                        service=self.service,
+                        size=len(todo),
+                        error=repr(exc),
+                    )
+                    await self._apply_one_by_one(todo)
+            except BaseException:
+                # Whatever escapes (a retry, the DLQ down, cancellation) must not leave our leases
+                # behind, or the redelivery would find its own events BUSY until they expire.
+                # Release drops only leases: the ids marked done before the failure stay done.
+                await self._guard.release([item.event_id for item in todo])
+                raise
             metrics.EVENT_DURATION.labels(self.service).observe((time.perf_counter() - started) / len(todo))
         if busy:
             # Another consumer holds the lease (a rebalance raced us): come back once it is done.
@@ -130,9 +146,7 @@ class EventConsumer:
         """Apply items in one transaction; on any error nothing of them is applied."""
         async with UnitOfWork(self._sessions) as uow:
             fresh = await record_processed(uow.session, self.service, items)
-            for item in items:
-                if item.event_id in fresh:
-                    await item.route.handler(item.event, item.meta, uow)
+            await _run_handlers([item for item in items if item.event_id in fresh], uow)
             await uow.commit()
         await self._guard.mark_done([item.event_id for item in items])
         for item in items:
@@ -143,22 +157,19 @@ class EventConsumer:
             metrics.DUPLICATES_SKIPPED.labels(self.service, "database").inc(len(items) - len(fresh))
 
     async def _apply_one_by_one(self, items: Sequence[_Item]) -> None:
-        for position, item in enumerate(items):
+        for item in items:
             try:
                 await self._apply([item])
             except PoisonEvent as poison:
                 await self._dead_letter(item.record, poison)
                 await self._guard.mark_done([item.event_id])
             except Exception as exc:
-                rest = [later.event_id for later in items[position:]]
                 if is_transient(exc):
-                    await self._guard.release(rest)
                     metrics.HANDLER_RETRIES.labels(self.service, "transient").inc()
                     raise TransientError(f"transient failure: {exc!r}") from exc
                 attempts = self._attempts.get(item.event_id, 0) + 1
                 self._attempts[item.event_id] = attempts
                 if attempts < self._max_attempts:
-                    await self._guard.release(rest)
                     metrics.HANDLER_RETRIES.labels(self.service, "handler_error").inc()
                     raise TransientError(f"handler failed (attempt {attempts}): {exc!r}") from exc
                 log.error("handler keeps failing; dead-lettering", event_id=item.event_id, error=repr(exc))
@@ -198,6 +209,23 @@ class EventConsumer:
             error_type=poison.error_type,
             reason=poison.reason,
         )
+
+
+async def _run_handlers(items: Sequence[_Item], uow: UnitOfWork) -> None:
+    """Call each route's handler in record order; consecutive events of a route with a
+    batch_handler go to it together."""
+    start = 0
+    while start < len(items):
+        route = items[start].route
+        end = start + 1
+        while end < len(items) and items[end].route is route:
+            end += 1
+        if route.batch_handler is not None and end - start > 1:
+            await route.batch_handler([(item.event, item.meta) for item in items[start:end]], uow)
+        else:
+            for item in items[start:end]:
+                await route.handler(item.event, item.meta, uow)
+        start = end
 
 
 async def record_processed(session: AsyncSession, service: str, items: Sequence[_Item]) -> set[str]:

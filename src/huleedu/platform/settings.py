@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     mail_from: str = "HuleEdu Results <results@huleedu.local>"
     mail_dir: Path = Path("var/mail")
 
+    # result aggregator
+    ras_batch_deadline_seconds: int = Field(
+        default=2 * 3600, ge=1, description="after this, missing results fail with a timeout"
+    )
+    ras_deadline_sweep_seconds: float = Field(default=30.0, gt=0)
+    ras_cache_ttl_seconds: int = Field(default=300, ge=1)
+
     # assessment
     cj_judge: Literal["heuristic", "simulated", "llm"] = "heuristic"
     content_url: str | None = None

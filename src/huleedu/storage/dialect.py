@@ -1,12 +1,14 @@
 """The few statements whose SQL differs between PostgreSQL and SQLite, written once here."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ColumnElement
 
 
 def _insert(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -32,18 +34,36 @@ def upsert(
     *,
     conflict_columns: Sequence[str],
     update_columns: Sequence[str],
-    only_if: Any = None,
+    only_if: Callable[[ReadOnlyColumnCollection[str, Any]], ColumnElement[bool]] | None = None,
 ) -> Insert:
     """INSERT ... ON CONFLICT (conflict_columns) DO UPDATE SET update_columns = excluded.*
-    [WHERE only_if]. `only_if` may refer to `table.c` (the stored row) and to `excluded(table)`."""
+    [WHERE only_if(excluded)]; the condition may also refer to `table.c` (the stored row)."""
     statement = _insert(session, table).values(list(rows))
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=list(conflict_columns),
         set_={column: excluded[column] for column in update_columns},
-        where=only_if,
+        where=only_if(excluded) if only_if is not None else None,
     )
 
 
 def is_postgres_session(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+async def lock_keys(session: AsyncSession, namespace: str, keys: Sequence[str]) -> None:
+    """Serialise transactions that touch the same keys, until this transaction ends.
+
+    PostgreSQL: transaction-scoped advisory locks, taken in sorted order in one statement so two
+    transactions locking overlapping sets cannot deadlock. SQLite: every write transaction already
+    holds the database lock (BEGIN IMMEDIATE), so there is nothing to do.
+    """
+    if not keys or not is_postgres_session(session):
+        return
+    await session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(hashtextextended(:namespace || ':' || s.k, 0))"
+            " FROM (SELECT k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k) AS s"
+        ),
+        {"namespace": namespace, "keys": sorted(set(keys))},
+    )

@@ -1,0 +1,2 @@
+"""The cache port (`Cache`, `CacheUnavailable`) and its adapters: `RedisCache`, and `MemoryCache` for
+the embedded mode."""

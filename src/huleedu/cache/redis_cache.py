@@ -1,0 +1,126 @@
+"""`RedisCache`: the cache port on Redis, behind short timeouts and a circuit breaker.
+
+Every Redis error or timeout becomes `CacheUnavailable`, so callers fall back to the database; once
+the breaker has opened, calls fail at once without touching the network until a probe succeeds.
+The client is the caller's (one per process, shared with the idempotency guard); so is closing it.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import structlog
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from huleedu.cache.breaker import CircuitBreaker
+from huleedu.cache.cache import CacheUnavailable, check_ttl
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+CACHE_UNAVAILABLE = Counter(
+    "huleedu_cache_unavailable_total",
+    "Cache calls that raised CacheUnavailable, per operation and reason (error or circuit_open).",
+    ["op", "reason"],
+)
+
+# The generation counter and the entry of that generation, read in one atomic step. A missing
+# counter is generation 0 (GET gives false, hence `or`).
+_GET_VERSIONED = """
+local generation = redis.call('GET', KEYS[1]) or '0'
+return {generation, redis.call('GET', ARGV[1] .. generation)}
+"""
+
+
+def create_redis_client(url: str, *, timeout_seconds: float = 0.25) -> Redis:
+    """A client whose every connect and reply waits at most `timeout_seconds`: a hanging Redis must
+    cost a request a fraction of a second, not the default of forever. Values are bytes."""
+    client: Redis = Redis.from_url(
+        url,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        decode_responses=False,
+    )
+    return client
+
+
+class RedisCache:
+    """All keys are stored under `key_prefix`. Raises `CacheUnavailable`, never a Redis exception;
+    a bad argument (a TTL below one second) is a ValueError."""
+
+    def __init__(self, client: Redis, *, key_prefix: str = "", breaker: CircuitBreaker | None = None) -> None:
+        self._client = client
+        self._prefix = key_prefix
+        self.breaker = breaker if breaker is not None else CircuitBreaker("redis-cache")
+        self._get_versioned = client.register_script(_GET_VERSIONED)
+        self._failing = False
+
+    async def get(self, key: str) -> bytes | None:
+        value: bytes | None = await self._run("get", lambda: self._client.get(self._prefix + key))
+        return value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values: list[bytes | None] = await self._run(
+            "get_many", lambda: self._client.mget([self._prefix + key for key in keys])
+        )
+        return values
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        check_ttl(ttl_seconds)
+        await self._run("set", lambda: self._client.set(self._prefix + key, value, ex=ttl_seconds))
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self._run("delete", lambda: self._client.delete(*(self._prefix + key for key in keys)))
+
+    async def incr(self, *keys: str, ttl_seconds: int | None = None) -> list[int]:
+        if ttl_seconds is not None:
+            check_ttl(ttl_seconds)
+        if not keys:
+            return []
+
+        async def increment() -> list[int]:
+            async with self._client.pipeline(transaction=True) as pipe:  # MULTI ... EXEC
+                for key in keys:
+                    pipe.incr(self._prefix + key)
+                if ttl_seconds is not None:
+                    for key in keys:
+                        pipe.expire(self._prefix + key, ttl_seconds)
+                replies = await pipe.execute()
+            return [int(reply) for reply in replies[: len(keys)]]
+
+        return await self._run("incr", increment)
+
+    async def get_versioned(self, version_key: str, data_key_prefix: str) -> tuple[int, bytes | None]:
+        async def read() -> tuple[int, bytes | None]:
+            generation, value = await self._get_versioned(
+                keys=[self._prefix + version_key], args=[self._prefix + data_key_prefix]
+            )
+            return int(generation), value
+
+        return await self._run("get_versioned", read)
+
+    async def ping(self) -> None:
+        await self._run("ping", self._client.ping)
+
+    async def _run(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        if not self.breaker.allow():
+            CACHE_UNAVAILABLE.labels(op, "circuit_open").inc()
+            raise CacheUnavailable(f"redis cache circuit is open ({op})")
+        try:
+            result = await call()
+        except (RedisError, OSError, TimeoutError, ValueError) as exc:
+            # ValueError: a reply we could not read as a number, i.e. a key holding something else.
+            self.breaker.record_failure()
+            CACHE_UNAVAILABLE.labels(op, "error").inc()
+            if not self._failing:  # once per outage, not once per call
+                self._failing = True
+                log.warning("redis cache unavailable; callers fall back", op=op, error=repr(exc))
+            raise CacheUnavailable(f"redis cache {op} failed: {exc!r}") from exc
+        self.breaker.record_success()
+        self._failing = False
+        return result

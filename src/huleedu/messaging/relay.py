@@ -1,0 +1,406 @@
+"""The outbox relay: publishes committed outbox rows to the bus, in order per key, at least once.
+
+A pass claims pending rows of the relay's services in id order, sends them, and marks each row
+published only once the broker acknowledged it. On PostgreSQL the claim is
+`FOR UPDATE SKIP LOCKED` in a transaction held while publishing, so several relays share the work;
+on SQLite (the embedded mode, one process) there is one writer and no lock to hold.
+
+Per-key order: a row is sent only if every earlier pending row of its key is sent in the same pass,
+so a row that is backing off, or locked by another relay, holds back the later rows of its key.
+Within a pass, the n-th row of each key goes out in the n-th `bus.publish` call (one call when
+every key has one row), so a row is on the wire only once the earlier rows of its key were
+acknowledged. Parked rows (failed `max_attempts` times for a reason of their own) hold back nothing.
+
+Failures:
+    broker unavailable   the whole relay backs off (capped exponential); rows stay pending and are
+                         never parked for it, though their attempts and last_error record it
+    this record failed   the row backs off on its own (`next_attempt_at`) and is parked after
+                         `max_attempts`: visible to operators (`outbox.parked_rows`), retried on
+                         demand (`outbox.retry_parked`), never refetched on its own
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from huleedu.messaging import metrics
+from huleedu.messaging.bus import EventBus, OutboundRecord, PublishOutcome
+from huleedu.messaging.errors import PublishError
+from huleedu.messaging.retry import backoff_seconds
+from huleedu.messaging.tables import event_outbox
+from huleedu.messaging.transient import is_transient
+from huleedu.storage.engine import Sessions
+
+log = structlog.get_logger(__name__)
+
+# The PostgreSQL channel an outbox write notifies (payload: the emitting service) on commit.
+NOTIFY_CHANNEL = "huleedu_outbox"
+
+_PENDING = and_(event_outbox.c.published_at.is_(None), event_outbox.c.parked_at.is_(None))
+_ERROR_CHARS = 2000
+
+
+class RelayWakeup:
+    """An in-process signal that outbox rows were committed, for relays that cannot LISTEN (SQLite).
+
+    Several relays may listen to one; each is woken only for the services it runs for.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[tuple[frozenset[str], Callable[[], None]]] = []
+
+    def set(self, service: str | None = None) -> None:
+        """Wake the relays of `service` (every relay when None). Call from the event loop's thread."""
+        for services, wake in list(self._listeners):
+            if service is None or service in services:
+                wake()
+
+    def listen(self, services: Iterable[str], wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` when rows of one of `services` commit; returns the function that stops it."""
+        entry = (frozenset(services), wake)
+        self._listeners.append(entry)
+        return lambda: self._listeners.remove(entry)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    selected: int = 0  # rows due, before holding back for per-key order
+    sent: int = 0
+    published: int = 0
+    broker_unavailable: bool = False
+
+
+def is_broker_unavailable(outcome: Exception) -> bool:
+    """True when the failure says nothing about the record itself (broker or network down)."""
+    if isinstance(outcome, PublishError):
+        return outcome.broker_unavailable
+    return is_transient(outcome)
+
+
+def asyncpg_dsn(url: str | URL) -> str:
+    """The plain `postgresql://` DSN asyncpg wants, from a SQLAlchemy `postgresql+asyncpg://` URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class OutboxRelay:
+    """Publishes the outbox rows of `services` to `bus` until `stop()`.
+
+    `database` is the engine (or its URL) behind `sessions`: it tells the dialect and, on
+    PostgreSQL, where to LISTEN. `ready` is set once the first pass ran (and, on PostgreSQL, the
+    listener is connected).
+    """
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        database: AsyncEngine | str,
+        bus: EventBus,
+        services: Sequence[str],
+        *,
+        batch_size: int = 200,
+        poll_seconds: float = 1.0,
+        max_attempts: int = 10,
+        backoff_initial_seconds: float = 0.5,
+        backoff_max_seconds: float = 30.0,
+        wakeup: RelayWakeup | None = None,
+        listener_check_seconds: float = 10.0,
+    ) -> None:
+        if not services:
+            raise ValueError("a relay needs at least one service to publish for")
+        self._sessions = sessions
+        self._url = database.url if isinstance(database, AsyncEngine) else make_url(database)
+        self._is_postgres = self._url.get_backend_name() == "postgresql"
+        self._bus = bus
+        self.services = tuple(services)
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.max_attempts = max_attempts
+        self.backoff_initial_seconds = backoff_initial_seconds
+        self.backoff_max_seconds = backoff_max_seconds
+        self._wakeup = wakeup
+        self._listener_check_seconds = listener_check_seconds
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._listening = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    # --- one pass ---
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of due rows; returns how many the broker acknowledged."""
+        return (await self._pass()).published
+
+    async def _pass(self) -> _Pass:
+        now = datetime.now(UTC)
+        async with self._sessions() as session:
+            selected, rows = await self._claim(session, now)
+            if not self._is_postgres:
+                # SQLite: nothing to lock; end the read so writers are not held while we publish.
+                await session.commit()
+            if not rows:
+                return _Pass(selected=selected)
+            sent = await self._send(rows)
+            published, broker_unavailable = await self._record(session, sent, now)
+            await session.commit()
+        return _Pass(selected, len(sent), published, broker_unavailable)
+
+    async def _claim(self, session: AsyncSession, now: datetime) -> tuple[int, list[Row[Any]]]:
+        """Due rows in id order (locked on PostgreSQL), minus those that must wait for an earlier
+        row of their key. Returns how many were due, and the rows to send."""
+        table = event_outbox
+        due = select(
+            table.c.id,
+            table.c.service,
+            table.c.topic,
+            table.c.key,
+            table.c.envelope,
+            table.c.headers,
+            table.c.attempts,
+        ).where(
+            table.c.service.in_(self.services),
+            _PENDING,
+            or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+        )
+        due = due.order_by(table.c.id).limit(self.batch_size)
+        if self._is_postgres:
+            due = due.with_for_update(skip_locked=True)
+        rows = list((await session.execute(due)).all())
+        keys = {row.key for row in rows if row.key is not None}
+        if not keys:
+            return len(rows), rows
+        # The first pending row of each key that we do not hold: backing off, locked by another
+        # relay, or beyond this page. Rows of its key after it must wait.
+        first_waiting = select(table.c.key, func.min(table.c.id)).where(
+            table.c.service.in_(self.services),
+            _PENDING,
+            table.c.key.in_(keys),
+            table.c.id.not_in([row.id for row in rows]),
+        )
+        blockers: dict[str, int] = dict(
+            (await session.execute(first_waiting.group_by(table.c.key))).tuples().all()
+        )
+        sendable = [row for row in rows if row.key is None or row.id < blockers.get(row.key, row.id + 1)]
+        return len(rows), sendable
+
+    async def _send(self, rows: Sequence[Row[Any]]) -> list[tuple[Row[Any], PublishOutcome]]:
+        """Publish `rows` in waves, the n-th row of every key in the n-th wave; a key whose row
+        failed sends nothing more, and a broker outage ends the pass. Returns what was sent."""
+        waves: list[list[Row[Any]]] = []
+        position: dict[str, int] = {}
+        for row in rows:
+            wave = 0
+            if row.key is not None:
+                wave = position.get(row.key, 0)
+                position[row.key] = wave + 1
+            if wave == len(waves):
+                waves.append([])
+            waves[wave].append(row)
+
+        sent: list[tuple[Row[Any], PublishOutcome]] = []
+        failed_keys: set[str] = set()
+        for wave_rows in waves:
+            wave_rows = [row for row in wave_rows if row.key not in failed_keys]
+            outcomes = await self._publish(wave_rows)
+            sent.extend(zip(wave_rows, outcomes, strict=True))
+            failed = [(row, outcome) for row, outcome in zip(wave_rows, outcomes, strict=True) if outcome]
+            failed_keys.update(row.key for row, _ in failed if row.key is not None)
+            if any(is_broker_unavailable(outcome) for _, outcome in failed):
+                break
+        return sent
+
+    async def _publish(self, rows: Sequence[Row[Any]]) -> list[PublishOutcome]:
+        if not rows:
+            return []
+        records = [
+            OutboundRecord(
+                topic=row.topic,
+                value=orjson.dumps(row.envelope),
+                key=row.key.encode() if row.key is not None else None,
+                headers={name: str(value).encode() for name, value in row.headers.items()},
+            )
+            for row in rows
+        ]
+        try:
+            outcomes = await self._bus.publish(records)
+        except Exception as exc:  # the port promises outcomes, but a broken client must not lose rows
+            log.exception("bus.publish raised", services=self.services)
+            failure = PublishError(f"publish raised {exc!r}", broker_unavailable=True)
+            return [failure] * len(rows)
+        if len(outcomes) != len(records):
+            raise RuntimeError(f"bus returned {len(outcomes)} outcomes for {len(records)} records")
+        return outcomes
+
+    async def _record(
+        self, session: AsyncSession, sent: Sequence[tuple[Row[Any], PublishOutcome]], now: datetime
+    ) -> tuple[int, bool]:
+        """Write what the broker said; returns (rows acknowledged, whether the broker was down)."""
+        table = event_outbox
+        acknowledged = [row for row, outcome in sent if outcome is None]
+        if acknowledged:
+            await session.execute(
+                update(table).where(table.c.id.in_([row.id for row in acknowledged])).values(published_at=now)
+            )
+            for row in acknowledged:
+                metrics.OUTBOX_PUBLISHED.labels(row.service, row.topic).inc()
+
+        unavailable: list[tuple[Row[Any], Exception]] = []
+        for row, outcome in sent:
+            if outcome is None:
+                continue
+            if is_broker_unavailable(outcome):
+                unavailable.append((row, outcome))
+            else:
+                await self._record_record_failure(session, row, outcome, now)
+        if unavailable:
+            # One statement for all: the same cause, and the row keeps no backoff of its own (the
+            # relay backs off as a whole).
+            first_error = unavailable[0][1]
+            await session.execute(
+                update(table)
+                .where(table.c.id.in_([row.id for row, _ in unavailable]))
+                .values(attempts=table.c.attempts + 1, last_error=_describe(first_error))
+            )
+            for service in {row.service for row, _ in unavailable}:
+                metrics.OUTBOX_FAILURES.labels(service, "broker_unavailable").inc()
+            log.warning(
+                "broker unavailable; outbox rows stay pending",
+                services=self.services,
+                rows=len(unavailable),
+                error=_describe(first_error),
+            )
+        return len(acknowledged), bool(unavailable)
+
+    async def _record_record_failure(
+        self, session: AsyncSession, row: Row[Any], outcome: Exception, now: datetime
+    ) -> None:
+        attempts = row.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "last_error": _describe(outcome)}
+        metrics.OUTBOX_FAILURES.labels(row.service, "record").inc()
+        if attempts >= self.max_attempts:
+            values["parked_at"] = now
+            metrics.OUTBOX_PARKED.labels(row.service).inc()
+            log.error("outbox row parked", id=row.id, topic=row.topic, attempts=attempts, error=repr(outcome))
+        else:
+            values["next_attempt_at"] = now + timedelta(seconds=self._backoff(attempts))
+            log.warning(
+                "outbox row failed", id=row.id, topic=row.topic, attempts=attempts, error=repr(outcome)
+            )
+        await session.execute(update(event_outbox).where(event_outbox.c.id == row.id).values(**values))
+
+    def _backoff(self, failures: int) -> float:
+        return backoff_seconds(
+            failures, initial_seconds=self.backoff_initial_seconds, max_seconds=self.backoff_max_seconds
+        )
+
+    # --- the loop ---
+
+    async def run(self) -> None:
+        """Publish until `stop()`: at once when woken (NOTIFY or RelayWakeup), else every
+        `poll_seconds`; back off while the broker or the database is unavailable."""
+        listener = asyncio.create_task(self._listen()) if self._is_postgres else None
+        unlisten = self._wakeup.listen(self.services, self._wake.set) if self._wakeup else None
+        failures = 0
+        try:
+            if listener is not None:
+                await self._until(self._listening, self.poll_seconds)
+            while not self._stopping.is_set():
+                self._wake.clear()  # before the pass: a commit during the pass wakes the next one
+                try:
+                    result = await self._pass()
+                except Exception as exc:
+                    failures += 1
+                    for service in self.services:
+                        metrics.OUTBOX_FAILURES.labels(service, "database").inc()
+                    log.warning(
+                        "relay pass failed", services=self.services, error=repr(exc), failures=failures
+                    )
+                    await self._until(self._stopping, self._backoff(failures))
+                    continue
+                if listener is None or self._listening.is_set():
+                    self.ready.set()
+                if result.broker_unavailable:
+                    failures += 1
+                    # Not woken by new rows meanwhile: each would only hit the broker again.
+                    await self._until(self._stopping, self._backoff(failures))
+                    continue
+                failures = 0
+                if result.sent and result.selected == self.batch_size:
+                    continue  # a full page went out; more may be due
+                await self._until(self._wake, self.poll_seconds)
+        finally:
+            if unlisten is not None:
+                unlisten()
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+
+    def stop(self) -> None:
+        """Ask `run()` to return after the pass in progress. Idempotent."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def _until(self, event: asyncio.Event, timeout_seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_seconds)
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection (reconnecting when it drops) and wake the relay on NOTIFY."""
+        dsn = asyncpg_dsn(self._url)
+        failures = 0
+        while True:
+            try:
+                connection = await asyncpg.connect(dsn, timeout=10)
+            except Exception as exc:
+                failures += 1
+                log.warning("outbox listener cannot connect", error=repr(exc), failures=failures)
+                await asyncio.sleep(self._backoff(failures))
+                continue
+            failures = 0
+            try:
+                await self._hold(connection)
+            except Exception as exc:  # whatever broke the connection, the listener must live on
+                log.warning("outbox listener connection lost", error=repr(exc))
+            finally:
+                self._listening.clear()
+                await _close(connection)
+
+    async def _hold(self, connection: asyncpg.Connection) -> None:
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _connection: lost.set())
+        await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        self._listening.set()
+        self._wake.set()  # rows may have committed while we were not listening
+        while not lost.is_set():
+            await self._until(lost, self._listener_check_seconds)
+            if not lost.is_set():
+                # A connection dropped without a FIN shows up only when used.
+                await connection.execute("SELECT 1", timeout=self._listener_check_seconds)
+
+    def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload in self.services:
+            self._wake.set()
+
+
+async def _close(connection: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(connection.close(), 2)
+    except Exception:
+        connection.terminate()
+    except BaseException:  # cancelled while closing: do not leave the socket behind
+        connection.terminate()
+        raise
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:_ERROR_CHARS]

@@ -1,0 +1,278 @@
+"""The HTTP face of a process: one FastAPI app with the units' routers, `/healthz`, `/metrics`, and the
+structured error body (CONTRACTS.md) for every failure, whether a route raised it or not.
+
+Every request gets a correlation id (the `X-Correlation-ID` header, or a new one), echoed in the
+response header, bound to every log line and put in every error body. Routes read it with the
+`CorrelationId` dependency and raise `ApiError` to refuse a request.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from http import HTTPStatus
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from sqlalchemy import text
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from huleedu.contracts.enums import HTTP_STATUS_OF, ErrorCode
+from huleedu.contracts.errors import ErrorBody, ErrorDetail
+from huleedu.platform.bootstrap import Adapters, ServiceUnit
+from huleedu.platform.logging import bind_correlation
+
+log = structlog.get_logger(__name__)
+
+CORRELATION_HEADER = "X-Correlation-ID"
+HEALTH_TIMEOUT_SECONDS = 2.0
+
+HTTP_LATENCY = Histogram(
+    "huleedu_http_request_seconds",
+    "Wall time per HTTP request, by route template and status.",
+    ["method", "route", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+_correlation: ContextVar[UUID | None] = ContextVar("huleedu_request_correlation", default=None)
+
+# The code of an HTTPException raised by FastAPI/Starlette itself (404 route, 405 method, ...).
+_CODE_OF_STATUS = {
+    401: ErrorCode.AUTHENTICATION_ERROR,
+    403: ErrorCode.AUTHORIZATION_ERROR,
+    404: ErrorCode.RESOURCE_NOT_FOUND,
+    429: ErrorCode.RATE_LIMIT,
+    502: ErrorCode.EXTERNAL_SERVICE_ERROR,
+    503: ErrorCode.SERVICE_UNAVAILABLE,
+    504: ErrorCode.TIMEOUT,
+}
+
+
+class ApiError(Exception):
+    """Raised by a route to answer with the structured error body; the status follows the code
+    (CONTRACTS.md) unless `status` says otherwise (VALIDATION_ERROR as 400, say)."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = dict(details or {})
+        self.status = status or HTTP_STATUS_OF[code]
+        self.headers = dict(headers or {})
+
+
+def _request_correlation_id() -> UUID:
+    correlation_id = _correlation.get()
+    if correlation_id is None:  # only outside the middleware, i.e. a misassembled app
+        raise RuntimeError("no request correlation id: build the app with create_app")
+    return correlation_id
+
+
+# A route parameter `correlation_id: CorrelationId` receives the id of the current request.
+CorrelationId = Annotated[UUID, Depends(_request_correlation_id)]
+
+
+def _parse_correlation(value: str | None) -> UUID:
+    if value:
+        try:
+            return UUID(value)
+        except ValueError:
+            log.info("ignoring a correlation id that is not a UUID", given=value[:100])
+    return uuid4()
+
+
+def _operation(scope: Scope) -> str:
+    route = scope.get("route")
+    return f"{scope.get('method', '')} {getattr(route, 'path', scope.get('path', ''))}"
+
+
+def error_response(
+    scope: Scope,
+    code: ErrorCode,
+    message: str,
+    *,
+    status: int | None = None,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The structured error body for the request in `scope`."""
+    app = scope.get("app")
+    service = getattr(getattr(app, "state", None), "service_name", "huleedu")
+    body = ErrorBody(
+        error=ErrorDetail(
+            code=code,
+            message=message,
+            correlation_id=_correlation.get(),
+            service=service,
+            operation=_operation(scope),
+            details=dict(details or {}),
+        )
+    )
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=status or HTTP_STATUS_OF[code], headers=headers
+    )
+
+
+class _RequestContext:
+    """Pure ASGI middleware: correlation id in and out, latency metric, and a structured 500 for any
+    exception no handler took (Starlette would otherwise answer with plain text)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        correlation_id = _parse_correlation(Headers(scope=scope).get(CORRELATION_HEADER))
+        token = _correlation.set(correlation_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)[CORRELATION_HEADER] = str(correlation_id)
+            await send(message)
+
+        try:
+            with bind_correlation(correlation_id):
+                try:
+                    await self.app(scope, receive, send_with_id)
+                except Exception:
+                    log.exception("unhandled error in request", operation=_operation(scope))
+                    if response_started:
+                        raise
+                    response = error_response(scope, ErrorCode.PROCESSING_ERROR, "internal error")
+                    await response(scope, receive, send_with_id)
+        finally:
+            _correlation.reset(token)
+            route = getattr(scope.get("route"), "path", "<unmatched>")
+            HTTP_LATENCY.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(
+        request.scope, exc.code, exc.message, status=exc.status, details=exc.details, headers=exc.headers
+    )
+
+
+def field_path(location: Sequence[int | str]) -> str:
+    """`("body", "essays", 0, "text")` -> `body.essays.0.text`."""
+    return ".".join(str(part) for part in location)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    summary = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+    return error_response(
+        request.scope,
+        ErrorCode.VALIDATION_ERROR,
+        f"request is not valid: {summary}",
+        details={"errors": errors, "fields": sorted({error["field"] for error in errors})},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    code = _CODE_OF_STATUS.get(
+        status, ErrorCode.VALIDATION_ERROR if status < 500 else ErrorCode.PROCESSING_ERROR
+    )
+    if isinstance(exc.detail, str):
+        message, details = exc.detail, {}
+    else:
+        message, details = HTTPStatus(status).phrase, {"detail": exc.detail}
+    return error_response(
+        request.scope, code, message, status=status, details=details, headers=exc.headers
+    )
+
+
+async def _timed_check(check: Callable[[], Awaitable[object]]) -> dict[str, str]:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            await check()
+    except Exception as exc:
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:500]}
+    return {"status": "ok"}
+
+
+async def health(adapters: Adapters) -> tuple[bool, dict[str, Any]]:
+    """Ping the database (SELECT 1), the cache and the bus at once; each check is bounded in time."""
+
+    async def database() -> None:
+        async with adapters.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    names = ("database", "cache", "bus")
+    results = await asyncio.gather(
+        _timed_check(database), _timed_check(adapters.cache.ping), _timed_check(adapters.bus.ping)
+    )
+    adapter_names = (adapters.engine.dialect.name, type(adapters.cache).__name__, type(adapters.bus).__name__)
+    checks = {
+        name: {**result, "adapter": adapter}
+        for name, result, adapter in zip(names, results, adapter_names, strict=True)
+    }
+    healthy = all(result["status"] == "ok" for result in results)
+    return healthy, checks
+
+
+def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
+    """One app serving every unit's routers (and mounts) plus `/healthz`, `/metrics` and `/docs`.
+
+    Connects nothing; the adapters must be entered by whoever serves the app.
+    """
+    names = [unit.name for unit in units]
+    service = names[0] if len(names) == 1 else "huleedu"
+    app = FastAPI(
+        title="HuleEdu Results" + (f": {', '.join(names)}" if names else ""),
+        description="Essay assessment results from the services that make them to the teachers who wait.",
+        version="1",
+    )
+    app.state.service_name = service
+    app.state.adapters = adapters
+
+    @app.get("/healthz", tags=["operations"], summary="Database, cache and bus reachable?")
+    async def healthz() -> JSONResponse:
+        healthy, checks = await health(adapters)
+        body = {"status": "ok" if healthy else "unavailable", "service": service, "checks": checks}
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this process")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for unit in units:
+        for router in unit.routers:
+            app.include_router(router)
+    for unit in units:  # after the routes: a mount at "/" (the dashboard) must not hide them
+        for path, asgi_app in unit.mounts.items():
+            app.mount(path, asgi_app)
+
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(_RequestContext)
+    return app

@@ -1,0 +1,256 @@
+"""Running service units in one process: the registry of services, and the start and graceful stop of
+their consumers, one outbox relay, background tasks and the HTTP server.
+
+Start order: consumers attach, the HTTP socket is bound (so a taken port fails before anything
+runs), the bus starts, then the relay, the background tasks and HTTP. On SIGINT/SIGTERM, or when
+any of them dies, the reverse: HTTP stops taking requests, background tasks are cancelled, the relay
+finishes its pass, and the bus stops, committing the offsets of what finished.
+"""
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any
+
+import structlog
+import uvicorn
+
+from huleedu.messaging.relay import OutboxRelay
+from huleedu.platform.bootstrap import Adapters, ServiceUnit, build_adapters
+from huleedu.platform.http import create_app
+from huleedu.platform.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# `huleedu serve NAME` -> "module:function"; the function takes Adapters and returns a ServiceUnit
+# (or an awaitable of one). Imported only when the service is run, so a service that does not
+# exist yet is a clear error, not an ImportError at start-up.
+SERVICES: dict[str, str] = {
+    "intake": "huleedu.intake.app:build",
+    "spellcheck": "huleedu.spellcheck.app:build",
+    "cj": "huleedu.cj_assessment.app:build",
+    "els": "huleedu.essay_lifecycle.app:build",
+    "ras": "huleedu.result_aggregator.app:build",
+    "websocket": "huleedu.websocket.app:build",
+    "email": "huleedu.notifications.app:build",
+    "dashboard": "huleedu.dashboard.app:build",
+}
+
+HTTP_GRACE_SECONDS = 10
+RELAY_GRACE_SECONDS = 10.0
+
+
+class ServiceNotBuilt(LookupError):
+    """The service is registered but its code does not exist (yet)."""
+
+
+class UnknownService(LookupError):
+    """No service of that name is registered."""
+
+
+def service_builder(name: str) -> Callable[[Adapters], Awaitable[ServiceUnit]]:
+    """The build function of service `name`. Raises UnknownService or ServiceNotBuilt."""
+    if name not in SERVICES:
+        raise UnknownService(f"unknown service {name!r}; known: {', '.join(sorted(SERVICES))}")
+    module_name, _, attribute = SERVICES[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the service's own module missing means "not built"; a missing dependency inside it
+        # is a real error and must surface as such.
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ServiceNotBuilt(f"service {name} is not built yet ({module_name} does not exist)") from exc
+        raise
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ServiceNotBuilt(f"service {name} is not built yet ({SERVICES[name]} does not exist)")
+
+    async def build(adapters: Adapters) -> ServiceUnit:
+        unit = function(adapters)
+        if inspect.isawaitable(unit):
+            unit = await unit
+        if not isinstance(unit, ServiceUnit):
+            raise TypeError(f"{SERVICES[name]} returned {type(unit).__name__}, not a ServiceUnit")
+        return unit
+
+    return build
+
+
+async def build_unit(name: str, adapters: Adapters) -> ServiceUnit:
+    return await service_builder(name)(adapters)
+
+
+def available_services() -> tuple[list[str], dict[str, str]]:
+    """Registered services whose code exists, and the reason each of the others cannot run."""
+    ready, missing = [], {}
+    for name in SERVICES:
+        try:
+            service_builder(name)
+        except ServiceNotBuilt as exc:
+            missing[name] = str(exc)
+        else:
+            ready.append(name)
+    return ready, missing
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now: a taken port is an OSError here, before anything started."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns SIGINT/SIGTERM for the whole process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def _signals_set(stop: asyncio.Event, enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for number in handled:
+        loop.add_signal_handler(number, stop.set)
+    try:
+        yield
+    finally:
+        for number in handled:
+            loop.remove_signal_handler(number)
+
+
+def _relay_for(units: Sequence[ServiceUnit], adapters: Adapters) -> OutboxRelay | None:
+    services = sorted({service for unit in units for service in unit.outbox_services})
+    if not services:
+        return None
+    settings = adapters.settings
+    return OutboxRelay(
+        adapters.sessions,
+        adapters.engine,
+        adapters.bus,
+        services,
+        batch_size=settings.relay_batch_size,
+        poll_seconds=settings.relay_poll_seconds,
+        max_attempts=settings.relay_max_attempts,
+        backoff_initial_seconds=settings.relay_backoff_initial_seconds,
+        backoff_max_seconds=settings.relay_backoff_max_seconds,
+        wakeup=adapters.relay_wakeup,
+    )
+
+
+async def run_units(
+    units: Sequence[ServiceUnit],
+    adapters: Adapters,
+    *,
+    http: bool = True,
+    stop: asyncio.Event | None = None,
+    started: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run `units` until SIGINT/SIGTERM (or `stop` is set), then shut down gracefully.
+
+    `started` is set once everything runs and HTTP accepts connections. If a background task, the
+    relay or the server dies, everything is stopped and its exception re-raised. Closing the
+    adapters is the caller's (`async with adapters`), after this returns.
+    """
+    settings = adapters.settings
+    stop = stop or asyncio.Event()
+    for unit in units:
+        for consumer in unit.consumers:
+            consumer.attach()
+    relay = _relay_for(units, adapters)
+    sock = bind_socket(settings.http_host, settings.http_port) if http else None
+    server: _Server | None = None
+    tasks: dict[asyncio.Task[Any], str] = {}
+
+    def spawn(name: str, coroutine: Coroutine[Any, Any, Any]) -> None:
+        tasks[asyncio.create_task(coroutine, name=name)] = name
+
+    failure: BaseException | None = None
+    with _signals_set(stop, handle_signals):
+        try:
+            await adapters.bus.start()
+            if relay is not None:
+                spawn("outbox-relay", relay.run())
+            for unit in units:
+                for job in unit.background:
+                    spawn(f"{unit.name}:{getattr(job, '__name__', 'background')}", job())
+            if sock is not None:
+                config = uvicorn.Config(
+                    create_app(units, adapters),
+                    log_config=None,
+                    access_log=settings.log_level == "DEBUG",
+                    lifespan="off",
+                    timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+                )
+                server = _Server(config)
+                spawn("http", server.serve(sockets=[sock]))
+                while not server.started and not any(task.done() for task in tasks):
+                    await asyncio.sleep(0.01)
+            host, port = sock.getsockname()[:2] if sock is not None else (None, None)
+            log.info("running", units=[unit.name for unit in units], http_host=host, http_port=port)
+            if started is not None:
+                started.set()
+            stopping = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            for task in done:
+                if task is not stopping:
+                    failure = task.exception() or RuntimeError(f"{tasks[task]} stopped on its own")
+                    log.error("a part of the process stopped; shutting down", part=tasks[task], error=repr(failure))
+                    break
+        finally:
+            await _shut_down(server, relay, tasks, adapters)
+            if sock is not None:
+                sock.close()
+    if failure is not None:
+        raise failure
+
+
+async def _shut_down(
+    server: _Server | None, relay: OutboxRelay | None, tasks: dict[asyncio.Task[Any], str], adapters: Adapters
+) -> None:
+    log.info("shutting down")
+    http_task = next((task for task, name in tasks.items() if name == "http"), None)
+    relay_task = next((task for task, name in tasks.items() if name == "outbox-relay"), None)
+    if server is not None and http_task is not None:
+        server.should_exit = True  # stop accepting, finish requests in flight
+        await asyncio.gather(http_task, return_exceptions=True)
+    background = [task for task in tasks if task not in (http_task, relay_task)]
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    # The relay before the bus: its pass in flight needs the bus to publish and mark rows.
+    if relay is not None and relay_task is not None:
+        relay.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(relay_task), RELAY_GRACE_SECONDS)
+        except TimeoutError:
+            relay_task.cancel()
+            await asyncio.gather(relay_task, return_exceptions=True)
+        except Exception as exc:  # a crashed relay was reported already; shutdown goes on
+            log.debug("relay ended with an error", error=repr(exc))
+    await adapters.bus.stop()
+    log.info("stopped")
+
+
+async def run_services(names: Sequence[str], settings: Settings, *, http: bool = True) -> None:
+    """Build the adapters and the named units and run them until a signal (`huleedu serve`/`up`)."""
+    async with build_adapters(settings) as adapters:
+        units = [await build_unit(name, adapters) for name in names]
+        await run_units(units, adapters, http=http)

@@ -1,0 +1,43 @@
+"""RAS as a service unit: its consumers, its outbox rows, its query API and its deadline sweeper."""
+
+from datetime import timedelta
+from functools import partial
+
+from huleedu.messaging.consumer import EventConsumer
+from huleedu.messaging.outbox import Outbox
+from huleedu.platform.bootstrap import Adapters, ServiceUnit
+from huleedu.platform.security import internal_caller
+from huleedu.result_aggregator import api
+from huleedu.result_aggregator.cache import ResultsCache
+from huleedu.result_aggregator.deadline import sweep_forever
+from huleedu.result_aggregator.handlers import Deps
+from huleedu.result_aggregator.queries import BatchQueries
+from huleedu.result_aggregator.worker import CONSUMER_GROUP, SERVICE, routes
+
+
+def build(adapters: Adapters) -> ServiceUnit:
+    settings = adapters.settings
+    cache = ResultsCache(adapters.cache, ttl_seconds=settings.ras_cache_ttl_seconds)
+    deps = Deps(
+        outbox=Outbox(SERVICE, adapters.relay_wakeup),
+        topics=adapters.topics,
+        invalidate=cache.invalidate,
+        deadline=timedelta(seconds=settings.ras_batch_deadline_seconds),
+    )
+    consumer = EventConsumer(
+        service=SERVICE,
+        group=CONSUMER_GROUP,
+        routes=routes(deps),
+        bus=adapters.bus,
+        sessions=adapters.sessions,
+        guard=adapters.guard_for(SERVICE),
+        max_handler_attempts=settings.consumer_max_handler_attempts,
+    )
+    queries = BatchQueries(adapters.sessions, cache)
+    return ServiceUnit(
+        name="ras",
+        consumers=[consumer],
+        outbox_services=[SERVICE],
+        routers=[api.router(queries, internal_caller(settings))],
+        background=[partial(sweep_forever, adapters.sessions, deps, settings.ras_deadline_sweep_seconds)],
+    )

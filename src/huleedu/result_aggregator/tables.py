@@ -1,0 +1,117 @@
+"""RAS tables. Rich assessment data lives here and only here (invariant 1 and 2)."""
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    text,
+)
+
+from huleedu.storage.metadata import JsonColumn, UtcDateTime, metadata
+
+batch_results = Table(
+    "batch_results",
+    metadata,
+    Column("batch_id", String(255), primary_key=True),
+    Column("user_id", String(255), nullable=False),
+    Column("org_id", String(255), nullable=True),
+    Column("class_id", String(255), nullable=True),
+    Column("assignment_id", String(255), nullable=True),
+    Column("course_code", String(64), nullable=True),
+    Column("title", String(500), nullable=True),
+    Column("notify_email", String(320), nullable=True),
+    Column("requested_phases", JsonColumn, nullable=False),
+    Column("status", String(48), nullable=False),
+    Column("essay_count", Integer, nullable=False),
+    Column("completed_essay_count", Integer, nullable=False, server_default=text("0")),
+    Column("failed_essay_count", Integer, nullable=False, server_default=text("0")),
+    # {phase: {status, completed_count, failed_count, failed_essay_ids, completed_at, ...}}
+    Column("phase_summary", JsonColumn, nullable=False),
+    Column("cj_metadata", JsonColumn, nullable=True),
+    Column("correlation_id", String(36), nullable=True),
+    Column("registered_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("processing_started_at", UtcDateTime, nullable=True),
+    Column("processing_completed_at", UtcDateTime, nullable=True),
+    # Set in the same transaction as the BatchResultsReadyV1 outbox row: the exactly-once guard.
+    Column("results_ready_at", UtcDateTime, nullable=True),
+    Column("deadline_at", UtcDateTime, nullable=False),
+    Column("error_detail", JsonColumn, nullable=True),
+)
+# GET /batches/user/{user_id}: newest first, optionally by status.
+Index("ix_batch_results_user_created", batch_results.c.user_id, batch_results.c.created_at.desc())
+Index(
+    "ix_batch_results_user_status",
+    batch_results.c.user_id,
+    batch_results.c.status,
+    batch_results.c.created_at,
+)
+# The deadline sweeper: open batches by deadline.
+Index(
+    "ix_batch_results_open_deadline",
+    batch_results.c.deadline_at,
+    postgresql_where=text("results_ready_at IS NULL"),
+    sqlite_where=text("results_ready_at IS NULL"),
+)
+
+# One row per (batch, essay). A row may exist before its batch is registered (results arrive in
+# any order); `is_registered` says whether the essay belongs to the registered batch and counts.
+essay_results = Table(
+    "essay_results",
+    metadata,
+    Column("batch_id", String(255), nullable=False),
+    Column("essay_id", String(255), nullable=False),
+    Column("is_registered", Boolean, nullable=False, server_default=text("false")),
+    Column("display_name", String(500), nullable=True),
+    # spellcheck phase
+    Column("spellcheck_status", String(16), nullable=True),
+    Column("spellcheck_correction_count", Integer, nullable=True),
+    Column("spellcheck_metrics", JsonColumn, nullable=True),
+    Column("spellcheck_corrected_text_storage_id", String(255), nullable=True),
+    Column("spellcheck_error_detail", JsonColumn, nullable=True),
+    Column("spellcheck_event_at", UtcDateTime, nullable=True),
+    Column("spellcheck_updated_at", UtcDateTime, nullable=True),
+    # CJ phase
+    Column("cj_status", String(16), nullable=True),
+    Column("cj_rank", Integer, nullable=True),
+    Column("cj_score", Float, nullable=True),
+    Column("cj_se", Float, nullable=True),
+    Column("letter_grade", String(2), nullable=True),
+    Column("normalized_score", Float, nullable=True),
+    Column("confidence_score", Float, nullable=True),
+    Column("confidence_label", String(4), nullable=True),
+    Column("cj_comparison_count", Integer, nullable=True),
+    Column("cj_error_detail", JsonColumn, nullable=True),
+    Column("cj_job_id", String(255), nullable=True),
+    Column("cj_event_at", UtcDateTime, nullable=True),
+    Column("cj_updated_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("batch_id", "essay_id"),
+)
+
+# Graded reference essays judged in the CJ pool: kept apart so they never count as students.
+anchor_results = Table(
+    "anchor_results",
+    metadata,
+    Column("batch_id", String(255), nullable=False),
+    Column("anchor_id", String(255), nullable=False),
+    Column("display_name", String(500), nullable=True),
+    Column("bt_score", Float, nullable=True),
+    Column("bt_se", Float, nullable=True),
+    Column("letter_grade", String(2), nullable=True),
+    Column("comparison_count", Integer, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("error_detail", JsonColumn, nullable=True),
+    Column("event_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("batch_id", "anchor_id"),
+)
+
+__all__ = ["anchor_results", "batch_results", "essay_results"]

@@ -1,0 +1,36 @@
+"""Everything RAS consumes, at one glance: topic -> event model -> handler."""
+
+from functools import partial
+from typing import Any
+
+from huleedu.contracts.events import AssessmentResultV1, BatchEssaysRegisteredV1, SpellcheckResultV1
+from huleedu.messaging.consumer import Route
+from huleedu.result_aggregator import handlers
+from huleedu.result_aggregator.handlers import Deps
+
+SERVICE = "result_aggregator"
+CONSUMER_GROUP = "result_aggregator"
+
+
+def routes(deps: Deps) -> list[Route[Any]]:
+    topics = deps.topics
+    return [
+        Route(
+            topics.batch_essays_registered,
+            BatchEssaysRegisteredV1,
+            partial(handlers.register_batch, deps=deps),
+            partial(handlers.register_batches, deps=deps),
+        ),
+        Route(
+            topics.cj_assessment_result,
+            AssessmentResultV1,
+            partial(handlers.record_assessment_result, deps=deps),
+            partial(handlers.record_assessment_results, deps=deps),
+        ),
+        Route(
+            topics.spellcheck_result,
+            SpellcheckResultV1,
+            partial(handlers.record_spellcheck_result, deps=deps),
+            partial(handlers.record_spellcheck_results, deps=deps),
+        ),
+    ]

@@ -1,0 +1,308 @@
+"""EventConsumer in the embedded mode (SQLite, MemoryIdempotency): one transaction per fetch, the
+one-by-one fallback, retries, dead letters, and both layers of deduplication."""
+
+from collections.abc import AsyncIterator, Sequence
+from uuid import UUID, uuid4
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from huleedu.contracts.base import WireModel
+from huleedu.contracts.envelope import EventEnvelope
+from huleedu.contracts.topics import dlq_topic
+from huleedu.messaging.bus import BatchHandler, OutboundRecord, PublishOutcome, Record
+from huleedu.messaging.consumer import EventConsumer, EventMeta, Route
+from huleedu.messaging.errors import PoisonEvent, PublishError, TransientError
+from huleedu.messaging.idempotency import Claim, MemoryIdempotency
+from huleedu.messaging.tables import processed_events
+from huleedu.storage.engine import Sessions, create_engine, session_factory
+from huleedu.storage.metadata import metadata
+from huleedu.storage.unit_of_work import UnitOfWork
+
+TOPIC = "test.note.written.v1"
+
+
+class NoteWritten(WireModel):
+    note: str
+
+
+# The handler's own table, apart from the package's schema.
+test_metadata = MetaData()
+notes_table = Table(
+    "notes",
+    test_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False),
+    Column("note", String(100), nullable=False),
+)
+
+
+class Notes:
+    """The handler under test: writes one row per event, then fails if told to for that note
+    (one planned exception per call), so a failure always has something to roll back."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, list[Exception]] = {}
+        self.sessions: list[AsyncSession] = []
+
+    async def write(self, event: NoteWritten, meta: EventMeta, uow: UnitOfWork) -> None:
+        self.sessions.append(uow.session)
+        await uow.session.execute(notes_table.insert().values(event_id=str(meta.event_id), note=event.note))
+        planned = self.failures.get(event.note)
+        if planned:
+            raise planned.pop(0)
+
+
+class RecordingBus:
+    """The part of the bus the consumer uses (publish, for dead letters), recording what it got.
+    While `refusing`, every record is refused as by a broker that is down."""
+
+    def __init__(self) -> None:
+        self.published: list[OutboundRecord] = []
+        self.refusing = False
+
+    async def publish(self, records: Sequence[OutboundRecord]) -> list[PublishOutcome]:
+        if self.refusing:
+            return [PublishError("broker down", broker_unavailable=True) for _ in records]
+        self.published.extend(records)
+        return [None for _ in records]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def subscribe(self, group: str, topics: Sequence[str], handler: BatchHandler) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+
+def record(note: str, offset: int, *, event_id: UUID | None = None) -> Record:
+    envelope = EventEnvelope[NoteWritten](
+        event_id=event_id or uuid4(), event_type=TOPIC, source_service="test", data=NoteWritten(note=note)
+    )
+    return Record(TOPIC, 0, offset, b"key", envelope.to_bytes(), tuple(envelope.record_headers().items()))
+
+
+def fetch(*notes: str) -> list[Record]:
+    return [record(note, offset) for offset, note in enumerate(notes)]
+
+
+def event_id(item: Record) -> str:
+    return item.header("event_id").decode()  # type: ignore[union-attr]
+
+
+@pytest.fixture
+async def sessions(tmp_path: object) -> AsyncIterator[Sessions]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/consumer.sqlite")
+    async with engine.begin() as connection:
+        await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[processed_events]))
+        await connection.run_sync(test_metadata.create_all)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def notes() -> Notes:
+    return Notes()
+
+
+@pytest.fixture
+def bus() -> RecordingBus:
+    return RecordingBus()
+
+
+@pytest.fixture
+def guard() -> MemoryIdempotency:
+    return MemoryIdempotency()
+
+
+def make_consumer(
+    sessions: Sessions, notes: Notes, bus: RecordingBus, guard: MemoryIdempotency, *, max_attempts: int = 5
+) -> EventConsumer:
+    return EventConsumer(
+        service="notes",
+        group="notes",
+        routes=[Route(TOPIC, NoteWritten, notes.write)],
+        bus=bus,
+        sessions=sessions,
+        guard=guard,
+        max_handler_attempts=max_attempts,
+    )
+
+
+@pytest.fixture
+def consumer(sessions: Sessions, notes: Notes, bus: RecordingBus, guard: MemoryIdempotency) -> EventConsumer:
+    return make_consumer(sessions, notes, bus, guard, max_attempts=3)
+
+
+async def applied_notes(sessions: Sessions) -> list[str]:
+    async with sessions() as session:
+        return list((await session.scalars(select(notes_table.c.note).order_by(notes_table.c.id))).all())
+
+
+async def processed_count(sessions: Sessions) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(processed_events)) or 0)
+
+
+async def test_the_records_of_one_fetch_are_applied_in_one_transaction(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes
+) -> None:
+    await consumer.handle_batch(fetch("a", "b", "c"))
+
+    assert await applied_notes(sessions) == ["a", "b", "c"]
+    assert len(notes.sessions) == 3
+    assert len({id(session) for session in notes.sessions}) == 1
+    assert await processed_count(sessions) == 3
+
+
+async def test_a_failed_fetch_is_rolled_back_and_applied_one_by_one_each_event_once(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes
+) -> None:
+    notes.failures["b"] = [RuntimeError("flaky once")]
+
+    await consumer.handle_batch(fetch("a", "b", "c"))
+
+    assert await applied_notes(sessions) == ["a", "b", "c"]
+    assert len({id(session) for session in notes.sessions}) == 4  # the failed fetch, then one per event
+
+
+async def test_an_event_its_handler_calls_poison_is_dead_lettered_and_the_others_applied(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes, bus: RecordingBus
+) -> None:
+    records = fetch("a", "b", "c")
+    notes.failures["b"] = [PoisonEvent("essay unknown", error_type="unknown_essay") for _ in range(2)]
+
+    await consumer.handle_batch(records)
+
+    assert await applied_notes(sessions) == ["a", "c"]
+    [dead] = bus.published
+    assert dead.topic == dlq_topic(TOPIC)
+    assert dead.value == records[1].value
+    assert dead.key == records[1].key
+    assert dead.headers["dlq_reason"] == b"essay unknown"
+    assert dead.headers["dlq_error_type"] == b"unknown_essay"
+    assert dead.headers["dlq_source_topic"] == TOPIC.encode()
+    assert dead.headers["dlq_source_offset"] == b"1"
+    assert dead.headers["event_id"] == event_id(records[1]).encode()
+
+    await consumer.handle_batch(records)  # redelivered: nothing applied or dead-lettered twice
+    assert await applied_notes(sessions) == ["a", "c"]
+    assert len(bus.published) == 1
+
+
+async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes, bus: RecordingBus
+) -> None:
+    records = fetch("a", "b", "c")
+    notes.failures["b"] = [RuntimeError("a bug") for _ in range(10)]
+
+    for _ in range(2):  # max_handler_attempts=3: two retries...
+        with pytest.raises(TransientError, match="handler failed"):
+            await consumer.handle_batch(records)
+        assert await applied_notes(sessions) == ["a"]  # order kept: c waits behind b
+        assert bus.published == []
+
+    await consumer.handle_batch(records)  # ...then the dead letter, and the partition moves on
+
+    assert await applied_notes(sessions) == ["a", "c"]
+    [dead] = bus.published
+    assert dead.headers["dlq_error_type"] == b"handler_failed"
+    assert dead.headers["dlq_reason"] == b"RuntimeError: a bug"
+
+
+async def test_a_transient_failure_is_raised_for_a_retry_and_releases_the_leases(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes, guard: MemoryIdempotency, bus: RecordingBus
+) -> None:
+    records = fetch("a", "b", "c")
+    notes.failures["b"] = [OSError("database connection reset") for _ in range(2)]
+
+    with pytest.raises(TransientError, match="transient failure"):
+        await consumer.handle_batch(records)
+    assert await applied_notes(sessions) == ["a"]
+
+    rest = [event_id(item) for item in records[1:]]
+    assert await guard.claim(rest) == dict.fromkeys(rest, Claim.CLAIMED)  # no lease left behind
+    await guard.release(rest)
+
+    await consumer.handle_batch(records)
+    assert await applied_notes(sessions) == ["a", "b", "c"]
+    assert bus.published == []
+
+
+async def test_a_dead_letter_topic_that_refuses_keeps_the_event_and_leaves_no_lease(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes, bus: RecordingBus
+) -> None:
+    records = fetch("a", "b", "c")
+    notes.failures["b"] = [PoisonEvent("bad essay") for _ in range(4)]
+    bus.refusing = True
+
+    with pytest.raises(TransientError, match="dead-letter topic unavailable"):
+        await consumer.handle_batch(records)
+    assert await applied_notes(sessions) == ["a"]
+
+    bus.refusing = False
+    await consumer.handle_batch(records)  # at once: not told its own events are busy
+
+    assert await applied_notes(sessions) == ["a", "c"]
+    assert [dead.headers["dlq_reason"] for dead in bus.published] == [b"bad essay"]
+
+
+async def test_an_undecodable_record_is_dead_lettered_and_the_rest_applied(
+    consumer: EventConsumer, sessions: Sessions, bus: RecordingBus
+) -> None:
+    records = fetch("a", "b")
+    garbage = Record(TOPIC, 0, 2, b"key", b"{not json")
+
+    await consumer.handle_batch([records[0], garbage, records[1]])
+
+    assert await applied_notes(sessions) == ["a", "b"]
+    [dead] = bus.published
+    assert dead.value == b"{not json"
+    assert dead.headers["dlq_error_type"] == b"undecodable"
+    assert dead.headers["dlq_source_offset"] == b"2"
+
+
+async def test_the_same_event_twice_in_one_fetch_is_applied_once(
+    consumer: EventConsumer, sessions: Sessions
+) -> None:
+    same = uuid4()
+    await consumer.handle_batch(
+        [record("a", 0, event_id=same), record("a", 1, event_id=same), record("b", 2)]
+    )
+
+    assert await applied_notes(sessions) == ["a", "b"]
+
+
+async def test_an_event_redelivered_after_a_restart_that_lost_the_guard_is_skipped_by_the_database(
+    sessions: Sessions, notes: Notes, bus: RecordingBus
+) -> None:
+    records = fetch("a", "b")
+    await make_consumer(sessions, notes, bus, MemoryIdempotency()).handle_batch(records)
+
+    restarted = make_consumer(sessions, notes, bus, MemoryIdempotency())
+    await restarted.handle_batch([*records, record("c", 2)])
+
+    assert await applied_notes(sessions) == ["a", "b", "c"]
+    assert await processed_count(sessions) == 3
+
+
+async def test_an_event_leased_by_another_consumer_is_handed_back_until_the_lease_is_gone(
+    consumer: EventConsumer, sessions: Sessions, guard: MemoryIdempotency
+) -> None:
+    records = fetch("a", "b", "c")
+    leased = [event_id(records[1])]
+    assert await guard.claim(leased) == {leased[0]: Claim.CLAIMED}  # another consumer is on it
+
+    with pytest.raises(TransientError, match="another consumer"):
+        await consumer.handle_batch(records)
+    assert await applied_notes(sessions) == ["a", "c"]
+
+    await guard.release(leased)
+    await consumer.handle_batch(records)
+    assert await applied_notes(sessions) == ["a", "c", "b"]
