@@ -1,7 +1,9 @@
 """EventConsumer in the embedded mode (SQLite, MemoryIdempotency): one transaction per fetch, the
 one-by-one fallback, retries, dead letters, and both layers of deduplication."""
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -11,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.envelope import EventEnvelope
 from huleedu.contracts.topics import dlq_topic
-from huleedu.messaging.bus import BatchHandler, OutboundRecord, PublishOutcome, Record
+from huleedu.messaging.bus import OutboundRecord, PublishOutcome, Record
 from huleedu.messaging.consumer import EventConsumer, EventMeta, Route
 from huleedu.messaging.errors import PoisonEvent, PublishError, TransientError
 from huleedu.messaging.idempotency import Claim, MemoryIdempotency
+from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
 from huleedu.messaging.tables import processed_events
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.storage.metadata import metadata
@@ -54,31 +57,42 @@ class Notes:
             raise planned.pop(0)
 
 
-class RecordingBus:
-    """The part of the bus the consumer uses (publish, for dead letters), recording what it got.
-    While `refusing`, every record is refused as by a broker that is down."""
+class RefusableBus(InMemoryBus):
+    """The embedded bus, made to refuse publishing while `refusing`, as a broker that is down
+    does (the in-process log itself never is)."""
 
-    def __init__(self) -> None:
-        self.published: list[OutboundRecord] = []
-        self.refusing = False
+    refusing = False
 
     async def publish(self, records: Sequence[OutboundRecord]) -> list[PublishOutcome]:
         if self.refusing:
             return [PublishError("broker down", broker_unavailable=True) for _ in records]
-        self.published.extend(records)
-        return [None for _ in records]
+        return await super().publish(records)
 
-    async def start(self) -> None:
-        return None
 
-    async def stop(self) -> None:
-        return None
+async def dead_letters(broker: InMemoryBroker) -> list[Record]:
+    """Every record on the dead-letter topic so far, read by a group of its own up to a marker
+    published now (all records here share one key, hence one partition and one order)."""
+    dlq = dlq_topic(TOPIC)
+    marker = f"end-{uuid4()}".encode()
+    await InMemoryBus(broker).publish([OutboundRecord(dlq, marker, b"key")])
+    seen: list[Record] = []
+    reached = asyncio.Event()
 
-    def subscribe(self, group: str, topics: Sequence[str], handler: BatchHandler) -> None:
-        return None
+    async def collect(records: Sequence[Record]) -> None:
+        for item in records:
+            if item.value == marker:
+                reached.set()
+            elif not reached.is_set() and not (item.value or b"").startswith(b"end-"):
+                seen.append(item)
 
-    async def ping(self) -> None:
-        return None
+    reader = InMemoryBus(broker)
+    reader.subscribe(f"reader-{uuid4()}", [dlq], collect)
+    await reader.start()
+    try:
+        await asyncio.wait_for(reached.wait(), timeout=5)
+    finally:
+        await reader.stop()
+    return seen
 
 
 def record(note: str, offset: int, *, event_id: UUID | None = None) -> Record:
@@ -93,11 +107,13 @@ def fetch(*notes: str) -> list[Record]:
 
 
 def event_id(item: Record) -> str:
-    return item.header("event_id").decode()  # type: ignore[union-attr]
+    value = item.header("event_id")
+    assert value is not None
+    return value.decode()
 
 
 @pytest.fixture
-async def sessions(tmp_path: object) -> AsyncIterator[Sessions]:
+async def sessions(tmp_path: Path) -> AsyncIterator[Sessions]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/consumer.sqlite")
     async with engine.begin() as connection:
         await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[processed_events]))
@@ -112,8 +128,13 @@ def notes() -> Notes:
 
 
 @pytest.fixture
-def bus() -> RecordingBus:
-    return RecordingBus()
+def memory_broker() -> InMemoryBroker:
+    return InMemoryBroker()
+
+
+@pytest.fixture
+def bus(memory_broker: InMemoryBroker) -> RefusableBus:
+    return RefusableBus(memory_broker)
 
 
 @pytest.fixture
@@ -122,7 +143,7 @@ def guard() -> MemoryIdempotency:
 
 
 def make_consumer(
-    sessions: Sessions, notes: Notes, bus: RecordingBus, guard: MemoryIdempotency, *, max_attempts: int = 5
+    sessions: Sessions, notes: Notes, bus: RefusableBus, guard: MemoryIdempotency, *, max_attempts: int = 5
 ) -> EventConsumer:
     return EventConsumer(
         service="notes",
@@ -136,7 +157,7 @@ def make_consumer(
 
 
 @pytest.fixture
-def consumer(sessions: Sessions, notes: Notes, bus: RecordingBus, guard: MemoryIdempotency) -> EventConsumer:
+def consumer(sessions: Sessions, notes: Notes, bus: RefusableBus, guard: MemoryIdempotency) -> EventConsumer:
     return make_consumer(sessions, notes, bus, guard, max_attempts=3)
 
 
@@ -173,7 +194,7 @@ async def test_a_failed_fetch_is_rolled_back_and_applied_one_by_one_each_event_o
 
 
 async def test_an_event_its_handler_calls_poison_is_dead_lettered_and_the_others_applied(
-    consumer: EventConsumer, sessions: Sessions, notes: Notes, bus: RecordingBus
+    consumer: EventConsumer, sessions: Sessions, notes: Notes, memory_broker: InMemoryBroker
 ) -> None:
     records = fetch("a", "b", "c")
     notes.failures["b"] = [PoisonEvent("essay unknown", error_type="unknown_essay") for _ in range(2)]
@@ -181,23 +202,23 @@ async def test_an_event_its_handler_calls_poison_is_dead_lettered_and_the_others
     await consumer.handle_batch(records)
 
     assert await applied_notes(sessions) == ["a", "c"]
-    [dead] = bus.published
+    [dead] = await dead_letters(memory_broker)
     assert dead.topic == dlq_topic(TOPIC)
     assert dead.value == records[1].value
     assert dead.key == records[1].key
-    assert dead.headers["dlq_reason"] == b"essay unknown"
-    assert dead.headers["dlq_error_type"] == b"unknown_essay"
-    assert dead.headers["dlq_source_topic"] == TOPIC.encode()
-    assert dead.headers["dlq_source_offset"] == b"1"
-    assert dead.headers["event_id"] == event_id(records[1]).encode()
+    assert dead.header("dlq_reason") == b"essay unknown"
+    assert dead.header("dlq_error_type") == b"unknown_essay"
+    assert dead.header("dlq_source_topic") == TOPIC.encode()
+    assert dead.header("dlq_source_offset") == b"1"
+    assert dead.header("event_id") == event_id(records[1]).encode()
 
     await consumer.handle_batch(records)  # redelivered: nothing applied or dead-lettered twice
     assert await applied_notes(sessions) == ["a", "c"]
-    assert len(bus.published) == 1
+    assert len(await dead_letters(memory_broker)) == 1
 
 
 async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(
-    consumer: EventConsumer, sessions: Sessions, notes: Notes, bus: RecordingBus
+    consumer: EventConsumer, sessions: Sessions, notes: Notes, memory_broker: InMemoryBroker
 ) -> None:
     records = fetch("a", "b", "c")
     notes.failures["b"] = [RuntimeError("a bug") for _ in range(10)]
@@ -206,18 +227,23 @@ async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(
         with pytest.raises(TransientError, match="handler failed"):
             await consumer.handle_batch(records)
         assert await applied_notes(sessions) == ["a"]  # order kept: c waits behind b
-        assert bus.published == []
+        assert await dead_letters(memory_broker) == []
 
     await consumer.handle_batch(records)  # ...then the dead letter, and the partition moves on
 
     assert await applied_notes(sessions) == ["a", "c"]
-    [dead] = bus.published
-    assert dead.headers["dlq_error_type"] == b"handler_failed"
-    assert dead.headers["dlq_reason"] == b"RuntimeError: a bug"
+    [dead] = await dead_letters(memory_broker)
+    assert dead.value == records[1].value
+    assert dead.header("dlq_error_type") == b"handler_failed"
+    assert dead.header("dlq_reason") == b"RuntimeError: a bug"
 
 
 async def test_a_transient_failure_is_raised_for_a_retry_and_releases_the_leases(
-    consumer: EventConsumer, sessions: Sessions, notes: Notes, guard: MemoryIdempotency, bus: RecordingBus
+    consumer: EventConsumer,
+    sessions: Sessions,
+    notes: Notes,
+    guard: MemoryIdempotency,
+    memory_broker: InMemoryBroker,
 ) -> None:
     records = fetch("a", "b", "c")
     notes.failures["b"] = [OSError("database connection reset") for _ in range(2)]
@@ -232,11 +258,15 @@ async def test_a_transient_failure_is_raised_for_a_retry_and_releases_the_leases
 
     await consumer.handle_batch(records)
     assert await applied_notes(sessions) == ["a", "b", "c"]
-    assert bus.published == []
+    assert await dead_letters(memory_broker) == []
 
 
 async def test_a_dead_letter_topic_that_refuses_keeps_the_event_and_leaves_no_lease(
-    consumer: EventConsumer, sessions: Sessions, notes: Notes, bus: RecordingBus
+    consumer: EventConsumer,
+    sessions: Sessions,
+    notes: Notes,
+    bus: RefusableBus,
+    memory_broker: InMemoryBroker,
 ) -> None:
     records = fetch("a", "b", "c")
     notes.failures["b"] = [PoisonEvent("bad essay") for _ in range(4)]
@@ -250,11 +280,11 @@ async def test_a_dead_letter_topic_that_refuses_keeps_the_event_and_leaves_no_le
     await consumer.handle_batch(records)  # at once: not told its own events are busy
 
     assert await applied_notes(sessions) == ["a", "c"]
-    assert [dead.headers["dlq_reason"] for dead in bus.published] == [b"bad essay"]
+    assert [dead.header("dlq_reason") for dead in await dead_letters(memory_broker)] == [b"bad essay"]
 
 
 async def test_an_undecodable_record_is_dead_lettered_and_the_rest_applied(
-    consumer: EventConsumer, sessions: Sessions, bus: RecordingBus
+    consumer: EventConsumer, sessions: Sessions, memory_broker: InMemoryBroker
 ) -> None:
     records = fetch("a", "b")
     garbage = Record(TOPIC, 0, 2, b"key", b"{not json")
@@ -262,10 +292,10 @@ async def test_an_undecodable_record_is_dead_lettered_and_the_rest_applied(
     await consumer.handle_batch([records[0], garbage, records[1]])
 
     assert await applied_notes(sessions) == ["a", "b"]
-    [dead] = bus.published
+    [dead] = await dead_letters(memory_broker)
     assert dead.value == b"{not json"
-    assert dead.headers["dlq_error_type"] == b"undecodable"
-    assert dead.headers["dlq_source_offset"] == b"2"
+    assert dead.header("dlq_error_type") == b"undecodable"
+    assert dead.header("dlq_source_offset") == b"2"
 
 
 async def test_the_same_event_twice_in_one_fetch_is_applied_once(
@@ -280,7 +310,7 @@ async def test_the_same_event_twice_in_one_fetch_is_applied_once(
 
 
 async def test_an_event_redelivered_after_a_restart_that_lost_the_guard_is_skipped_by_the_database(
-    sessions: Sessions, notes: Notes, bus: RecordingBus
+    sessions: Sessions, notes: Notes, bus: RefusableBus
 ) -> None:
     records = fetch("a", "b")
     await make_consumer(sessions, notes, bus, MemoryIdempotency()).handle_batch(records)

@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.envelope import EventEnvelope
-from huleedu.messaging.bus import BatchHandler, OutboundRecord, PublishOutcome
+from huleedu.messaging.bus import BatchHandler, OutboundRecord, PublishOutcome, Record
 from huleedu.messaging.errors import PublishError
+from huleedu.messaging.memory import InMemoryBus
 from huleedu.messaging.outbox import Outbox, OutboxEntry, parked_rows, prune_published, retry_parked
 from huleedu.messaging.relay import OutboxRelay, RelayWakeup
 from huleedu.messaging.tables import event_outbox
@@ -341,6 +342,35 @@ async def test_a_commit_wakes_the_relay_without_waiting_for_the_poll_interval(
     finally:
         relay.stop()
         await task
+
+
+async def test_in_the_embedded_mode_a_commit_reaches_a_subscriber_of_the_in_process_bus(
+    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    received: list[Record] = []
+
+    async def handle(records: Sequence[Record]) -> None:
+        received.extend(records)
+
+    bus = InMemoryBus()
+    bus.subscribe("dashboard", [TOPIC], handle)
+    await bus.start()
+    wakeup = RelayWakeup()
+    relay = OutboxRelay(sessions, engine, bus, [SERVICE], poll_seconds=30, wakeup=wakeup)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(relay.ready.wait(), 5)
+        events = [envelope(n) for n in range(3)]
+        await commit(sessions, Outbox(SERVICE, wakeup), *[(event, "batch-1") for event in events])
+
+        await _until(lambda: len(received) == 3, seconds=10)
+        assert [orjson.loads(record.value or b"")["event_id"] for record in received] == [
+            str(event.event_id) for event in events
+        ]
+    finally:
+        relay.stop()
+        await task
+        await bus.stop()
 
 
 async def test_a_rolled_back_write_wakes_no_one_and_a_later_commit_does(

@@ -16,6 +16,7 @@ HIGH when the confidence is at least HIGH_CONFIDENCE_MIN, MID from MID_CONFIDENC
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from scipy.optimize import isotonic_regression
@@ -86,17 +87,20 @@ def calibrate(
     levels = grade_levels(anchor_grades)
     n_items = len(scores)
     anchored = sorted({levels.index(g) for g in anchor_grades})
-    members = {level: [item for item, g in zip(anchor_items, anchor_grades, strict=True) if levels.index(g) == level] for level in anchored}
+    members = {
+        level: [item for item, g in zip(anchor_items, anchor_grades, strict=True) if levels.index(g) == level]
+        for level in anchored
+    }
     means = np.array([float(np.mean(scores[members[level]])) for level in anchored])
     sizes = np.array([len(members[level]) for level in anchored], dtype=np.float64)
     blocks = np.asarray(isotonic_regression(means, weights=sizes, increasing=True).blocks, dtype=np.intp)
 
     weights = np.zeros((len(levels), n_items))
-    for start, stop in zip(blocks[:-1], blocks[1:], strict=True):
+    for start, stop in pairwise(blocks.tolist()):
         pooled = [item for level in anchored[start:stop] for item in members[level]]
         for level in anchored[start:stop]:
             weights[level, pooled] = 1.0 / len(pooled)
-    for below, above in zip(anchored[:-1], anchored[1:], strict=True):
+    for below, above in pairwise(anchored):
         for level in range(below + 1, above):  # a grade no anchor has: interpolate along the scale
             share = (level - below) / (above - below)
             weights[level] = (1.0 - share) * weights[below] + share * weights[above]
@@ -111,7 +115,9 @@ def project_grades(
     """The most probable grade of each pool item in `items`, with its probability and label."""
     boundaries = calibration.boundaries(scores)
     spread = covariance @ calibration.boundary_weights.T  # pool x boundaries
-    boundary_variance = np.einsum("kn,nm,km->k", calibration.boundary_weights, covariance, calibration.boundary_weights)
+    boundary_variance = np.einsum(
+        "kn,nm,km->k", calibration.boundary_weights, covariance, calibration.boundary_weights
+    )
     item_variance = np.diag(covariance)[items]
     variance = item_variance[:, None] - 2.0 * spread[items] + boundary_variance[None, :]
     distance = scores[items][:, None] - boundaries[None, :]

@@ -25,7 +25,7 @@ _SPLIT_ATTEMPTS = 8  # alternative side splits tried when the first one forces a
 
 class Strategy(StrEnum):
     RANDOM = "random"  # a uniformly shuffled balanced matching each wave
-    ADAPTIVE = "adaptive"  # the matching with the largest expected variance reduction of the scale
+    ADAPTIVE = "adaptive"  # the matching with the most expected information about the ranking
 
 
 class PairingLedger:
@@ -105,16 +105,26 @@ def expected_information(score_difference: FloatArray, difference_variance: Floa
 
 
 def _information_gain(fit: BTFit, candidates: IntArray) -> FloatArray:
-    """Expected drop of the summed score variances if i meets j (a Kalman update on the contrast
-    theta_i - theta_j), for every pair of candidates: I |S c|^2 / (1 + I c'Sc)."""
-    scores = fit.scores[candidates]
-    covariance = fit.covariance[np.ix_(candidates, candidates)]
+    """For every pair of candidates, the expected drop of the order-weighted contrast variance
+    sum_(i<j) w_ij var(theta_i - theta_j) if the two meet (a Kalman update on their contrast):
+    I (u' L u) / (1 + I v), with u = S (e_k - e_l), v = var(theta_k - theta_l), L the Laplacian of w.
+
+    w_ij = exp(-d_ij^2 / (4 var_ij)) / var_ij weighs the pairs whose order is still open (close
+    scores relative to their uncertainty): information about the ranking, not about the scores'
+    overall level. Pairs of similar essays score highest, but a comparison that ties a poorly
+    connected part of the scale to the rest also counts, which pure neighbour pairing misses."""
+    scores, covariance = fit.scores, fit.covariance
     variance = np.diag(covariance)
-    contrast_variance = variance[:, None] + variance[None, :] - 2.0 * covariance
-    squared = covariance @ covariance
-    spread = np.diag(squared)[:, None] + np.diag(squared)[None, :] - 2.0 * squared
-    information = expected_information(scores[:, None] - scores[None, :], np.clip(contrast_variance, 0.0, None))
-    return np.asarray(information * spread / (1.0 + information * contrast_variance), dtype=np.float64)
+    contrast_variance = np.clip(variance[:, None] + variance[None, :] - 2.0 * covariance, 1e-12, None)
+    difference = scores[:, None] - scores[None, :]
+    openness = np.exp(-(difference**2) / (4.0 * contrast_variance)) / contrast_variance
+    np.fill_diagonal(openness, 0.0)
+    laplacian = np.diag(openness.sum(axis=1)) - openness
+    weighted = covariance @ laplacian @ covariance
+    reduction = np.diag(weighted)[:, None] + np.diag(weighted)[None, :] - 2.0 * weighted
+    information = expected_information(difference, contrast_variance)
+    gain = information * reduction / (1.0 + information * contrast_variance)
+    return np.asarray(gain[np.ix_(candidates, candidates)], dtype=np.float64)
 
 
 def _unused_pairs(pair_uses: IntArray, candidates: IntArray) -> BoolArray:

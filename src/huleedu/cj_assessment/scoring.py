@@ -39,15 +39,17 @@ def fit_bradley_terry(
     b: IntArray,
     a_won: BoolArray,
     *,
-    prior_sd: float = DEFAULT_PRIOR_SD,
+    prior_sd: float | FloatArray = DEFAULT_PRIOR_SD,
     estimate_position_effect: bool = False,
     centre_on: BoolArray | None = None,
     start: FloatArray | None = None,
-    tolerance: float = 1e-9,
+    tolerance: float = 1e-7,
     max_iterations: int = 100,
 ) -> BTFit:
     """Fit item scores to comparisons (`a[k]` shown first against `b[k]`, `a_won[k]` its outcome).
 
+    `prior_sd` is one SD for every item or one per item (the position effect always gets the weak
+    default).
     With `estimate_position_effect` a shared first-position advantage (logits) is fitted too and
     taken out of the item scores. Raises ValueError on inconsistent input.
     """
@@ -59,20 +61,22 @@ def fit_bradley_terry(
     winner = np.where(a_won, a, b).astype(np.intp)
     loser = np.where(a_won, b, a).astype(np.intp)
     sign = np.where(a_won, 1.0, -1.0)  # d(logit of the observed outcome) / d(position effect)
-    precision = 1.0 / prior_sd**2
+    precision = np.full(size, 1.0 / DEFAULT_PRIOR_SD**2)
+    precision[:n_items] = 1.0 / np.square(np.broadcast_to(np.asarray(prior_sd, dtype=np.float64), (n_items,)))
     theta = np.zeros(size) if start is None or len(start) != size else start.astype(np.float64).copy()
 
     def log_posterior(values: FloatArray) -> float:
         logits = _logits(values, winner, loser, sign, n_items, estimate_position_effect)
-        return float(np.sum(log_expit(logits)) - 0.5 * precision * float(values @ values))
+        return float(np.sum(log_expit(logits)) - 0.5 * float(precision @ np.square(values)))
 
     current = log_posterior(theta)
     iterations = 0
     information = _information(theta, winner, loser, sign, n_items, estimate_position_effect, precision)
-    for iterations in range(1, max_iterations + 1):  # noqa: B007 - the count is reported
+    while iterations < max_iterations:
+        iterations += 1
         logits = _logits(theta, winner, loser, sign, n_items, estimate_position_effect)
         residual = np.asarray(1.0 - expit(logits), dtype=np.float64)
-        gradient = np.bincount(winner, residual, minlength=size) - np.bincount(loser, residual, minlength=size)
+        gradient = _signed_sums(winner, loser, residual, size)
         if estimate_position_effect:
             gradient[n_items] = float(residual @ sign)
         gradient = gradient - precision * theta
@@ -139,6 +143,15 @@ def _logits(
     return logits
 
 
+def _signed_sums(
+    winner: IntArray, loser: IntArray, values: FloatArray, size: int, loser_sign: float = -1.0
+) -> FloatArray:
+    """Per item: the sum of `values` over its wins plus `loser_sign` times the sum over its losses."""
+    wins = np.bincount(winner, values, minlength=size)
+    losses = np.bincount(loser, values, minlength=size)
+    return np.asarray(wins + loser_sign * losses, dtype=np.float64)
+
+
 def _information(
     theta: FloatArray,
     winner: IntArray,
@@ -146,7 +159,7 @@ def _information(
     sign: FloatArray,
     n_items: int,
     position: bool,
-    precision: float,
+    precision: FloatArray,
 ) -> FloatArray:
     """Negative Hessian of the log posterior (observed = expected information for this model)."""
     size = len(theta)
@@ -155,11 +168,9 @@ def _information(
     information = np.zeros((size, size))
     np.add.at(information, (winner, loser), -weight)
     np.add.at(information, (loser, winner), -weight)
-    diagonal = np.bincount(winner, weight, minlength=size) + np.bincount(loser, weight, minlength=size)
+    diagonal = _signed_sums(winner, loser, weight, size, loser_sign=1.0)
     if position:
-        column = np.bincount(winner, weight * sign, minlength=size) - np.bincount(
-            loser, weight * sign, minlength=size
-        )
+        column = _signed_sums(winner, loser, weight * sign, size)
         information[:n_items, n_items] = column[:n_items]
         information[n_items, :n_items] = column[:n_items]
         diagonal[n_items] = float(weight.sum())

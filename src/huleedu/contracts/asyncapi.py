@@ -56,16 +56,17 @@ def _header_schema(headers: dict[str, str], description: str) -> dict[str, Any]:
     return {
         "type": "object",
         "description": description,
-        "properties": {
-            name: {"type": "string", "description": meaning} for name, meaning in headers.items()
-        },
+        "properties": {name: {"type": "string", "description": meaning} for name, meaning in headers.items()},
     }
 
 
 def _kafka_key() -> dict[str, Any]:
     return {
         "kafka": {
-            "key": {"type": "string", "description": "the batch_id: one batch stays ordered in one partition"},
+            "key": {
+                "type": "string",
+                "description": "the batch_id: one batch stays ordered in one partition",
+            },
             "bindingVersion": KAFKA_BINDING_VERSION,
         }
     }
@@ -102,7 +103,8 @@ def asyncapi_document(topics: Topics) -> dict[str, Any]:
         RECORD_HEADERS, "Duplicates of envelope fields; a consumer must accept a record without them."
     )
     schemas["DeadLetterHeaders"] = _header_schema(
-        {**RECORD_HEADERS, **DLQ_HEADERS}, "The original record's headers plus the reason it was dead-lettered."
+        {**RECORD_HEADERS, **DLQ_HEADERS},
+        "The original record's headers plus the reason it was dead-lettered.",
     )
 
     channels: dict[str, Any] = {}

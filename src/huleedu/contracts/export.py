@@ -54,7 +54,7 @@ def contract_files(topics: Topics) -> dict[str, str]:
             f"[envelope]({SCHEMAS}/{suffix}.json) | {info.producer} | {', '.join(info.consumers)} |"
         )
     files[f"{SCHEMAS}/error.json"] = dumps(
-        _schema(ErrorBody, "The body of every HTTP error: `{\"error\": {...}}`.")
+        _schema(ErrorBody, 'The body of every HTTP error: `{"error": {...}}`.')
     )
     files["README.md"] = "\n".join(
         [

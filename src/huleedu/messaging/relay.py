@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import orjson
 import structlog
-from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, FromClause, Row, Select, and_, bindparam, exists, or_, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -45,9 +45,56 @@ log = structlog.get_logger(__name__)
 
 # The PostgreSQL channel an outbox write notifies (payload: the emitting service) on commit.
 NOTIFY_CHANNEL = "huleedu_outbox"
+# How the relay's LISTEN connection shows in pg_stat_activity.
+LISTENER_APPLICATION_NAME = "huleedu-outbox-listener"
 
-_PENDING = and_(event_outbox.c.published_at.is_(None), event_outbox.c.parked_at.is_(None))
+
+def _pending(table: FromClause) -> ColumnElement[bool]:
+    return and_(table.c.published_at.is_(None), table.c.parked_at.is_(None))
+
+
 _ERROR_CHARS = 2000
+
+
+def _claim_query(services: Sequence[str], batch_size: int, *, lock: bool) -> Select[Any]:
+    """Due rows of `services` in id order, each with `waits`: whether an earlier pending row of its
+    key is not among them (backing off, or locked by another relay), so it must wait for it.
+    Built once per relay; `now` is bound per pass."""
+    table = event_outbox
+    due_query = (
+        select(
+            table.c.id,
+            table.c.service,
+            table.c.topic,
+            table.c.key,
+            table.c.envelope,
+            table.c.headers,
+            table.c.attempts,
+        )
+        .where(
+            table.c.service.in_(services),
+            _pending(table),
+            or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= bindparam("now")),
+        )
+        .order_by(table.c.id)
+        .limit(batch_size)
+    )
+    if lock:
+        due_query = due_query.with_for_update(skip_locked=True)
+    due = due_query.cte("due")
+    earlier = table.alias("earlier")
+    waits = (
+        exists()
+        .where(
+            earlier.c.key == due.c.key,
+            earlier.c.service.in_(services),
+            _pending(earlier),
+            earlier.c.id < due.c.id,
+            earlier.c.id.not_in(select(due.c.id)),
+        )
+        .label("waits")
+    )
+    return select(due, waits).order_by(due.c.id)
 
 
 class RelayWakeup:
@@ -129,6 +176,7 @@ class OutboxRelay:
         self.backoff_max_seconds = backoff_max_seconds
         self._wakeup = wakeup
         self._listener_check_seconds = listener_check_seconds
+        self._claim_query = _claim_query(self.services, batch_size, lock=self._is_postgres)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._listening = asyncio.Event()
@@ -156,41 +204,9 @@ class OutboxRelay:
 
     async def _claim(self, session: AsyncSession, now: datetime) -> tuple[int, list[Row[Any]]]:
         """Due rows in id order (locked on PostgreSQL), minus those that must wait for an earlier
-        row of their key. Returns how many were due, and the rows to send."""
-        table = event_outbox
-        due = select(
-            table.c.id,
-            table.c.service,
-            table.c.topic,
-            table.c.key,
-            table.c.envelope,
-            table.c.headers,
-            table.c.attempts,
-        ).where(
-            table.c.service.in_(self.services),
-            _PENDING,
-            or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
-        )
-        due = due.order_by(table.c.id).limit(self.batch_size)
-        if self._is_postgres:
-            due = due.with_for_update(skip_locked=True)
-        rows = list((await session.execute(due)).all())
-        keys = {row.key for row in rows if row.key is not None}
-        if not keys:
-            return len(rows), rows
-        # The first pending row of each key that we do not hold: backing off, locked by another
-        # relay, or beyond this page. Rows of its key after it must wait.
-        first_waiting = select(table.c.key, func.min(table.c.id)).where(
-            table.c.service.in_(self.services),
-            _PENDING,
-            table.c.key.in_(keys),
-            table.c.id.not_in([row.id for row in rows]),
-        )
-        blockers: dict[str, int] = dict(
-            (await session.execute(first_waiting.group_by(table.c.key))).tuples().all()
-        )
-        sendable = [row for row in rows if row.key is None or row.id < blockers.get(row.key, row.id + 1)]
-        return len(rows), sendable
+        row of their key. Returns how many were due, and the rows to send. One round trip."""
+        rows = (await session.execute(self._claim_query, {"now": now})).all()
+        return len(rows), [row for row in rows if not row.waits]
 
     async def _send(self, rows: Sequence[Row[Any]]) -> list[tuple[Row[Any], PublishOutcome]]:
         """Publish `rows` in waves, the n-th row of every key in the n-th wave; a key whose row
@@ -360,7 +376,9 @@ class OutboxRelay:
         failures = 0
         while True:
             try:
-                connection = await asyncpg.connect(dsn, timeout=10)
+                connection = await asyncpg.connect(
+                    dsn, timeout=10, server_settings={"application_name": LISTENER_APPLICATION_NAME}
+                )
             except Exception as exc:
                 failures += 1
                 log.warning("outbox listener cannot connect", error=repr(exc), failures=failures)

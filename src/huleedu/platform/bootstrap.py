@@ -105,7 +105,14 @@ def build_adapters(settings: Settings) -> Adapters:
     engine = create_engine(settings.database_url)
     redis = create_redis_client(settings.redis_url) if settings.redis_url else None
     bus: EventBus = (
-        KafkaBus(settings) if settings.kafka_bootstrap_servers else InMemoryBus(InMemoryBroker())
+        KafkaBus(settings)
+        if settings.kafka_bootstrap_servers
+        else InMemoryBus(
+            InMemoryBroker(partitions=settings.kafka_partitions),
+            max_batch_records=settings.kafka_max_batch_records,
+            retry_initial_seconds=settings.consumer_retry_initial_seconds,
+            retry_max_seconds=settings.consumer_retry_max_seconds,
+        )
     )
     cache: Cache = (
         RedisCache(redis, key_prefix=settings.redis_key_prefix)

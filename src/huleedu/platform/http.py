@@ -201,13 +201,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = _CODE_OF_STATUS.get(
         status, ErrorCode.VALIDATION_ERROR if status < 500 else ErrorCode.PROCESSING_ERROR
     )
+    details: dict[str, Any] = {}
     if isinstance(exc.detail, str):
-        message, details = exc.detail, {}
+        message = exc.detail
     else:
-        message, details = HTTPStatus(status).phrase, {"detail": exc.detail}
-    return error_response(
-        request.scope, code, message, status=status, details=details, headers=exc.headers
-    )
+        message, details["detail"] = HTTPStatus(status).phrase, exc.detail
+    return error_response(request.scope, code, message, status=status, details=details, headers=exc.headers)
 
 
 async def _timed_check(check: Callable[[], Awaitable[object]]) -> dict[str, str]:

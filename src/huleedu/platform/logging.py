@@ -13,12 +13,17 @@ from typing import TextIO
 from uuid import UUID
 
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor
 
 from huleedu.platform.settings import Settings
 
 # Libraries that are chatty at INFO; they keep WARNING and above unless we run at DEBUG.
 QUIET_LIBRARIES = ("aiokafka", "kafka", "sqlalchemy.engine", "alembic.runtime.migration", "uvicorn.access")
+
+
+def _drop_color_message(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
+    event_dict.pop("color_message", None)  # uvicorn's ANSI copy of the message, as an `extra`
+    return event_dict
 
 
 def _shared_processors() -> list[Processor]:
@@ -27,6 +32,7 @@ def _shared_processors() -> list[Processor]:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _drop_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
@@ -43,7 +49,10 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         renderer = structlog.processors.JSONRenderer()
         final: list[Processor] = [structlog.processors.dict_tracebacks, renderer]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=output.isatty())
+        # Plain tracebacks: rich ones with locals are slow to render and may print secrets.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=output.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         final = [renderer]
 
     structlog.configure(

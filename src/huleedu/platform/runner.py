@@ -13,7 +13,7 @@ import importlib
 import inspect
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import structlog
@@ -111,7 +111,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the runner owns SIGINT/SIGTERM for the whole process."""
+    """uvicorn without its own signal handling (the runner owns SIGINT/SIGTERM for the whole process),
+    telling when it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.listening.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -178,8 +188,8 @@ async def run_units(
     server: _Server | None = None
     tasks: dict[asyncio.Task[Any], str] = {}
 
-    def spawn(name: str, coroutine: Coroutine[Any, Any, Any]) -> None:
-        tasks[asyncio.create_task(coroutine, name=name)] = name
+    def spawn(name: str, work: Awaitable[Any]) -> None:
+        tasks[asyncio.create_task(_awaited(work), name=name)] = name
 
     failure: BaseException | None = None
     with _signals_set(stop, handle_signals):
@@ -199,27 +209,49 @@ async def run_units(
                     timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
                 )
                 server = _Server(config)
-                spawn("http", server.serve(sockets=[sock]))
-                while not server.started and not any(task.done() for task in tasks):
-                    await asyncio.sleep(0.01)
+                serving = asyncio.create_task(_awaited(server.serve(sockets=[sock])), name="http")
+                tasks[serving] = "http"
+                listening = asyncio.create_task(server.listening.wait())
+                await asyncio.wait([listening, serving], return_when=asyncio.FIRST_COMPLETED)
+                listening.cancel()
             host, port = sock.getsockname()[:2] if sock is not None else (None, None)
             log.info("running", units=[unit.name for unit in units], http_host=host, http_port=port)
             if started is not None:
                 started.set()
-            stopping = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            for task in done:
-                if task is not stopping:
-                    failure = task.exception() or RuntimeError(f"{tasks[task]} stopped on its own")
-                    log.error("a part of the process stopped; shutting down", part=tasks[task], error=repr(failure))
-                    break
+            failure = await _until_stopped(stop, tasks)
         finally:
             await _shut_down(server, relay, tasks, adapters)
             if sock is not None:
                 sock.close()
     if failure is not None:
         raise failure
+
+
+async def _until_stopped(stop: asyncio.Event, tasks: dict[asyncio.Task[Any], str]) -> BaseException | None:
+    """Wait for `stop`; return the failure of a part that crashed first. A background task that simply
+    returns is done with its work; HTTP or the relay returning unasked is a failure."""
+    stopping = asyncio.create_task(stop.wait())
+    watched = set(tasks)
+    try:
+        while not stop.is_set():
+            done, _ = await asyncio.wait([stopping, *watched], return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopping}:
+                watched.discard(task)
+                name = tasks[task]
+                error = None if task.cancelled() else task.exception()
+                if error is None and name not in ("http", "outbox-relay"):
+                    log.info("background task finished", task=name)
+                    continue
+                failure = error or RuntimeError(f"{name} stopped on its own")
+                log.error("a part of the process stopped; shutting down", part=name, error=repr(failure))
+                return failure
+        return None
+    finally:
+        stopping.cancel()
+
+
+async def _awaited(work: Awaitable[Any]) -> Any:
+    return await work
 
 
 async def _shut_down(

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     kafka_partitions: int = Field(default=4, ge=1, le=1024, description="partitions of topics we create")
+    kafka_replication_factor: int = Field(default=1, ge=1, description="replicas of topics we create")
+    kafka_request_timeout_ms: int = Field(
+        default=5_000, ge=100, description="longest wait for a broker's answer; bounds publish and ping"
+    )
     kafka_client_id: str = "huleedu"
 
     # consumer retry policy

@@ -57,7 +57,9 @@ def registration(
 
 
 def failure(operation: str, message: str) -> ErrorDetail:
-    return ErrorDetail(code=ErrorCode.PROCESSING_ERROR, message=message, service="test", operation=operation)
+    return ErrorDetail(
+        code=ErrorCode.PROCESSING_ERROR, message=message, service="test", operation=operation, timestamp=BASE_TIME
+    )
 
 
 def spellcheck_result(

@@ -182,3 +182,34 @@ def chromium_path() -> str:
     if path is None:
         raise ServerMissing("Chromium is missing: run `make system-deps` (apt-get install chromium) as root")
     return path
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of our own on a free port, for tests that must stop Redis midway without
+    disturbing anyone else's."""
+
+    port: int = field(default_factory=free_port)
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerMissing("redis-server is not installed (Debian package redis-server)")
+        self._process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port, 10)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
