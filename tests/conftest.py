@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from huleedu.platform.logging import configure_logging
+from huleedu.platform.settings import Settings
 from huleedu.testing import servers
 
 TESTS = Path(__file__).parent
@@ -78,6 +80,12 @@ def kafka_bootstrap(broker: servers.TansuBroker) -> str:
 def topic_prefix() -> str:
     """Topics of one test never meet another test's records."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logging() -> None:
+    # Unconfigured structlog renders exceptions with rich: seconds per logged exception.
+    configure_logging(Settings(log_level="WARNING"))
 
 
 @pytest.fixture(autouse=True)

@@ -224,7 +224,8 @@ async def _run_handlers(items: Sequence[_Item], uow: UnitOfWork) -> None:
             await route.batch_handler([(item.event, item.meta) for item in items[start:end]], uow)
         else:
             for item in items[start:end]:
-                await route.handler(item.event, item.meta, uow)
+                with structlog.contextvars.bound_contextvars(correlation_id=str(item.meta.correlation_id)):
+                    await route.handler(item.event, item.meta, uow)
         start = end
 
 

@@ -15,15 +15,24 @@ from huleedu.result_aggregator.queries import BatchQueries
 from huleedu.result_aggregator.worker import CONSUMER_GROUP, SERVICE, routes
 
 
-def build(adapters: Adapters) -> ServiceUnit:
-    settings = adapters.settings
-    cache = ResultsCache(adapters.cache, ttl_seconds=settings.ras_cache_ttl_seconds)
-    deps = Deps(
+def results_cache(adapters: Adapters) -> ResultsCache:
+    return ResultsCache(adapters.cache, ttl_seconds=adapters.settings.ras_cache_ttl_seconds)
+
+
+def handler_deps(adapters: Adapters, cache: ResultsCache) -> Deps:
+    """What RAS handlers and the deadline sweeper need; one per process."""
+    return Deps(
         outbox=Outbox(SERVICE, adapters.relay_wakeup),
         topics=adapters.topics,
         invalidate=cache.invalidate,
-        deadline=timedelta(seconds=settings.ras_batch_deadline_seconds),
+        deadline=timedelta(seconds=adapters.settings.ras_batch_deadline_seconds),
     )
+
+
+def build(adapters: Adapters) -> ServiceUnit:
+    settings = adapters.settings
+    cache = results_cache(adapters)
+    deps = handler_deps(adapters, cache)
     consumer = EventConsumer(
         service=SERVICE,
         group=CONSUMER_GROUP,
