@@ -36,7 +36,6 @@ from huleedu.cj_assessment.scoring import (
 from huleedu.contracts.enums import ErrorCode
 from huleedu.contracts.errors import ErrorDetail
 
-
 _MIN_TRUE_VARIANCE = 0.05  # logits^2: the floor of the students' estimated true variance
 
 

@@ -10,6 +10,7 @@ from huleedu.cj_assessment.evaluation import (
     StrategyResult,
     best_information,
 )
+from huleedu.cj_assessment.grading import HIGH_CONFIDENCE_MIN, MID_CONFIDENCE_MIN
 from huleedu.cj_assessment.pairing import Strategy
 from huleedu.contracts.enums import ConfidenceLabel
 
@@ -169,7 +170,8 @@ def _labels(evaluation: Evaluation, strategy: Strategy) -> list[str]:
         f"## Grade confidence labels ({strategy})",
         "",
         "Accuracy is the share of students whose projected grade is their true band; a calibrated "
-        "label's accuracy matches its mean confidence. HIGH needs a confidence of at least 0.8, MID 0.5.",
+        "label's accuracy matches its mean confidence. HIGH needs a confidence of at least "
+        f"{HIGH_CONFIDENCE_MIN:g}, MID {MID_CONFIDENCE_MIN:g}.",
         "",
         "| comparisons per essay | label | share of students | accuracy | mean confidence |",
         "|---|---|---|---|---|",

@@ -10,6 +10,8 @@ so a row that is backing off, or locked by another relay, holds back the later r
 Within a pass, the n-th row of each key goes out in the n-th `bus.publish` call (one call when
 every key has one row), so a row is on the wire only once the earlier rows of its key were
 acknowledged. Parked rows (failed `max_attempts` times for a reason of their own) hold back nothing.
+"Earlier" means a smaller id, so the transactions writing rows of one key must commit in the order
+they inserted; they do when they lock the key's aggregate first, as every handler here does.
 
 Failures:
     broker unavailable   the whole relay backs off (capped exponential); rows stay pending and are
@@ -47,13 +49,11 @@ log = structlog.get_logger(__name__)
 NOTIFY_CHANNEL = "huleedu_outbox"
 # How the relay's LISTEN connection shows in pg_stat_activity.
 LISTENER_APPLICATION_NAME = "huleedu-outbox-listener"
+_ERROR_CHARS = 2000
 
 
 def _pending(table: FromClause) -> ColumnElement[bool]:
     return and_(table.c.published_at.is_(None), table.c.parked_at.is_(None))
-
-
-_ERROR_CHARS = 2000
 
 
 def _claim_query(services: Sequence[str], batch_size: int, *, lock: bool) -> Select[Any]:
@@ -144,7 +144,8 @@ class OutboxRelay:
 
     `database` is the engine (or its URL) behind `sessions`: it tells the dialect and, on
     PostgreSQL, where to LISTEN. `ready` is set once the first pass ran (and, on PostgreSQL, the
-    listener is connected).
+    listener is connected). On PostgreSQL any number of relays may run for the same services; on
+    SQLite run one relay per service and database (rows are not locked there).
     """
 
     def __init__(
@@ -228,7 +229,11 @@ class OutboxRelay:
             wave_rows = [row for row in wave_rows if row.key not in failed_keys]
             outcomes = await self._publish(wave_rows)
             sent.extend(zip(wave_rows, outcomes, strict=True))
-            failed = [(row, outcome) for row, outcome in zip(wave_rows, outcomes, strict=True) if outcome]
+            failed = [
+                (row, outcome)
+                for row, outcome in zip(wave_rows, outcomes, strict=True)
+                if outcome is not None
+            ]
             failed_keys.update(row.key for row, _ in failed if row.key is not None)
             if any(is_broker_unavailable(outcome) for _, outcome in failed):
                 break

@@ -21,6 +21,7 @@ from huleedu.platform.settings import Settings
 ALGORITHM = "HS256"
 DEFAULT_TTL_SECONDS = 8 * 3600
 REQUIRED_CLAIMS = ["exp", "sub", "aud", "iss"]
+AUTHORIZATION_FIELD = "header.Authorization"  # named in the error details of a refused token
 
 
 class InvalidToken(ValueError):
@@ -146,13 +147,17 @@ def teacher(settings: Settings) -> Callable[..., Awaitable[str]]:
             raise ApiError(
                 ErrorCode.AUTHENTICATION_ERROR,
                 "Authorization: Bearer <token> header is required",
+                details={"field": AUTHORIZATION_FIELD},
                 headers={"WWW-Authenticate": "Bearer"},
             )
         try:
             return decode_token(settings, token).user_id
         except InvalidToken as exc:
             raise ApiError(
-                ErrorCode.AUTHENTICATION_ERROR, str(exc), headers={"WWW-Authenticate": "Bearer"}
+                ErrorCode.AUTHENTICATION_ERROR,
+                str(exc),
+                details={"field": AUTHORIZATION_FIELD},
+                headers={"WWW-Authenticate": "Bearer"},
             ) from exc
 
     return check

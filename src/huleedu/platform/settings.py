@@ -65,7 +65,15 @@ class Settings(BaseSettings):
     # security
     internal_api_key: SecretStr = Field(default=SecretStr("dev-internal-key"))
     allowed_service_ids: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["huleedu-bff", "dashboard", "websocket", "api-gateway", "huleedu-cli"]
+        default_factory=lambda: [
+            "huleedu-bff",
+            "dashboard",
+            "websocket",
+            "api-gateway",
+            "huleedu-cli",
+            "huleedu-spellcheck",
+            "huleedu-cj",
+        ]
     )
     jwt_secret: SecretStr = Field(default=SecretStr("dev-jwt-secret-change-me-0123456789"))
     jwt_audience: str = "huleedu-platform"
@@ -79,6 +87,27 @@ class Settings(BaseSettings):
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
     mail_from: str = "HuleEdu Results <results@huleedu.local>"
     mail_dir: Path = Path("var/mail")
+    smtp_validate_certs: bool = Field(default=True, description="verify the SMTP server's certificate")
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, description="longest wait for one SMTP step")
+    email_poll_seconds: float = Field(default=1.0, gt=0, description="pause of the email worker when idle")
+    email_batch_size: int = Field(default=20, ge=1, le=1000, description="jobs claimed per pass")
+    email_max_attempts: int = Field(default=5, ge=1, description="sends before a job is marked failed")
+    email_retry_initial_seconds: float = Field(default=30.0, gt=0)
+    email_retry_max_seconds: float = Field(default=3600.0, gt=0)
+
+    # WebSocket gateway
+    ws_max_connections_per_user: int = Field(default=5, ge=1, description="across all gateway instances")
+    # A reconnecting client recovers completely if it missed at most this many messages and was away
+    # at most this long; older history is trimmed.
+    ws_history_max_messages: int = Field(default=100, ge=1, description="per-user history length")
+    ws_history_seconds: int = Field(default=24 * 3600, ge=1, description="per-user history age")
+    ws_ping_seconds: float = Field(default=20.0, gt=0, description="server ping frame interval")
+    ws_idle_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="close a socket whose client sent nothing for this long"
+    )
+    ws_send_buffer: int = Field(
+        default=256, ge=1, description="frames queued for one socket before it counts as too slow"
+    )
 
     # result aggregator
     ras_batch_deadline_seconds: int = Field(

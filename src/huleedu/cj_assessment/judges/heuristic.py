@@ -12,7 +12,8 @@ Each essay gets a quality score, the weighted sum of features scaled to 0..1:
 | sentence openings | 0.5 | every sentence starts with a capital letter |
 | spelling | 1.5 | no word unknown to the spelling dictionary (0 at 10 % unknown words) |
 
-The essay with the higher score wins; the verdict's confidence is sigmoid(2 * score difference).
+Below 50 words every feature but length counts in proportion to the word count (a short text
+gives little evidence of style). The essay with the higher score wins; the verdict's confidence is sigmoid(2 * score difference).
 Equal scores are broken by comparing SHA-256 digests of the texts, so a pair gets the same winner
 whichever side it is shown on and however often it is asked.
 """
@@ -65,8 +66,7 @@ def text_quality(text: str, language: str = "en") -> float:
     spread = math.sqrt(sum((n - mean_length) ** 2 for n in lengths) / len(lengths))
     capitalised = sum(1 for s in sentences if s.lstrip()[:1].isupper()) / max(1, len(sentences))
 
-    score = 1.5 * _clip(math.log1p(len(words)) / math.log1p(500))
-    score += 1.0 * _clip((_moving_type_token_ratio(words) - 0.55) / 0.30)
+    score = 1.0 * _clip((_moving_type_token_ratio(words) - 0.55) / 0.30)
     score += 0.5 * _clip(sum(1 for w in words if len(w) >= 7) / len(words) / 0.25)
     score += 1.0 * _sentence_length_fit(mean_length)
     score += 0.5 * _clip(spread / mean_length / 0.5)
@@ -75,7 +75,9 @@ def text_quality(text: str, language: str = "en") -> float:
         unknown = _spelling(language).unknown(words)
         misspelled = sum(1 for w in words if w in unknown) / len(words)
         score += 1.5 * _clip(1.0 - misspelled / 0.10)
-    return score
+    # a short text gives little evidence of style: its style features count in proportion
+    evidence = min(1.0, len(words) / _WINDOW)
+    return 1.5 * _clip(math.log1p(len(words)) / math.log1p(500)) + evidence * score
 
 
 @cache

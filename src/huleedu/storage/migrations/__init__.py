@@ -22,7 +22,11 @@ SCRIPT_LOCATION = Path(__file__).parent
 
 # Modules whose import registers tables into `metadata`. A table belongs here the day its migration
 # is written, so the schema-drift test compares the migrated database with every registered table.
-TABLE_MODULES = ("huleedu.messaging.tables", "huleedu.messaging.email_queue", "huleedu.result_aggregator.tables")
+TABLE_MODULES = (
+    "huleedu.messaging.tables",
+    "huleedu.messaging.email_queue",
+    "huleedu.result_aggregator.tables",
+)
 
 
 def target_metadata() -> MetaData:

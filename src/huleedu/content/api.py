@@ -1,0 +1,86 @@
+"""The content store's internal API: read a text by id, store a text. Immutable, so a read may be
+cached by anyone for ever (the id is the hash of the text)."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from huleedu.content.store import ContentStore
+from huleedu.contracts.enums import ErrorCode
+from huleedu.platform.http import ApiError
+from huleedu.storage.engine import Sessions
+from huleedu.storage.unit_of_work import UnitOfWork
+
+Caller = Callable[..., Awaitable[str]]
+
+MAX_TEXT_BYTES = 2 * 1024 * 1024
+TEXT = "text/plain; charset=utf-8"
+ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "missing or wrong X-Internal-API-Key"},
+    403: {"description": "X-Service-ID not allowed"},
+}
+
+
+class StoredText(BaseModel):
+    text_storage_id: str
+
+
+def router(sessions: Sessions, caller: Caller) -> APIRouter:
+    api = APIRouter(prefix="/internal/v1", tags=["content store"], dependencies=[Depends(caller)])
+
+    @api.get(
+        "/content/{text_storage_id}",
+        response_class=Response,
+        responses={**ERRORS, 200: {"content": {TEXT: {}}}, 404: {"description": "unknown text"}},
+        summary="The UTF-8 text stored under an id",
+    )
+    async def read_text(text_storage_id: Annotated[str, Path(min_length=1, max_length=64)]) -> Response:
+        async with sessions() as session:
+            found = await ContentStore(session).get_many([text_storage_id])
+        if text_storage_id not in found:
+            raise ApiError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                f"no text stored under {text_storage_id!r}",
+                details={"text_storage_id": text_storage_id},
+            )
+        return Response(
+            found[text_storage_id].encode("utf-8"),
+            media_type=TEXT,
+            headers={"ETag": f'"{text_storage_id}"', "Cache-Control": "private, max-age=31536000, immutable"},
+        )
+
+    @api.post(
+        "/content",
+        status_code=201,
+        response_model=StoredText,
+        responses={**ERRORS, 400: {"description": "body is not UTF-8 text or is too large"}},
+        openapi_extra={"requestBody": {"required": True, "content": {TEXT: {"schema": {"type": "string"}}}}},
+        summary="Store a UTF-8 text (idempotent); the id is its SHA-256",
+    )
+    async def store_text(request: Request) -> JSONResponse:
+        body = await request.body()
+        if len(body) > MAX_TEXT_BYTES:
+            raise ApiError(
+                ErrorCode.VALIDATION_ERROR,
+                f"text is {len(body)} bytes; at most {MAX_TEXT_BYTES}",
+                details={"fields": ["body"]},
+                status=400,
+            )
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(
+                ErrorCode.VALIDATION_ERROR,
+                f"body is not valid UTF-8: {exc.reason} at byte {exc.start}",
+                details={"fields": ["body"]},
+                status=400,
+            ) from exc
+        async with UnitOfWork(sessions) as uow:
+            [text_id] = await ContentStore(uow.session).put_many([text])
+            await uow.commit()
+        return JSONResponse({"text_storage_id": text_id}, status_code=201)
+
+    return api

@@ -1,0 +1,87 @@
+"""Our own services as real OS processes (`huleedu serve NAME`), for tests that kill and restart
+them and for benchmarks that must not share a CPU-bound event loop with the load generator."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from huleedu.testing.servers import free_port
+
+
+def huleedu_command() -> list[str]:
+    script = Path(sys.executable).parent / "huleedu"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from huleedu.platform.cli import main; main()"]
+
+
+@dataclass
+class ServiceProcess:
+    """`huleedu serve NAME` with `env` (HULEEDU_* settings) on its own HTTP port."""
+
+    name: str
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, wait_seconds: float = 60.0, healthy: bool = True) -> None:
+        """Start and wait until it answers `/healthz`: with 200, or at all when not `healthy`
+        (a process started while Redis is down is up, but reports itself unhealthy)."""
+        env = {**os.environ, **self.env, "HULEEDU_HTTP_PORT": str(self.port), "HULEEDU_HTTP_HOST": "127.0.0.1"}
+        output = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self._process = subprocess.Popen(
+                [*huleedu_command(), "serve", self.name],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if self.log_path and not isinstance(output, int):
+                output.close()
+        self.wait_answering(wait_seconds, healthy=healthy)
+
+    def wait_answering(self, seconds: float, *, healthy: bool = True) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"huleedu serve {self.name} exited with {self._process.returncode}")
+            try:
+                status = httpx.get(f"{self.url}/healthz", timeout=1.0).status_code
+                if status == 200 or not healthy:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"huleedu serve {self.name} not answering after {seconds}s")
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, no final commit."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait()
+            self._process = None
+
+    def stop(self, timeout_seconds: float = 20.0) -> None:
+        """SIGTERM and wait for a graceful exit (SIGKILL if it does not come)."""
+        if self._process is None:
+            return
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout=timeout_seconds)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
