@@ -1,12 +1,14 @@
 """Which essays meet in the next wave: random balanced matching or information-based adaptive.
 
 Every wave is a matching (each essay at most once), built as an assignment between the essays that
-will be shown first (side A) and those shown second (side B). Three invariants hold by construction:
-- no pair repeats while an unused pair among the essays still in play exists;
+will be shown first (side A) and those shown second (side B). The invariants:
+- no pair repeats while an unused pair among the essays still in play exists (always);
 - comparison counts stay balanced: everyone in play is paired every wave (with an odd number, the
-  essay with the most comparisons sits out);
+  essay with the most comparisons sits out), so counts differ by at most one while the unused
+  pairs allow a perfect matching, which they do whenever the pool is well larger than the budget;
 - positions stay balanced per essay: the essays shown second more often go to side A, so each
-  essay's (times first - times second) stays within -1..1 when all planned comparisons happen.
+  essay's (times first - times second) stays within -1..1 under the same condition, and within
+  -2..2 near the end of a cycle through all pairs.
 The strategies differ only in which assignment they prefer.
 """
 
@@ -63,35 +65,106 @@ def plan_wave(
     """The next wave as (shown first, shown second) pairs among the essays `in_play`.
 
     `fit` (scores and covariance over the whole pool) steers the adaptive strategy; without one it
-    behaves like random. Returns fewer pairs than possible only when the no-repeat rule leaves no
-    perfect matching (at the very end of a cycle through all pairs).
+    behaves like random. When counts differ, the essays behind are matched first and the others
+    play only if that keeps every count within one of the rest. When the no-repeat rule leaves no
+    perfect matching (the end of a cycle through all pairs in a small pool), pairs the position
+    split could not hold are formed anyway: an essay may then end a wave two positions off
+    balance, and later waves put it back.
     """
-    candidates = np.flatnonzero(in_play)
-    if len(candidates) < 2:
+    players = np.flatnonzero(in_play)
+    if len(players) < 2:
         return []
-    if len(candidates) % 2 == 1:
-        counts = ledger.counts[candidates]
-        busiest = np.flatnonzero(counts == counts.max())
-        candidates = np.delete(candidates, rng.choice(busiest))
-    allowed = _unused_pairs(ledger.pair_uses, candidates)
-    gain = _information_gain(fit, candidates) if strategy is Strategy.ADAPTIVE and fit is not None else None
+    allowed = np.zeros((ledger.n_items, ledger.n_items), dtype=np.bool_)
+    allowed[np.ix_(players, players)] = _unused_pairs(ledger.pair_uses, players)
+    jitter = rng.random((ledger.n_items, ledger.n_items))
+    preference = jitter + jitter.T
+    if strategy is Strategy.ADAPTIVE and fit is not None:  # the jitter only breaks ties
+        preference = _information_gain(fit) + 1e-9 * preference
+    matcher = _Matcher(allowed, preference, ledger.position_balance, rng)
 
-    best: tuple[int, float, list[tuple[int, int]]] | None = None
-    for _ in range(_SPLIT_ATTEMPTS):
-        first, second = _split_by_position(ledger.position_balance, candidates, rng)
-        weights = rng.random((len(first), len(second)))
-        if gain is not None:  # the random part only breaks ties between equally informative pairs
-            weights = gain[np.ix_(first, second)] + 1e-9 * weights
-        usable = allowed[np.ix_(first, second)]
-        rows, cols = linear_sum_assignment(np.where(usable, -weights, _FORBIDDEN_COST))
-        kept = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if usable[r, c]]
-        total = float(sum(weights[r, c] for r, c in kept))
-        pairs = [(int(candidates[first[r]]), int(candidates[second[c]])) for r, c in kept]
-        if best is None or (len(pairs), total) > (best[0], best[1]):
-            best = (len(pairs), total, pairs)
-        if len(pairs) == len(first):
-            break
-    return best[2] if best is not None else []
+    counts = ledger.counts[players]
+    if counts.min() == counts.max():
+        if len(players) % 2 == 1:  # all equal: any one may rest
+            players = np.delete(players, rng.integers(len(players)))
+        return matcher.match(players)
+    behind, ahead = players[counts == counts.min()], players[counts > counts.min()]
+    pairs = matcher.match(behind)
+    waiting = np.setdiff1d(behind, [essay for pair in pairs for essay in pair])
+    catch_up = matcher.match_across(waiting, ahead)
+    if len(catch_up) == len(waiting):  # nobody is left behind: the rest may play among themselves
+        rested = np.setdiff1d(ahead, [essay for pair in catch_up for essay in pair])
+        return pairs + catch_up + matcher.match(rested)
+    return pairs or matcher.match(players)  # never stall: a wave that helps nobody is worse
+
+
+class _Matcher:
+    """Matchings over one wave's allowed pairs and preferences (pool-indexed matrices)."""
+
+    def __init__(
+        self, allowed: BoolArray, preference: FloatArray, balance: IntArray, rng: np.random.Generator
+    ) -> None:
+        self.allowed, self.preference, self.balance, self.rng = allowed, preference, balance, rng
+
+    def match(self, essays: IntArray) -> list[tuple[int, int]]:
+        """A best matching among `essays`: as many pairs as the rules allow, then the preferred."""
+        if len(essays) < 2:
+            return []
+        best: tuple[int, float, list[tuple[int, int]]] = (-1, 0.0, [])
+        for _ in range(_SPLIT_ATTEMPTS):
+            first, second = _split_by_position(self.balance, essays, self.rng)
+            kept = self._assign(essays[first], essays[second])
+            total = float(sum(self.preference[a, b] for a, b in kept))
+            if (len(kept), total) > best[:2]:
+                best = (len(kept), total, kept)
+            if len(kept) == len(first):
+                break
+        return best[2] + _pair_leftovers(
+            best[2], essays, self.allowed, self.preference, self.balance, self.rng
+        )
+
+    def match_across(self, waiting: IntArray, others: IntArray) -> list[tuple[int, int]]:
+        """Partners from `others` for as many of `waiting` as possible, oriented by position."""
+        if len(waiting) == 0 or len(others) == 0:
+            return []
+        pairs = self._assign(waiting, others)
+        return [(a, b) if self.balance[a] <= self.balance[b] else (b, a) for a, b in pairs]
+
+    def _assign(self, rows: IntArray, cols: IntArray) -> list[tuple[int, int]]:
+        usable = self.allowed[np.ix_(rows, cols)]
+        weights = self.preference[np.ix_(rows, cols)]
+        picked_rows, picked_cols = linear_sum_assignment(np.where(usable, -weights, _FORBIDDEN_COST))
+        return [
+            (int(rows[r]), int(cols[c]))
+            for r, c in zip(picked_rows, picked_cols, strict=True)
+            if usable[r, c]
+        ]
+
+
+def _pair_leftovers(
+    paired: list[tuple[int, int]],
+    essays: IntArray,
+    allowed: BoolArray,
+    preference: FloatArray,
+    balance: IntArray,
+    rng: np.random.Generator,
+) -> list[tuple[int, int]]:
+    """Greedy pairs among the `essays` the position split left out: pairs whose positions can
+    both be balanced first, then by preference; the one shown second more often goes first."""
+    free = np.zeros(len(allowed), dtype=np.bool_)
+    free[essays] = True
+    for a, b in paired:
+        free[a] = free[b] = False
+    rows, cols = np.nonzero(np.triu(allowed & free[:, None] & free[None, :], k=1))
+    extra: list[tuple[int, int]] = []
+    clash = balance[rows] * balance[cols] > 0  # both shown first (or both second) more often
+    for k in np.lexsort((-preference[rows, cols], clash)):
+        a, b = int(rows[k]), int(cols[k])
+        if free[a] and free[b]:
+            free[a] = free[b] = False
+            if balance[a] > balance[b] or (balance[a] == balance[b] and rng.random() < 0.5):
+                a, b = b, a
+            extra.append((a, b))
+    return extra
 
 
 def expected_information(score_difference: FloatArray, difference_variance: FloatArray) -> FloatArray:
@@ -104,8 +177,8 @@ def expected_information(score_difference: FloatArray, difference_variance: Floa
     return np.asarray(kappa * p * (1.0 - p), dtype=np.float64)
 
 
-def _information_gain(fit: BTFit, candidates: IntArray) -> FloatArray:
-    """For every pair of candidates, the expected drop of the order-weighted contrast variance
+def _information_gain(fit: BTFit) -> FloatArray:
+    """For every pair of pool essays, the expected drop of the order-weighted contrast variance
     sum_(i<j) w_ij var(theta_i - theta_j) if the two meet (a Kalman update on their contrast):
     I (u' L u) / (1 + I v), with u = S (e_k - e_l), v = var(theta_k - theta_l), L the Laplacian of w.
 
@@ -124,7 +197,7 @@ def _information_gain(fit: BTFit, candidates: IntArray) -> FloatArray:
     reduction = np.diag(weighted)[:, None] + np.diag(weighted)[None, :] - 2.0 * weighted
     information = expected_information(difference, contrast_variance)
     gain = information * reduction / (1.0 + information * contrast_variance)
-    return np.asarray(gain[np.ix_(candidates, candidates)], dtype=np.float64)
+    return np.asarray(gain, dtype=np.float64)
 
 
 def _unused_pairs(pair_uses: IntArray, candidates: IntArray) -> BoolArray:

@@ -24,7 +24,7 @@ from huleedu.messaging.errors import PoisonEvent, TransientError
 from huleedu.messaging.idempotency import Claim, IdempotencyGuard
 from huleedu.messaging.tables import processed_events
 from huleedu.messaging.transient import is_transient
-from huleedu.storage.dialect import insert_ignoring_duplicates
+from huleedu.storage.dialect import insert_skipping_duplicates
 from huleedu.storage.engine import Sessions
 from huleedu.storage.unit_of_work import UnitOfWork
 
@@ -239,8 +239,8 @@ async def record_processed(session: AsyncSession, service: str, items: Sequence[
         {"service": service, "event_id": item.event_id, "topic": item.record.topic, "processed_at": now}
         for item in items
     ]
-    statement = insert_ignoring_duplicates(session, processed_events, rows)
-    result = await session.execute(statement.returning(processed_events.c.event_id))
+    statement = insert_skipping_duplicates(session, processed_events).returning(processed_events.c.event_id)
+    result = await session.execute(statement, rows)
     return {row[0] for row in result}
 
 

@@ -8,7 +8,7 @@ from uuid import UUID
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from huleedu.storage.dialect import insert_ignoring_duplicates
+from huleedu.storage.dialect import insert_skipping_duplicates
 from huleedu.storage.metadata import JsonColumn, UtcDateTime, metadata
 
 PENDING = "pending"
@@ -62,6 +62,6 @@ async def enqueue_email(
         "created_at": datetime.now(UTC),
     }
     result = await session.execute(
-        insert_ignoring_duplicates(session, email_queue, [row]).returning(email_queue.c.id)
+        insert_skipping_duplicates(session, email_queue).returning(email_queue.c.id), [row]
     )
     return result.first() is not None

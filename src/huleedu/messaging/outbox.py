@@ -61,7 +61,7 @@ class Outbox:
             return
         now = datetime.now(UTC)
         rows = [self._row(entry, now) for entry in entries]
-        await session.execute(event_outbox.insert().values(rows))
+        await session.execute(event_outbox.insert(), rows)  # executemany: compiled once, cached
         if is_postgres_session(session):
             # Delivered by PostgreSQL only if and when this transaction commits.
             await session.execute(select(func.pg_notify(NOTIFY_CHANNEL, self.service)))

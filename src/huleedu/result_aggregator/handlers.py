@@ -23,7 +23,7 @@ from huleedu.contracts.events import (
 )
 from huleedu.contracts.topics import Topics
 from huleedu.messaging.envelope_codec import EventMeta
-from huleedu.messaging.outbox import Outbox
+from huleedu.messaging.outbox import Outbox, OutboxEntry
 from huleedu.result_aggregator import metrics
 from huleedu.result_aggregator.model import BatchProgress
 from huleedu.result_aggregator.projector import SOURCE_SERVICE, NotificationProjector
@@ -47,7 +47,7 @@ class Deps:
 
     @property
     def projector(self) -> NotificationProjector:
-        return NotificationProjector(self.outbox, self.topics)
+        return NotificationProjector(self.topics)
 
 
 # --- registration ---
@@ -234,34 +234,35 @@ async def settle(batches: BatchRepository, correlation: dict[str, UUID], uow: Un
     now = deps.clock()
     progresses = await batches.progress(correlation)
     projector = deps.projector
+    emitted: list[OutboxEntry] = []
+    saved: list[tuple[BatchProgress, bool, dict[str, Any]]] = []
     for batch_id, (progress, summary) in progresses.items():
         correlation_id = correlation[batch_id]
         # After results-ready a late change updates the data but announces nothing again.
         newly_completed = progress.newly_completed_phases() if progress.results_ready_at is None else []
         progress = progress.with_phases_completed(newly_completed, now)
-        for phase in newly_completed:
-            await projector.phase_completed(uow.session, progress, phase, correlation_id, now)
+        emitted.extend(
+            projector.phase_completed(progress, phase, correlation_id, now) for phase in newly_completed
+        )
         announce = progress.should_announce
         if announce:
             ready = progress.results_ready(now)
-            await _publish_results_ready(uow, deps, ready, correlation_id)
-            await projector.results_ready(uow.session, progress, ready, correlation_id)
+            emitted.append(_results_ready_entry(deps.topics, ready, correlation_id))
+            emitted.append(await projector.results_ready(uow.session, progress, ready, correlation_id))
             metrics.RESULTS_READY.inc()
-        await batches.save_progress(
-            progress, now=now, announce=announce, summary=_summary(progress, summary, now)
-        )
+        saved.append((progress, announce, _summary(progress, summary, now)))
+    await batches.save_progress(saved, now=now)
+    await deps.outbox.add_many(uow.session, emitted)  # one statement, in this transaction
     users = {progress.user_id for progress, _ in progresses.values()}
     uow.after_commit.append(partial(deps.invalidate, list(progresses), list(users)))
 
 
-async def _publish_results_ready(
-    uow: UnitOfWork, deps: Deps, ready: BatchResultsReadyV1, correlation_id: UUID
-) -> None:
-    topic = deps.topics.batch_results_ready
+def _results_ready_entry(topics: Topics, ready: BatchResultsReadyV1, correlation_id: UUID) -> OutboxEntry:
+    topic = topics.batch_results_ready
     envelope = EventEnvelope[BatchResultsReadyV1](
         event_type=topic, source_service=SOURCE_SERVICE, correlation_id=correlation_id, data=ready
     )
-    await deps.outbox.add(uow.session, envelope, topic, ready.batch_id, aggregate_id=ready.batch_id)
+    return OutboxEntry(envelope, topic, ready.batch_id, aggregate_id=ready.batch_id)
 
 
 def _summary(progress: BatchProgress, stored: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from huleedu.contracts.envelope import EventEnvelope
 from huleedu.contracts.events import BatchResultsReadyV1, TeacherNotificationRequestedV1
 from huleedu.contracts.topics import Topics
 from huleedu.messaging.email_queue import enqueue_email
-from huleedu.messaging.outbox import Outbox
+from huleedu.messaging.outbox import OutboxEntry
 from huleedu.result_aggregator.model import BatchProgress
 
 SOURCE_SERVICE = "result_aggregator_service"
@@ -20,21 +20,17 @@ RESULTS_READY_TEMPLATE = "batch_results_ready"
 
 
 class NotificationProjector:
-    def __init__(self, outbox: Outbox, topics: Topics) -> None:
-        self._outbox = outbox
+    """Turns what became true of a batch into teacher notifications (outbox entries the caller
+    writes with everything else of its transaction) and email jobs."""
+
+    def __init__(self, topics: Topics) -> None:
         self._topics = topics
 
-    async def phase_completed(
-        self,
-        session: AsyncSession,
-        progress: BatchProgress,
-        phase: PhaseName,
-        correlation_id: UUID,
-        now: datetime,
-    ) -> None:
+    def phase_completed(
+        self, progress: BatchProgress, phase: PhaseName, correlation_id: UUID, now: datetime
+    ) -> OutboxEntry:
         tally = progress.tally(phase)
-        await self._notify(
-            session,
+        return self._notification(
             progress,
             correlation_id,
             now,
@@ -52,7 +48,8 @@ class NotificationProjector:
 
     async def results_ready(
         self, session: AsyncSession, progress: BatchProgress, ready: BatchResultsReadyV1, correlation_id: UUID
-    ) -> None:
+    ) -> OutboxEntry:
+        """Enqueue the email (when asked for) and return the teacher's notification to emit."""
         failures = {
             phase.value: result.failed_essay_ids
             for phase, result in ready.phase_results.items()
@@ -67,8 +64,7 @@ class NotificationProjector:
             "failed_essays": ready.failed_essays,
             "failures": failures,
         }
-        await self._notify(
-            session,
+        notification = self._notification(
             progress,
             correlation_id,
             ready.ready_at,
@@ -86,10 +82,10 @@ class NotificationProjector:
                 variables={**payload, "user_id": ready.user_id, "ready_at": ready.ready_at.isoformat()},
                 correlation_id=correlation_id,
             )
+        return notification
 
-    async def _notify(
+    def _notification(
         self,
-        session: AsyncSession,
         progress: BatchProgress,
         correlation_id: UUID,
         now: datetime,
@@ -98,7 +94,7 @@ class NotificationProjector:
         category: WebSocketEventCategory,
         priority: NotificationPriority,
         payload: dict[str, Any],
-    ) -> None:
+    ) -> OutboxEntry:
         notification = TeacherNotificationRequestedV1(
             teacher_id=progress.user_id,
             notification_type=notification_type,
@@ -113,4 +109,4 @@ class NotificationProjector:
         envelope = EventEnvelope[TeacherNotificationRequestedV1](
             event_type=topic, source_service=SOURCE_SERVICE, correlation_id=correlation_id, data=notification
         )
-        await self._outbox.add(session, envelope, topic, progress.batch_id, aggregate_id=progress.batch_id)
+        return OutboxEntry(envelope, topic, progress.batch_id, aggregate_id=progress.batch_id)

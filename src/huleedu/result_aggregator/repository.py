@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -19,7 +19,7 @@ from huleedu.contracts.errors import ErrorDetail
 from huleedu.contracts.events import BatchEssaysRegisteredV1
 from huleedu.result_aggregator.model import BatchProgress, PhaseTally, is_newer
 from huleedu.result_aggregator.tables import anchor_results, batch_results, essay_results
-from huleedu.storage.dialect import insert_ignoring_duplicates, lock_keys, upsert
+from huleedu.storage.dialect import insert_skipping_duplicates, lock_keys, upsert_statement
 
 # Which essay_results column holds each phase's status.
 STATUS_COLUMN = {
@@ -68,6 +68,23 @@ ANCHOR_COLUMNS = (
     "error_detail",
     "event_at",
     "updated_at",
+)
+
+
+_SAVE_PROGRESS = (
+    update(batch_results)
+    .where(batch_results.c.batch_id == bindparam("b_id"))
+    .values(
+        completed_essay_count=bindparam("done"),
+        failed_essay_count=bindparam("failed"),
+        phase_summary=bindparam("summary", type_=batch_results.c.phase_summary.type),
+        updated_at=bindparam("now", type_=batch_results.c.updated_at.type),
+    )
+)
+_SAVE_FINAL = _SAVE_PROGRESS.values(
+    status=bindparam("status"),
+    results_ready_at=bindparam("now", type_=batch_results.c.results_ready_at.type),
+    processing_completed_at=bindparam("now", type_=batch_results.c.processing_completed_at.type),
 )
 
 
@@ -126,7 +143,7 @@ class BatchRepository:
             "deadline_at": event.registered_at + deadline,
         }
         inserted = await self.session.execute(
-            insert_ignoring_duplicates(self.session, batch_results, [row]).returning(batch_results.c.batch_id)
+            insert_skipping_duplicates(self.session, batch_results).returning(batch_results.c.batch_id), [row]
         )
         if inserted.first() is None:
             return False
@@ -141,13 +158,13 @@ class BatchRepository:
             for essay_id in event.essay_ids
         ]
         await self.session.execute(
-            upsert(
+            upsert_statement(
                 self.session,
                 essay_results,
-                essays,
                 conflict_columns=("batch_id", "essay_id"),
                 update_columns=("is_registered",),
-            )
+            ),
+            essays,
         )
         return True
 
@@ -167,14 +184,14 @@ class BatchRepository:
         if not rows:
             return
         await self.session.execute(
-            upsert(
+            upsert_statement(
                 self.session,
                 anchor_results,
-                rows,
                 conflict_columns=("batch_id", "anchor_id"),
                 update_columns=ANCHOR_COLUMNS,
                 only_if=lambda excluded: anchor_results.c.event_at < excluded["event_at"],
-            )
+            ),
+            rows,
         )
 
     async def _upsert_phase(
@@ -183,14 +200,14 @@ class BatchRepository:
         if not rows:
             return
         await self.session.execute(
-            upsert(
+            upsert_statement(
                 self.session,
                 essay_results,
-                rows,
                 conflict_columns=("batch_id", "essay_id"),
                 update_columns=columns,
                 only_if=lambda excluded: or_(stored_at.is_(None), stored_at < excluded[at]),
-            )
+            ),
+            rows,
         )
 
     async def fail_unfinished(
@@ -218,23 +235,37 @@ class BatchRepository:
         return changed
 
     async def save_progress(
-        self, progress: BatchProgress, *, now: datetime, announce: bool, summary: Mapping[str, Any]
+        self, saved: Sequence[tuple[BatchProgress, bool, Mapping[str, Any]]], *, now: datetime
     ) -> None:
-        values: dict[str, Any] = {
-            "completed_essay_count": progress.essays_succeeded,
-            "failed_essay_count": progress.essays_failed,
-            "phase_summary": dict(summary),
-            "updated_at": now,
-        }
-        if announce:
-            values.update(
-                status=progress.overall_status().value,
-                results_ready_at=now,
-                processing_completed_at=now,
-            )
-        await self.session.execute(
-            update(batch_results).where(batch_results.c.batch_id == progress.batch_id).values(values)
-        )
+        """Store counts and summaries of several batches in one executemany; `announce` also
+        sets the final status and `results_ready_at` (the exactly-once guard)."""
+        plain = [
+            {
+                "b_id": p.batch_id,
+                "done": p.essays_succeeded,
+                "failed": p.essays_failed,
+                "summary": dict(s),
+                "now": now,
+            }
+            for p, announce, s in saved
+            if not announce
+        ]
+        final = [
+            {
+                "b_id": p.batch_id,
+                "done": p.essays_succeeded,
+                "failed": p.essays_failed,
+                "summary": dict(s),
+                "now": now,
+                "status": p.overall_status().value,
+            }
+            for p, announce, s in saved
+            if announce
+        ]
+        if plain:
+            await self.session.execute(_SAVE_PROGRESS, plain)
+        if final:
+            await self.session.execute(_SAVE_FINAL, final)
 
     async def touch(self, batch_ids: Iterable[str], now: datetime) -> None:
         await self.session.execute(

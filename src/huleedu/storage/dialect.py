@@ -27,6 +27,31 @@ def insert_ignoring_duplicates(
     return _insert(session, table).values(list(rows)).on_conflict_do_nothing()
 
 
+def insert_skipping_duplicates(session: AsyncSession, table: Table) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING without values: execute it with a list of rows
+    (`session.execute(statement, rows)`), so its compiled form is cached and the rows are sent as
+    one multi-row statement (SQLAlchemy's insertmanyvalues), RETURNING included."""
+    return _insert(session, table).on_conflict_do_nothing()
+
+
+def upsert_statement(
+    session: AsyncSession,
+    table: Table,
+    *,
+    conflict_columns: Sequence[str],
+    update_columns: Sequence[str],
+    only_if: Callable[[ReadOnlyColumnCollection[str, Any]], ColumnElement[bool]] | None = None,
+) -> Insert:
+    """`upsert` without values, to execute with a list of rows (see insert_skipping_duplicates)."""
+    statement = _insert(session, table)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=list(conflict_columns),
+        set_={column: excluded[column] for column in update_columns},
+        where=only_if(excluded) if only_if is not None else None,
+    )
+
+
 def upsert(
     session: AsyncSession,
     table: Table,

@@ -12,7 +12,7 @@ enough to remember the newest id ever trimmed (`max_deleted`).
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,9 +42,7 @@ class Replay:
     reason: str | None = None
 
 
-def judge(
-    since: StreamId | None, *, last: StreamId, max_deleted: StreamId, newer: list[Message]
-) -> Replay:
+def judge(since: StreamId | None, *, last: StreamId, max_deleted: StreamId, newer: list[Message]) -> Replay:
     """The replay from a history whose newest id is `last`, given its entries `newer` than `since`."""
     if since is None:
         return Replay([], True, last)
@@ -77,7 +75,7 @@ class Backplane(Protocol):
     async def read(self, user_id: str, since: StreamId | None) -> Replay:
         """What the user missed after `since`, in order; None: nothing, just the current cursor."""
 
-    def live(self) -> AsyncIterator[Message | Resync]:
+    def live(self) -> AsyncGenerator[Message | Resync, None]:
         """Every appended message of every user, in id order per user, from now on. Yields RESYNC
         first, once the feed is listening, and again after any gap; runs until cancelled."""
 
@@ -142,7 +140,7 @@ class MemoryBackplane:
         newer = [entry for entry in history.entries if since is not None and entry.id > since]
         return judge(since, last=history.last, max_deleted=history.max_deleted, newer=newer)
 
-    async def live(self) -> AsyncIterator[Message | Resync]:
+    async def live(self) -> AsyncGenerator[Message | Resync, None]:
         queue: asyncio.Queue[Message] = asyncio.Queue()
         self._listeners.add(queue)
         try:

@@ -12,7 +12,7 @@ Keys carry the user id in a hash tag, so one user's keys live in one cluster slo
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import orjson
 import structlog
@@ -116,7 +116,8 @@ def _text(value: bytes | str) -> str:
 def _entries(user_id: str, raw: Sequence[Sequence[object]]) -> list[Message]:
     messages = []
     for entry_id, fields in raw:
-        assert isinstance(entry_id, bytes | str) and isinstance(fields, list)
+        assert isinstance(entry_id, bytes | str)
+        assert isinstance(fields, list)
         values = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
         messages.append(Message(user_id, StreamId.parse(_text(entry_id)), values["event"], values["data"]))
     return messages
@@ -183,7 +184,7 @@ class RedisBackplane:
             newer=_entries(user_id, newer),
         )
 
-    async def live(self) -> AsyncIterator[Message | Resync]:
+    async def live(self) -> AsyncGenerator[Message | Resync, None]:
         failures = 0
         while True:
             pubsub = self._client.pubsub()
@@ -194,22 +195,28 @@ class RedisBackplane:
                 failures = 0
                 yield RESYNC
                 while True:
-                    item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_LISTEN_POLL_SECONDS)
+                    item = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=_LISTEN_POLL_SECONDS
+                    )
                     if item is not None and item["type"] == "message":
                         yield decode_published(item["data"])
             except (RedisError, OSError) as exc:
                 failures += 1
                 delay = backoff_seconds(failures, initial_seconds=0.1, max_seconds=5.0)
-                log.warning("websocket live feed lost; resubscribing", error=repr(exc), retry_in=round(delay, 2))
+                log.warning(
+                    "websocket live feed lost; resubscribing", error=repr(exc), retry_in=round(delay, 2)
+                )
                 await asyncio.sleep(delay)
             finally:
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
                 except (RedisError, OSError) as exc:
                     log.debug("closing the pub/sub connection failed", error=repr(exc))
 
     async def take_slot(self, user_id: str, connection_id: str, limit: int) -> bool:
-        taken = await self._slot(keys=[self._key(user_id, "slots")], args=[connection_id, limit, self._slot_ttl_ms])
+        taken = await self._slot(
+            keys=[self._key(user_id, "slots")], args=[connection_id, limit, self._slot_ttl_ms]
+        )
         return bool(taken)
 
     async def renew_slot(self, user_id: str, connection_id: str) -> None:

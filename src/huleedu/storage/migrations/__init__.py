@@ -26,6 +26,9 @@ TABLE_MODULES = (
     "huleedu.messaging.tables",
     "huleedu.messaging.email_queue",
     "huleedu.result_aggregator.tables",
+    "huleedu.content.tables",
+    "huleedu.intake.tables",
+    "huleedu.essay_lifecycle.tables",
 )
 
 

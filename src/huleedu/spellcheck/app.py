@@ -1,0 +1,30 @@
+"""Spellcheck as a service unit: its consumer and its outbox rows (no routes of its own beyond
+/healthz and /metrics). Texts come through the content store, over HTTP when
+HULEEDU_CONTENT_URL is set, else from the shared database."""
+
+from huleedu.content.client import content_access
+from huleedu.messaging.consumer import EventConsumer
+from huleedu.messaging.outbox import Outbox
+from huleedu.platform.bootstrap import Adapters, ServiceUnit
+from huleedu.spellcheck.checker import Dictionaries
+from huleedu.spellcheck.handlers import Deps
+from huleedu.spellcheck.worker import CONSUMER_GROUP, SERVICE, SERVICE_ID, routes
+
+
+def build(adapters: Adapters) -> ServiceUnit:
+    deps = Deps(
+        outbox=Outbox(SERVICE, adapters.relay_wakeup),
+        topics=adapters.topics,
+        content=content_access(adapters, SERVICE_ID),
+        dictionaries=Dictionaries(),
+    )
+    consumer = EventConsumer(
+        service=SERVICE,
+        group=CONSUMER_GROUP,
+        routes=routes(deps),
+        bus=adapters.bus,
+        sessions=adapters.sessions,
+        guard=adapters.guard_for(SERVICE),
+        max_handler_attempts=adapters.settings.consumer_max_handler_attempts,
+    )
+    return ServiceUnit(name=SERVICE, consumers=[consumer], outbox_services=[SERVICE])

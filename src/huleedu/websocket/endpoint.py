@@ -1,0 +1,87 @@
+"""`GET /ws`: authenticate, count the connection against the user's limit, replay, then serve.
+
+The handshake is always accepted first, so a refusal reaches the client as a close code (1008 bad
+token, 4000 too many connections, 1011 history unavailable) rather than a bare HTTP 403 that
+browsers do not expose.
+"""
+
+import contextlib
+
+import structlog
+from fastapi import APIRouter, WebSocket
+
+from huleedu.platform.security import InvalidToken, bearer_token, decode_token
+from huleedu.platform.settings import Settings
+from huleedu.websocket import metrics
+from huleedu.websocket.backplane import Backplane
+from huleedu.websocket.connection import (
+    INTERNAL_ERROR,
+    POLICY_VIOLATION,
+    TOO_MANY_CONNECTIONS,
+    Connection,
+)
+from huleedu.websocket.gateway import Gateway
+
+log = structlog.get_logger(__name__)
+
+MAX_REASON_BYTES = 123  # the WebSocket protocol's limit on a close reason
+
+
+def _reason(text: str) -> str:
+    return text.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+
+
+def router(gateway: Gateway, backplane: Backplane, settings: Settings) -> APIRouter:
+    routes = APIRouter()
+
+    @routes.websocket("/ws")
+    async def live_feed(websocket: WebSocket, token: str | None = None, since: str | None = None) -> None:
+        await websocket.accept()
+        given = token or bearer_token(websocket.headers.get("authorization"))
+        try:
+            if not given:
+                raise InvalidToken("a token is required: ?token=JWT or Authorization: Bearer JWT")
+            claims = decode_token(settings, given)
+        except InvalidToken as exc:
+            metrics.REFUSED.labels("bad_token").inc()
+            await websocket.close(POLICY_VIOLATION, _reason(str(exc)))
+            return
+        connection = Connection(
+            websocket,
+            claims.user_id,
+            backplane,
+            send_buffer=settings.ws_send_buffer,
+            ping_seconds=settings.ws_ping_seconds,
+            idle_timeout_seconds=settings.ws_idle_timeout_seconds,
+            expires_at=claims.expires_at,
+        )
+        try:
+            taken = await backplane.take_slot(
+                claims.user_id, connection.id, settings.ws_max_connections_per_user
+            )
+        except Exception as exc:
+            log.warning("websocket slot unavailable", user_id=claims.user_id, error=repr(exc))
+            await websocket.close(INTERNAL_ERROR, "connection registry unavailable")
+            return
+        if not taken:
+            metrics.REFUSED.labels("too_many_connections").inc()
+            await websocket.close(
+                TOO_MANY_CONNECTIONS, f"at most {settings.ws_max_connections_per_user} connections per user"
+            )
+            return
+        gateway.add(connection)
+        try:
+            try:
+                await connection.start(since)
+            except Exception as exc:
+                log.warning("websocket history unavailable", user_id=claims.user_id, error=repr(exc))
+                connection.close(INTERNAL_ERROR, "history unavailable")
+                await connection.send_close()
+                return
+            await connection.serve()
+        finally:
+            gateway.remove(connection)
+            with contextlib.suppress(Exception):  # an unreleased slot expires by itself
+                await backplane.release_slot(claims.user_id, connection.id)
+
+    return routes
