@@ -63,4 +63,4 @@ def keyed(topic: str, key: str, numbers: range) -> list[OutboundRecord]:
 
 async def publish_acknowledged(bus: EventBus, records: Sequence[OutboundRecord]) -> None:
     outcomes = await bus.publish(records)
-    assert outcomes == [None] * len(records)
+    assert outcomes == [None] * len(records), outcomes

@@ -3,12 +3,12 @@
 Every wave is a matching (each essay at most once), built as an assignment between the essays that
 will be shown first (side A) and those shown second (side B). The invariants:
 - no pair repeats while an unused pair among the essays still in play exists (always);
-- comparison counts stay balanced: everyone in play is paired every wave (with an odd number, the
-  essay with the most comparisons sits out), so counts differ by at most one while the unused
-  pairs allow a perfect matching, which they do whenever the pool is well larger than the budget;
-- positions stay balanced per essay: the essays shown second more often go to side A, so each
-  essay's (times first - times second) stays within -1..1 under the same condition, and within
-  -2..2 near the end of a cycle through all pairs.
+- comparison counts stay balanced: essays behind are paired first, and the others play only when
+  that leaves nobody two behind, so counts never differ by more than one;
+- positions stay balanced per essay: the essays shown second more often go to side A, and a pair
+  that would put an essay two off is formed only when no other pair can be, so each essay's
+  (times first - times second) stays within -1..1 except in a small pool at the end of a cycle
+  through all its pairs.
 The strategies differ only in which assignment they prefer.
 """
 
@@ -66,10 +66,9 @@ def plan_wave(
 
     `fit` (scores and covariance over the whole pool) steers the adaptive strategy; without one it
     behaves like random. When counts differ, the essays behind are matched first and the others
-    play only if that keeps every count within one of the rest. When the no-repeat rule leaves no
-    perfect matching (the end of a cycle through all pairs in a small pool), pairs the position
-    split could not hold are formed anyway: an essay may then end a wave two positions off
-    balance, and later waves put it back.
+    play only if that leaves nobody two behind. A pair that would put an essay two positions off
+    balance is formed only when no other pair can be (so a small pool cycling through all its
+    pairs never stalls); an essay may then be two off, rarely three, and later waves pull it back.
     """
     players = np.flatnonzero(in_play)
     if len(players) < 2:
@@ -84,53 +83,70 @@ def plan_wave(
 
     counts = ledger.counts[players]
     if counts.min() == counts.max():
-        if len(players) % 2 == 1:  # all equal: any one may rest
-            players = np.delete(players, rng.integers(len(players)))
-        return matcher.match(players)
+        return matcher.match(players) or matcher.match(players, strict=False)
     behind, ahead = players[counts == counts.min()], players[counts > counts.min()]
     pairs = matcher.match(behind)
-    waiting = np.setdiff1d(behind, [essay for pair in pairs for essay in pair])
+    waiting = np.setdiff1d(behind, _paired(pairs))
+    # counts come before positions: a waiting essay may take a partner that unbalances one
     catch_up = matcher.match_across(waiting, ahead)
-    if len(catch_up) == len(waiting):  # nobody is left behind: the rest may play among themselves
-        rested = np.setdiff1d(ahead, [essay for pair in catch_up for essay in pair])
-        return pairs + catch_up + matcher.match(rested)
-    return pairs or matcher.match(players)  # never stall: a wave that helps nobody is worse
+    catch_up += matcher.match_across(
+        np.setdiff1d(waiting, _paired(catch_up)), np.setdiff1d(ahead, _paired(catch_up)), strict=False
+    )
+    among = matcher.match(np.setdiff1d(waiting, _paired(catch_up)), strict=False)
+    if len(catch_up) + 2 * len(among) == len(waiting):  # nobody left behind: the rest may play too
+        return pairs + catch_up + among + matcher.match(np.setdiff1d(ahead, _paired(catch_up)))
+    pairs += matcher.match(waiting, strict=False)  # only pairs among those behind close the gap
+    return pairs or matcher.match(players, strict=False)  # never stall
 
 
 class _Matcher:
-    """Matchings over one wave's allowed pairs and preferences (pool-indexed matrices)."""
+    """Matchings over one wave's allowed pairs and preferences (pool-indexed matrices).
+
+    Strict matchings only form pairs that keep both essays' position balance within -1..1."""
 
     def __init__(
         self, allowed: BoolArray, preference: FloatArray, balance: IntArray, rng: np.random.Generator
     ) -> None:
         self.allowed, self.preference, self.balance, self.rng = allowed, preference, balance, rng
 
-    def match(self, essays: IntArray) -> list[tuple[int, int]]:
+    def match(self, essays: IntArray, *, strict: bool = True) -> list[tuple[int, int]]:
         """A best matching among `essays`: as many pairs as the rules allow, then the preferred."""
         if len(essays) < 2:
             return []
         best: tuple[int, float, list[tuple[int, int]]] = (-1, 0.0, [])
         for _ in range(_SPLIT_ATTEMPTS):
             first, second = _split_by_position(self.balance, essays, self.rng)
-            kept = self._assign(essays[first], essays[second])
+            usable = self.allowed[np.ix_(essays[first], essays[second])]
+            if strict:  # side A adds one to the balance, side B takes one away
+                usable &= (self.balance[essays[first]] <= 0)[:, None] & (self.balance[essays[second]] >= 0)[
+                    None, :
+                ]
+            kept = self._assign(essays[first], essays[second], usable)
             total = float(sum(self.preference[a, b] for a, b in kept))
             if (len(kept), total) > best[:2]:
                 best = (len(kept), total, kept)
             if len(kept) == len(first):
                 break
-        return best[2] + _pair_leftovers(
-            best[2], essays, self.allowed, self.preference, self.balance, self.rng
-        )
+        return best[2] + self._leftovers(essays, best[2], strict)
 
-    def match_across(self, waiting: IntArray, others: IntArray) -> list[tuple[int, int]]:
-        """Partners from `others` for as many of `waiting` as possible, oriented by position."""
+    def match_across(
+        self, waiting: IntArray, others: IntArray, *, strict: bool = True
+    ) -> list[tuple[int, int]]:
+        """Partners from `others` for as many of `waiting` as possible, oriented so that the essay
+        shown second more often goes first."""
         if len(waiting) == 0 or len(others) == 0:
             return []
-        pairs = self._assign(waiting, others)
+        usable = self.allowed[np.ix_(waiting, others)]
+        if strict:
+            usable &= ~self._clash(waiting, others)
+        pairs = self._assign(waiting, others, usable)
         return [(a, b) if self.balance[a] <= self.balance[b] else (b, a) for a, b in pairs]
 
-    def _assign(self, rows: IntArray, cols: IntArray) -> list[tuple[int, int]]:
-        usable = self.allowed[np.ix_(rows, cols)]
+    def _clash(self, rows: IntArray, cols: IntArray) -> BoolArray:
+        """Both off balance the same way: whichever goes first, one ends two off."""
+        return np.asarray(self.balance[rows][:, None] * self.balance[cols][None, :] > 0, dtype=np.bool_)
+
+    def _assign(self, rows: IntArray, cols: IntArray, usable: BoolArray) -> list[tuple[int, int]]:
         weights = self.preference[np.ix_(rows, cols)]
         picked_rows, picked_cols = linear_sum_assignment(np.where(usable, -weights, _FORBIDDEN_COST))
         return [
@@ -139,32 +155,31 @@ class _Matcher:
             if usable[r, c]
         ]
 
+    def _leftovers(
+        self, essays: IntArray, paired: list[tuple[int, int]], strict: bool
+    ) -> list[tuple[int, int]]:
+        """Greedy pairs among the `essays` the side split left out (pairs without a clash first,
+        then by preference); the essay shown second more often goes first."""
+        free = np.zeros(len(self.allowed), dtype=np.bool_)
+        free[essays] = True
+        free[_paired(paired)] = False
+        rows, cols = np.nonzero(np.triu(self.allowed & free[:, None] & free[None, :], k=1))
+        clash = self.balance[rows] * self.balance[cols] > 0
+        extra: list[tuple[int, int]] = []
+        for k in np.lexsort((-self.preference[rows, cols], clash)):
+            a, b = int(rows[k]), int(cols[k])
+            if free[a] and free[b] and not (strict and clash[k]):
+                free[a] = free[b] = False
+                if self.balance[a] > self.balance[b] or (
+                    self.balance[a] == self.balance[b] and self.rng.random() < 0.5
+                ):
+                    a, b = b, a
+                extra.append((a, b))
+        return extra
 
-def _pair_leftovers(
-    paired: list[tuple[int, int]],
-    essays: IntArray,
-    allowed: BoolArray,
-    preference: FloatArray,
-    balance: IntArray,
-    rng: np.random.Generator,
-) -> list[tuple[int, int]]:
-    """Greedy pairs among the `essays` the position split left out: pairs whose positions can
-    both be balanced first, then by preference; the one shown second more often goes first."""
-    free = np.zeros(len(allowed), dtype=np.bool_)
-    free[essays] = True
-    for a, b in paired:
-        free[a] = free[b] = False
-    rows, cols = np.nonzero(np.triu(allowed & free[:, None] & free[None, :], k=1))
-    extra: list[tuple[int, int]] = []
-    clash = balance[rows] * balance[cols] > 0  # both shown first (or both second) more often
-    for k in np.lexsort((-preference[rows, cols], clash)):
-        a, b = int(rows[k]), int(cols[k])
-        if free[a] and free[b]:
-            free[a] = free[b] = False
-            if balance[a] > balance[b] or (balance[a] == balance[b] and rng.random() < 0.5):
-                a, b = b, a
-            extra.append((a, b))
-    return extra
+
+def _paired(pairs: list[tuple[int, int]]) -> IntArray:
+    return np.array([essay for pair in pairs for essay in pair], dtype=np.intp)
 
 
 def expected_information(score_difference: FloatArray, difference_variance: FloatArray) -> FloatArray:
@@ -213,8 +228,9 @@ def _split_by_position(
     balance: IntArray, candidates: Sequence[int] | IntArray, rng: np.random.Generator
 ) -> tuple[IntArray, IntArray]:
     """Positions (into `candidates`) for side A and side B, equal halves: the essays shown second
-    most often go first; ties are shuffled."""
+    most often go first; ties are shuffled. Of an odd number, the median essay rests, so neither
+    side has to take an essay that is already off balance its way."""
     positions = rng.permutation(len(candidates))
     order = positions[np.argsort(balance[np.asarray(candidates)][positions], kind="stable")]
     half = len(candidates) // 2
-    return order[:half], order[half : 2 * half]
+    return order[:half], order[len(candidates) - half :]

@@ -116,7 +116,14 @@ def _unreadable(message: str, *, status: int = 400) -> ApiError:
     return ApiError(ErrorCode.VALIDATION_ERROR, message, details={"fields": ["body"]}, status=status)
 
 
+def _check_declared_size(request: Request) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _unreadable(f"body is {declared} bytes; at most {MAX_BODY_BYTES}", status=413)
+
+
 async def _json_submission(request: Request) -> Submission:
+    _check_declared_size(request)
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         raise _unreadable(f"body is {len(body)} bytes; at most {MAX_BODY_BYTES}", status=413)
@@ -137,9 +144,7 @@ async def _json_submission(request: Request) -> Submission:
 
 
 async def _form_submission(request: Request) -> Submission:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _unreadable(f"body is {declared} bytes; at most {MAX_BODY_BYTES}", status=413)
+    _check_declared_size(request)
     async with request.form(max_files=2 * (MAX_ESSAYS + MAX_ANCHORS), max_fields=1000) as form:
         try:
             return await submission_from_form(form)

@@ -31,7 +31,7 @@ GRADE = re.compile(r"^([A-F][+-]?|U)$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}([-_][a-z0-9]{2,8})?$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
-Path = tuple[str | int, ...]
+FieldPath = tuple[str | int, ...]
 
 
 # --- the body (types only: value rules are below, so that all of them are reported together) ---
@@ -97,7 +97,7 @@ class Submission:
 
 @dataclass(frozen=True)
 class Violation:
-    path: Path
+    path: FieldPath
     message: str
     type: str = "value_error"
 
@@ -133,15 +133,29 @@ class _Found:
     def __init__(self) -> None:
         self.violations: list[Violation] = []
 
-    def fail(self, path: Path, message: str, kind: str = "value_error") -> None:
+    def fail(self, path: FieldPath, message: str, kind: str = "value_error") -> None:
         self.violations.append(Violation(path, message, kind))
 
 
 class _Fail(Protocol):
-    def __call__(self, path: Path, message: str, kind: str = ..., /) -> None: ...
+    def __call__(self, path: FieldPath, message: str, kind: str = ..., /) -> None: ...
 
 
 def _apply_rules(body: BatchSubmission, fail: _Fail) -> Submission:
+    # Texts are checked by their own rule; any other string must be valid Unicode too, or the
+    # database would refuse it later, after the teacher was told the batch was accepted.
+    labels: list[tuple[FieldPath, str | None]] = [
+        (("title",), body.title),
+        (("assignment_id",), body.assignment_id),
+        (("notify_email",), body.notify_email),
+        (("language",), body.language),
+        *((("essays", i, "filename"), essay.filename) for i, essay in enumerate(body.essays)),
+        *((("anchors", i, "grade"), anchor.grade) for i, anchor in enumerate(body.anchors)),
+    ]
+    for path, value in labels:
+        if value is not None and not _is_unicode(value):
+            fail(path, "is not valid UTF-8 text", "unicode")
+
     title = body.title.strip()
     if not title:
         fail(("title",), "must not be empty", "missing")
@@ -199,6 +213,14 @@ def _apply_rules(body: BatchSubmission, fail: _Fail) -> Submission:
     )
 
 
+def _is_unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _optional(value: str | None) -> str | None:
     """Blank means absent."""
     if value is None:
@@ -224,7 +246,7 @@ def _phases(given: Sequence[str] | None, fail: _Fail) -> tuple[PhaseName, ...]:
     return tuple(phases)
 
 
-def _text(text: str, path: Path, fail: _Fail) -> str:
+def _text(text: str, path: FieldPath, fail: _Fail) -> str:
     trimmed = text.strip()
     try:
         size = len(trimmed.encode("utf-8"))

@@ -14,8 +14,8 @@ import docx
 from starlette.datastructures import FormData, UploadFile
 
 from huleedu.intake.submission import (
+    FieldPath,
     InvalidSubmission,
-    Path,
     Submission,
     Violation,
     validate_submission,
@@ -42,7 +42,7 @@ def docx_text(data: bytes) -> str:
     return "\n".join(paragraph.text for paragraph in document.paragraphs)
 
 
-async def _read(item: str | UploadFile, path: Path) -> _Read:
+async def _read(item: str | UploadFile, path: FieldPath) -> _Read:
     if not isinstance(item, UploadFile):
         return _Read(None, None, Violation(path, "must be a file, not a text field", "type_error"))
     filename = (item.filename or "").strip() or None
@@ -67,7 +67,7 @@ async def _read(item: str | UploadFile, path: Path) -> _Read:
     return _Read(None, filename, Violation(path, message, "value_error"))
 
 
-def _form_path(path: Path) -> Path:
+def _form_path(path: FieldPath) -> FieldPath:
     """A path of the JSON submission as the form field that fed it."""
     match path:
         case ("essays", int(i), *_):

@@ -90,8 +90,10 @@ class SmtpMailer:
         try:
             await self._prepare(client, recipient)
             await self._hand_over(client, message)
-        finally:
-            await _quit(client)
+        except BaseException:
+            client.close()  # no polite QUIT to a server that failed us, or when we are cancelled
+            raise
+        await _quit(client)
         return f"smtp://{settings.smtp_host}:{settings.smtp_port}"
 
     async def _prepare(self, client: aiosmtplib.SMTP, recipient: str) -> None:

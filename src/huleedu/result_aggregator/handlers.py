@@ -66,13 +66,12 @@ async def register_batches(
     batch whose results are all in already completes in this same transaction."""
     batches = BatchRepository(uow.session)
     await batches.lock(event.batch_id for event, _ in items)
-    now = deps.clock()
-    correlation: dict[str, UUID] = {}
-    for event, meta in items:
-        if await batches.register(
-            event, correlation_id=str(meta.correlation_id), now=now, deadline=deps.deadline
-        ):
-            correlation[event.batch_id] = meta.correlation_id
+    registered = await batches.register(
+        [(event, str(meta.correlation_id)) for event, meta in items], now=deps.clock(), deadline=deps.deadline
+    )
+    correlation = {
+        batch_id: corr for batch_id, corr in _last_correlation(items).items() if batch_id in registered
+    }
     await settle(batches, correlation, uow, deps)
 
 
@@ -130,6 +129,7 @@ async def record_assessment_results(
     now = deps.clock()
     students: list[dict[str, Any]] = []
     anchors: list[dict[str, Any]] = []
+    cj_metadata: dict[str, dict[str, Any]] = {}
     for event, meta in items:
         for result in event.essay_results:
             error = result.error.model_dump(mode="json") if result.error else None
@@ -172,17 +172,15 @@ async def record_assessment_results(
                     "updated_at": now,
                 }
             )
-        await batches.save_cj_metadata(
-            event.batch_id,
-            {
-                "cj_assessment_job_id": event.cj_assessment_job_id,
-                "model_used": event.model_used,
-                "model_provider": event.model_provider,
-                "model_version": event.model_version,
-                "assessed_at": event.assessed_at.isoformat(),
-                **event.assessment_metadata.model_dump(mode="json"),
-            },
-        )
+        cj_metadata[event.batch_id] = {
+            "cj_assessment_job_id": event.cj_assessment_job_id,
+            "model_used": event.model_used,
+            "model_provider": event.model_provider,
+            "model_version": event.model_version,
+            "assessed_at": event.assessed_at.isoformat(),
+            **event.assessment_metadata.model_dump(mode="json"),
+        }
+    await batches.save_cj_metadata(cj_metadata)
     await batches.save_cj_results(students)
     await batches.save_anchor_results(anchors)
     await settle(batches, _last_correlation(items), uow, deps)

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 from sqlalchemy.sql.elements import ColumnElement
 
 from huleedu.contracts.enums import BatchStatus, PhaseName
@@ -19,7 +20,7 @@ from huleedu.contracts.errors import ErrorDetail
 from huleedu.contracts.events import BatchEssaysRegisteredV1
 from huleedu.result_aggregator.model import BatchProgress, PhaseTally, is_newer
 from huleedu.result_aggregator.tables import anchor_results, batch_results, essay_results
-from huleedu.storage.dialect import insert_skipping_duplicates, lock_keys, upsert_statement
+from huleedu.storage.dialect import Condition, insert_skipping_duplicates, lock_keys, upsert_statement
 
 # Which essay_results column holds each phase's status.
 STATUS_COLUMN = {
@@ -81,11 +82,32 @@ _SAVE_PROGRESS = (
         updated_at=bindparam("now", type_=batch_results.c.updated_at.type),
     )
 )
+_SAVE_CJ_METADATA = (
+    update(batch_results)
+    .where(batch_results.c.batch_id == bindparam("b_id"))
+    .values(cj_metadata=bindparam("meta", type_=batch_results.c.cj_metadata.type))
+)
 _SAVE_FINAL = _SAVE_PROGRESS.values(
     status=bindparam("status"),
     results_ready_at=bindparam("now", type_=batch_results.c.results_ready_at.type),
     processing_completed_at=bindparam("now", type_=batch_results.c.processing_completed_at.type),
 )
+
+
+# A stored result is replaced only by a newer one (by the producer's timestamp).
+def _spellcheck_is_newer(excluded: ReadOnlyColumnCollection[str, Any]) -> ColumnElement[bool]:
+    stored = essay_results.c.spellcheck_event_at
+    return or_(stored.is_(None), stored < excluded["spellcheck_event_at"])
+
+
+def _cj_is_newer(excluded: ReadOnlyColumnCollection[str, Any]) -> ColumnElement[bool]:
+    stored = essay_results.c.cj_event_at
+    return or_(stored.is_(None), stored < excluded["cj_event_at"])
+
+
+def _anchor_is_newer(excluded: ReadOnlyColumnCollection[str, Any]) -> ColumnElement[bool]:
+    stored = anchor_results.c.event_at
+    return or_(stored.is_(None), stored < excluded["event_at"])
 
 
 @dataclass(frozen=True)
@@ -116,68 +138,74 @@ class BatchRepository:
     # --- writes ---
 
     async def register(
-        self, event: BatchEssaysRegisteredV1, *, correlation_id: str, now: datetime, deadline: timedelta
-    ) -> bool:
-        """Create the batch and attach its essays (also rows that arrived before it). False if it
-        was registered before (a replay changes nothing)."""
-        row: dict[str, Any] = {
-            "batch_id": event.batch_id,
-            "user_id": event.user_id,
-            "org_id": event.org_id,
-            "class_id": event.class_id,
-            "assignment_id": event.assignment_id,
-            "course_code": event.course_code,
-            "title": event.title,
-            "notify_email": event.notify_email,
-            "requested_phases": [phase.value for phase in event.requested_phases],
-            "status": BatchStatus.PROCESSING_PIPELINES.value,
-            "essay_count": len(event.essay_ids),
-            "completed_essay_count": 0,
-            "failed_essay_count": 0,
-            "phase_summary": {},
-            "correlation_id": correlation_id,
-            "registered_at": event.registered_at,
-            "created_at": now,
-            "updated_at": now,
-            "processing_started_at": event.registered_at,
-            "deadline_at": event.registered_at + deadline,
-        }
-        inserted = await self.session.execute(
-            insert_skipping_duplicates(self.session, batch_results).returning(batch_results.c.batch_id), [row]
-        )
-        if inserted.first() is None:
-            return False
-        essays = [
+        self, events: Sequence[tuple[BatchEssaysRegisteredV1, str]], *, now: datetime, deadline: timedelta
+    ) -> set[str]:
+        """Create the batches of (registration, correlation id) pairs and attach their essays,
+        also rows that arrived before them. Returns the ids registered now: a replay, or a second
+        registration of a batch, changes nothing."""
+        first: dict[str, tuple[BatchEssaysRegisteredV1, str]] = {}
+        for event, correlation_id in events:
+            first.setdefault(event.batch_id, (event, correlation_id))
+        rows: list[dict[str, Any]] = [
             {
                 "batch_id": event.batch_id,
+                "user_id": event.user_id,
+                "org_id": event.org_id,
+                "class_id": event.class_id,
+                "assignment_id": event.assignment_id,
+                "course_code": event.course_code,
+                "title": event.title,
+                "notify_email": event.notify_email,
+                "requested_phases": [phase.value for phase in event.requested_phases],
+                "status": BatchStatus.PROCESSING_PIPELINES.value,
+                "essay_count": len(event.essay_ids),
+                "completed_essay_count": 0,
+                "failed_essay_count": 0,
+                "phase_summary": {},
+                "correlation_id": correlation_id,
+                "registered_at": event.registered_at,
+                "created_at": now,
+                "updated_at": now,
+                "processing_started_at": event.registered_at,
+                "deadline_at": event.registered_at + deadline,
+            }
+            for event, correlation_id in first.values()
+        ]
+        inserted = await self.session.execute(
+            insert_skipping_duplicates(self.session, batch_results).returning(batch_results.c.batch_id), rows
+        )
+        registered = set(inserted.scalars())
+        essays = [
+            {
+                "batch_id": batch_id,
                 "essay_id": essay_id,
                 "is_registered": True,
                 "created_at": now,
                 "updated_at": now,
             }
-            for essay_id in event.essay_ids
+            for batch_id in registered
+            for essay_id in first[batch_id][0].essay_ids
         ]
-        await self.session.execute(
-            upsert_statement(
-                self.session,
-                essay_results,
-                conflict_columns=("batch_id", "essay_id"),
-                update_columns=("is_registered",),
-            ),
-            essays,
-        )
-        return True
+        if essays:
+            await self.session.execute(
+                upsert_statement(
+                    self.session,
+                    essay_results,
+                    conflict_columns=("batch_id", "essay_id"),
+                    update_columns=("is_registered",),
+                ),
+                essays,
+            )
+        return registered
 
     async def save_spellcheck_results(self, rows: Sequence[dict[str, Any]]) -> None:
         """Upsert one row per (batch, essay); a stored result is replaced only by a newer one."""
         rows = newest_per_key(rows, ("batch_id", "essay_id"), "spellcheck_event_at")
-        await self._upsert_phase(
-            rows, SPELLCHECK_COLUMNS, essay_results.c.spellcheck_event_at, "spellcheck_event_at"
-        )
+        await self._upsert_phase(rows, SPELLCHECK_COLUMNS, _spellcheck_is_newer)
 
     async def save_cj_results(self, rows: Sequence[dict[str, Any]]) -> None:
         rows = newest_per_key(rows, ("batch_id", "essay_id"), "cj_event_at")
-        await self._upsert_phase(rows, CJ_COLUMNS, essay_results.c.cj_event_at, "cj_event_at")
+        await self._upsert_phase(rows, CJ_COLUMNS, _cj_is_newer)
 
     async def save_anchor_results(self, rows: Sequence[dict[str, Any]]) -> None:
         rows = newest_per_key(rows, ("batch_id", "anchor_id"), "event_at")
@@ -189,13 +217,13 @@ class BatchRepository:
                 anchor_results,
                 conflict_columns=("batch_id", "anchor_id"),
                 update_columns=ANCHOR_COLUMNS,
-                only_if=lambda excluded: anchor_results.c.event_at < excluded["event_at"],
+                only_if=_anchor_is_newer,
             ),
             rows,
         )
 
     async def _upsert_phase(
-        self, rows: Sequence[dict[str, Any]], columns: Sequence[str], stored_at: ColumnElement[Any], at: str
+        self, rows: Sequence[dict[str, Any]], columns: tuple[str, ...], only_if: Condition
     ) -> None:
         if not rows:
             return
@@ -205,7 +233,7 @@ class BatchRepository:
                 essay_results,
                 conflict_columns=("batch_id", "essay_id"),
                 update_columns=columns,
-                only_if=lambda excluded: or_(stored_at.is_(None), stored_at < excluded[at]),
+                only_if=only_if,
             ),
             rows,
         )
@@ -272,12 +300,13 @@ class BatchRepository:
             update(batch_results).where(batch_results.c.batch_id.in_(list(batch_ids))).values(updated_at=now)
         )
 
-    async def save_cj_metadata(self, batch_id: str, metadata: Mapping[str, Any]) -> None:
-        await self.session.execute(
-            update(batch_results)
-            .where(batch_results.c.batch_id == batch_id)
-            .values(cj_metadata=dict(metadata))
-        )
+    async def save_cj_metadata(self, metadata: Mapping[str, Mapping[str, Any]]) -> None:
+        """batch_id -> the CJ run's metadata, for registered batches (one executemany)."""
+        if metadata:
+            await self.session.execute(
+                _SAVE_CJ_METADATA,
+                [{"b_id": batch_id, "meta": dict(meta)} for batch_id, meta in metadata.items()],
+            )
 
     # --- reads under the lock ---
 

@@ -7,6 +7,7 @@ correction never changes, so each language keeps a memo of every word it has jud
 """
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -99,6 +100,13 @@ def _same_case(original: str, fixed: str) -> str:
     return fixed
 
 
+@functools.cache
+def loaded_speller(language: str) -> Speller:
+    """One speller per language per process: a dictionary is immutable data worth 50 MB and a
+    second to load, and every unit built in the process (tests build many) can share it."""
+    return Speller(language)
+
+
 class Dictionaries:
     """Spellers by language, loaded on first use (about a second each) and kept for the process."""
 
@@ -116,5 +124,5 @@ class Dictionaries:
         if code not in self._spellers:
             async with self._loading:
                 if code not in self._spellers:
-                    self._spellers[code] = await asyncio.to_thread(Speller, code)
+                    self._spellers[code] = await asyncio.to_thread(loaded_speller, code)
         return self._spellers[code]

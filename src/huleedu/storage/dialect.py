@@ -1,5 +1,6 @@
 """The few statements whose SQL differs between PostgreSQL and SQLite, written once here."""
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -12,7 +13,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 
 def _insert(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
-    name = session.get_bind().dialect.name
+    return _insert_for(session.get_bind().dialect.name, table)
+
+
+def _insert_for(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     if name == "postgresql":
         return postgresql.insert(table)
     if name == "sqlite":
@@ -31,19 +35,39 @@ def insert_skipping_duplicates(session: AsyncSession, table: Table) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING without values: execute it with a list of rows
     (`session.execute(statement, rows)`), so its compiled form is cached and the rows are sent as
     one multi-row statement (SQLAlchemy's insertmanyvalues), RETURNING included."""
-    return _insert(session, table).on_conflict_do_nothing()
+    return _skipping_duplicates(session.get_bind().dialect.name, table)
+
+
+@functools.cache
+def _skipping_duplicates(dialect: str, table: Table) -> Insert:
+    return _insert_for(dialect, table).on_conflict_do_nothing()
+
+
+Condition = Callable[[ReadOnlyColumnCollection[str, Any]], ColumnElement[bool]]
 
 
 def upsert_statement(
     session: AsyncSession,
     table: Table,
     *,
-    conflict_columns: Sequence[str],
-    update_columns: Sequence[str],
-    only_if: Callable[[ReadOnlyColumnCollection[str, Any]], ColumnElement[bool]] | None = None,
+    conflict_columns: tuple[str, ...],
+    update_columns: tuple[str, ...],
+    only_if: Condition | None = None,
 ) -> Insert:
-    """`upsert` without values, to execute with a list of rows (see insert_skipping_duplicates)."""
-    statement = _insert(session, table)
+    """`upsert` without values, to execute with a list of rows (see insert_skipping_duplicates).
+    Built once per arguments: pass a module-level `only_if`, not a fresh lambda."""
+    return _upsert_for(session.get_bind().dialect.name, table, conflict_columns, update_columns, only_if)
+
+
+@functools.cache
+def _upsert_for(
+    dialect: str,
+    table: Table,
+    conflict_columns: tuple[str, ...],
+    update_columns: tuple[str, ...],
+    only_if: Condition | None,
+) -> Insert:
+    statement = _insert_for(dialect, table)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=list(conflict_columns),

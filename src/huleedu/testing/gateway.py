@@ -4,7 +4,7 @@ teacher's socket that reads frames with a deadline, and the events the gateway c
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
@@ -28,6 +28,17 @@ from huleedu.platform.settings import Settings
 WAIT_SECONDS = 30.0
 
 Frame = dict[str, Any]
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float = WAIT_SECONDS) -> None:
+    """Poll `check` until it is true; TimeoutError after `within` seconds. For state that offers
+    nothing to wait on (a count in another component, a row in a table)."""
+    async with asyncio.timeout(within):
+        while True:
+            outcome = check()
+            if outcome if isinstance(outcome, bool) else await outcome:
+                return
+            await asyncio.sleep(0.01)
 
 
 @asynccontextmanager
@@ -59,18 +70,19 @@ class Socket:
         self.connection = connection
         self.cursor: str | None = None
 
-    async def frame(self, timeout: float = WAIT_SECONDS) -> Frame:
+    async def frame(self, within: float = WAIT_SECONDS) -> Frame:
         """The next frame. Raises TimeoutError, or ConnectionClosed when the server closed."""
-        raw = await asyncio.wait_for(self.connection.recv(), timeout)
+        async with asyncio.timeout(within):
+            raw = await self.connection.recv()
         frame: Frame = orjson.loads(raw)
         if "id" in frame:
             self.cursor = frame["id"]
         return frame
 
-    async def frames_until(self, done: Callable[[Frame], bool], timeout: float = WAIT_SECONDS) -> list[Frame]:
+    async def frames_until(self, done: Callable[[Frame], bool], within: float = WAIT_SECONDS) -> list[Frame]:
         """Frames up to and including the first for which `done` is true (pings left out)."""
         frames: list[Frame] = []
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 frame = await self.frame()
                 if frame["event"] != "ping":
@@ -81,9 +93,9 @@ class Socket:
     async def send(self, body: dict[str, Any]) -> None:
         await self.connection.send(orjson.dumps(body).decode())
 
-    async def close_code(self, timeout: float = WAIT_SECONDS) -> int | None:
+    async def close_code(self, within: float = WAIT_SECONDS) -> int | None:
         """Wait for the server to close; the close code it sent."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             with contextlib.suppress(ConnectionClosed):
                 while True:
                     await self.connection.recv()
@@ -104,7 +116,9 @@ async def teacher_socket(
     token = token if token is not None else encode_token(settings, user_id, ttl_seconds=600)
     url = ws_url(port or settings.http_port, token=None if in_header else token, since=since)
     headers = {"Authorization": f"Bearer {token}"} if in_header else None
-    async with connect(url, additional_headers=headers, open_timeout=WAIT_SECONDS, max_queue=None) as connection:
+    async with connect(
+        url, additional_headers=headers, open_timeout=WAIT_SECONDS, max_queue=None
+    ) as connection:
         yield Socket(connection)
 
 
@@ -123,9 +137,9 @@ def notification(
     return wrap(event, topic=topics.teacher_notification, source_service="result_aggregator_service")
 
 
-def results_ready(topics: Topics, user_id: str, batch_id: str, *, essays: int = 3) -> EventEnvelope[WireModel]:
+def ready_batch(user_id: str, batch_id: str, *, essays: int = 3) -> BatchResultsReadyV1:
     phase = PhaseName.CJ_ASSESSMENT
-    event = BatchResultsReadyV1(
+    return BatchResultsReadyV1(
         batch_id=batch_id,
         user_id=user_id,
         title=f"Batch {batch_id}",
@@ -140,6 +154,12 @@ def results_ready(topics: Topics, user_id: str, batch_id: str, *, essays: int = 
         overall_status=BatchStatus.COMPLETED_SUCCESSFULLY,
         processing_duration_seconds=1.0,
     )
+
+
+def results_ready(
+    topics: Topics, user_id: str, batch_id: str, *, essays: int = 3
+) -> EventEnvelope[WireModel]:
+    event = ready_batch(user_id, batch_id, essays=essays)
     return wrap(event, topic=topics.batch_results_ready, source_service="result_aggregator_service")
 
 

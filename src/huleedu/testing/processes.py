@@ -38,7 +38,12 @@ class ServiceProcess:
     def start(self, *, wait_seconds: float = 60.0, healthy: bool = True) -> None:
         """Start and wait until it answers `/healthz`: with 200, or at all when not `healthy`
         (a process started while Redis is down is up, but reports itself unhealthy)."""
-        env = {**os.environ, **self.env, "HULEEDU_HTTP_PORT": str(self.port), "HULEEDU_HTTP_HOST": "127.0.0.1"}
+        env = {
+            **os.environ,
+            **self.env,
+            "HULEEDU_HTTP_PORT": str(self.port),
+            "HULEEDU_HTTP_HOST": "127.0.0.1",
+        }
         output = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
             self._process = subprocess.Popen(

@@ -58,7 +58,11 @@ def registration(
 
 def failure(operation: str, message: str) -> ErrorDetail:
     return ErrorDetail(
-        code=ErrorCode.PROCESSING_ERROR, message=message, service="test", operation=operation, timestamp=BASE_TIME
+        code=ErrorCode.PROCESSING_ERROR,
+        message=message,
+        service="test",
+        operation=operation,
+        timestamp=BASE_TIME,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.envelope import EventEnvelope
@@ -47,7 +48,8 @@ INTERNAL_HEADERS = {"X-Internal-API-Key": API_KEY, "X-Service-ID": SERVICE_ID}
 class Services:
     adapters: Adapters
     units: dict[str, ServiceUnit]
-    client: httpx.AsyncClient  # the HTTP app of all units, in process
+    app: FastAPI  # the HTTP app of all units
+    client: httpx.AsyncClient  # talking to `app` in process
 
     async def feed(self, name: str, events: Sequence[EventEnvelope[WireModel]], *, chunk: int = 50) -> None:
         """Deliver events to unit `name`'s consumer, `chunk` records per fetch."""
@@ -66,7 +68,7 @@ async def running_services(settings: Settings, names: Sequence[str]) -> AsyncIte
         app = create_app(list(units.values()), adapters)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://huleedu") as client:
-            yield Services(adapters, units, client)
+            yield Services(adapters, units, app, client)
 
 
 def migrated_sqlite(path: Path) -> str:

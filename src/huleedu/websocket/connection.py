@@ -131,11 +131,16 @@ class Connection:
     def _take(self, message: Message) -> None:
         if self._cursor is not None and message.id <= self._cursor:
             return  # replayed already, or a duplicate of the feed
+        if self._enqueue(message.frame()):
+            self._cursor = message.id
+
+    def _enqueue(self, frame: str) -> bool:
+        """Queue a frame unless the queue is full, in which case the socket is closed as too slow."""
         if self._queue.qsize() >= self._send_buffer:
             self._too_slow()
-            return
-        self._queue.put_nowait(message.frame())
-        self._cursor = message.id
+            return False
+        self._queue.put_nowait(frame)
+        return True
 
     def _too_slow(self) -> None:
         metrics.SLOW_CLIENTS.inc()
@@ -221,21 +226,21 @@ class Connection:
             body = None
         kind = body.get("type") if isinstance(body, dict) else None
         if kind == "ping":
-            self._queue.put_nowait(PONG_FRAME)
+            self._enqueue(PONG_FRAME)
         elif kind == "pong":
             return  # an answer to our ping: it has reset the idle timer, nothing more
         elif kind == "resume" and isinstance(body, dict):
             since = body.get("since")
             await self.resume(since if isinstance(since, str) else None)
         else:
-            self._queue.put_nowait(
+            self._enqueue(
                 control_frame(ERROR, data={"message": 'expected {"type": "ping" | "pong" | "resume"}'})
             )
 
     async def _ping_loop(self) -> None:
         while True:
             await asyncio.sleep(self._ping_seconds)
-            self._queue.put_nowait(PING_FRAME)
+            self._enqueue(PING_FRAME)
             try:
                 await self._backplane.renew_slot(self.user_id, self.id)
             except Exception as exc:  # the slot only counts connections; the socket goes on

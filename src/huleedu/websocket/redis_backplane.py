@@ -69,8 +69,7 @@ if trimmed then
 end
 if max_deleted then redis.call('XSETID', KEYS[1], id, 'MAXDELETEDID', max_deleted) end
 redis.call('PEXPIRE', KEYS[1], history_ms)
-redis.call('PUBLISH', ARGV[5], '{"user_id":' .. cjson.encode(ARGV[6]) .. ',"id":"' .. id ..
-  '","event":' .. cjson.encode(ARGV[1]) .. ',"data":' .. ARGV[2] .. '}')
+redis.call('PUBLISH', ARGV[5], cjson.encode({user_id = ARGV[6], id = id, event = ARGV[1], data = ARGV[2]}))
 return id
 """
 
@@ -124,10 +123,9 @@ def _entries(user_id: str, raw: Sequence[Sequence[object]]) -> list[Message]:
 
 
 def decode_published(payload: bytes) -> Message:
+    # `data` travels as a string holding the JSON, so the frame carries it byte for byte.
     raw = orjson.loads(payload)
-    return Message(
-        raw["user_id"], StreamId.parse(raw["id"]), raw["event"], orjson.dumps(raw["data"]).decode()
-    )
+    return Message(raw["user_id"], StreamId.parse(raw["id"]), raw["event"], raw["data"])
 
 
 class RedisBackplane:
@@ -198,8 +196,14 @@ class RedisBackplane:
                     item = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=_LISTEN_POLL_SECONDS
                     )
-                    if item is not None and item["type"] == "message":
-                        yield decode_published(item["data"])
+                    if item is None or item["type"] != "message":
+                        continue
+                    try:
+                        message = decode_published(item["data"])
+                    except (ValueError, KeyError, TypeError) as exc:  # not ours: skip, do not die
+                        log.warning("ignoring a malformed message on the live channel", error=repr(exc))
+                        continue
+                    yield message
             except (RedisError, OSError) as exc:
                 failures += 1
                 delay = backoff_seconds(failures, initial_seconds=0.1, max_seconds=5.0)

@@ -55,7 +55,11 @@ def upgrade() -> None:
     op.create_index("ix_batch_results_user_created", "batch_results", ["user_id", sa.text("created_at DESC")])
     op.create_index("ix_batch_results_user_status", "batch_results", ["user_id", "status", "created_at"])
     op.create_index(
-        "ix_batch_results_open_deadline", "batch_results", ["deadline_at"], postgresql_where=OPEN, sqlite_where=OPEN
+        "ix_batch_results_open_deadline",
+        "batch_results",
+        ["deadline_at"],
+        postgresql_where=OPEN,
+        sqlite_where=OPEN,
     )
 
     op.create_table(
@@ -123,7 +127,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("job_key", name="uq_email_queue_job_key"),
     )
     op.create_index(
-        "ix_email_queue_pending", "email_queue", ["id"], postgresql_where=PENDING_EMAIL, sqlite_where=PENDING_EMAIL
+        "ix_email_queue_pending",
+        "email_queue",
+        ["id"],
+        postgresql_where=PENDING_EMAIL,
+        sqlite_where=PENDING_EMAIL,
     )
 
 

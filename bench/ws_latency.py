@@ -1,0 +1,134 @@
+"""Teacher-visible latency on the production stack (PostgreSQL, the Tansu broker, Redis): from
+publishing the rich event that completes a batch to the `batch_results_ready` frame arriving at a
+connected WebSocket client.
+
+    .venv/bin/python bench/ws_latency.py [--batches N] [--essays N]
+
+RAS and the WebSocket gateway run as service units in this process (`huleedu up` on the production
+adapters: consumers, the outbox relay, HTTP on a free port); the client connects over TCP. For each
+batch, the registration and the spellcheck results are published first, and the client waits for
+the spellcheck `batch_phase_completed` frame (RAS has everything but CJ). Then the clock starts, the
+CJ result (the completing event) is published, and it stops when the frame arrives. The path timed:
+broker -> RAS consumer -> commit with the outbox rows -> relay -> broker -> gateway consumer ->
+Redis stream + pub/sub -> gateway instance -> socket. Creates its own database, broker and Redis
+key prefix, and removes them when done.
+"""
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from huleedu.contracts.base import WireModel
+from huleedu.contracts.envelope import EventEnvelope
+from huleedu.platform.bootstrap import build_adapters
+from huleedu.platform.logging import configure_logging
+from huleedu.platform.settings import Settings
+from huleedu.result_aggregator.app import build as build_ras
+from huleedu.storage.migrations import upgrade_async
+from huleedu.testing import gateway as gw
+from huleedu.testing import ras_events as ev
+from huleedu.testing import servers
+from huleedu.websocket.app import assemble
+
+TEACHER = "bench-teacher"
+WARM_UP = 3
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def summary(milliseconds: Sequence[float]) -> str:
+    return (
+        f"median {statistics.median(milliseconds):6.1f} ms   p90 {percentile(milliseconds, 0.90):6.1f} ms   "
+        f"p99 {percentile(milliseconds, 0.99):6.1f} ms   max {max(milliseconds):6.1f} ms"
+    )
+
+
+def batch_events(
+    settings: Settings, batch_id: str, essays: int
+) -> tuple[list[EventEnvelope[WireModel]], EventEnvelope[WireModel]]:
+    """(what comes before, the completing CJ result)."""
+    topics = settings.topics
+    essay_ids = [f"{batch_id}-e{n}" for n in range(essays)]
+    before = [
+        ev.registration(topics, batch_id, essay_ids, user_id=TEACHER),
+        *(ev.spellcheck_result(topics, batch_id, essay_id) for essay_id in essay_ids),
+    ]
+    return before, ev.cj_result(topics, batch_id, essay_ids)
+
+
+def announcing(event: str, batch_id: str) -> Callable[[gw.Frame], bool]:
+    def matches(frame: gw.Frame) -> bool:
+        return bool(frame["event"] == event and frame["data"]["batch_id"] == batch_id)
+
+    return matches
+
+
+async def measure(settings: Settings, batches: int, essays: int) -> None:
+    await upgrade_async(settings.database_url)
+    async with build_adapters(settings) as adapters:
+        gateway = assemble(adapters)
+        async with (
+            gw.serving([build_ras(adapters), gateway.unit], adapters),
+            gw.teacher_socket(settings, TEACHER) as client,
+        ):
+            await client.frame()  # the session
+            latencies_ms, acknowledged_ms = [], []
+            for n in range(WARM_UP + batches):
+                batch_id = f"bench-{n}"
+                before, completing = batch_events(settings, batch_id, essays)
+                await gw.publish(adapters.bus, before)
+                await client.frames_until(announcing("batch_phase_completed", batch_id))
+                started = time.perf_counter()
+                await gw.publish(adapters.bus, [completing])
+                acknowledged = time.perf_counter()
+                await client.frames_until(announcing("batch_results_ready", batch_id))
+                arrived = time.perf_counter()
+                if n >= WARM_UP:
+                    latencies_ms.append((arrived - started) * 1000)
+                    acknowledged_ms.append((acknowledged - started) * 1000)
+    print(f"{batches} batches of {essays} essays, one at a time (after {WARM_UP} not counted):")
+    print(f"  completing event published -> batch_results_ready frame  {summary(latencies_ms)}")
+    print(f"  of which the broker's ack of the publish                 {summary(acknowledged_ms)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batches", type=int, default=50, help="batches timed")
+    parser.add_argument("--essays", type=int, default=5, help="essays per batch")
+    args = parser.parse_args()
+
+    servers.check_redis(servers.REDIS_URL)
+    database_url = servers.create_database("huleedu_bench")
+    broker = servers.TansuBroker()
+    prefix = f"huleedu-bench:{uuid.uuid4().hex[:8]}:"
+    try:
+        broker.start()
+        settings = Settings(
+            database_url=database_url,
+            kafka_bootstrap_servers=broker.bootstrap,
+            redis_url=servers.REDIS_URL,
+            redis_key_prefix=prefix,
+            topic_prefix=f"bench{uuid.uuid4().hex[:8]}",
+            http_port=servers.free_port(),
+            kafka_session_timeout_ms=3_000,
+            kafka_heartbeat_interval_ms=500,
+            log_level="WARNING",
+        )
+        configure_logging(settings)
+        asyncio.run(measure(settings, args.batches, args.essays))
+    finally:
+        broker.stop()
+        servers.drop_database(database_url)
+        servers.delete_keys(servers.REDIS_URL, prefix)
+
+
+if __name__ == "__main__":
+    main()
