@@ -83,11 +83,17 @@ async def run(batches: int, essays: int) -> None:
             cpu = time.process_time() - first[1]
 
         events = len(load.events)
-        print(f"RAS ingest: {batches} batches x {essays} essays, {events} events ({events - load.distinct_events} duplicates)")
+        print(
+            f"RAS ingest: {batches} batches x {essays} essays, {events} events ({events - load.distinct_events} duplicates)"
+        )
         print(f"  throughput     {events / wall:8.0f} events/s  (drain took {wall:.2f} s)")
-        print(f"  CPU per event  {cpu / events * 1000:.3f} ms  (this process: decode, dedupe, handlers, SQL client)")
+        print(
+            f"  CPU per event  {cpu / events * 1000:.3f} ms  (this process: decode, dedupe, handlers, SQL client)"
+        )
         print(f"  fetch sizes    mean {statistics.mean(sizes):.1f} records")
-        print(f"  per event      median {statistics.median(per_event) * 1000:.3f} ms  p99 {percentile(per_event, 0.99) * 1000:.3f} ms")
+        print(
+            f"  per event      median {statistics.median(per_event) * 1000:.3f} ms  p99 {percentile(per_event, 0.99) * 1000:.3f} ms"
+        )
     finally:
         broker.stop()
         await asyncio.to_thread(servers.drop_database, database)
@@ -95,7 +101,9 @@ async def run(batches: int, essays: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--essays", type=int, default=20)
     args = parser.parse_args()

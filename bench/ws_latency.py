@@ -92,9 +92,18 @@ async def measure(settings: Settings, batches: int, essays: int) -> None:
                 if n >= WARM_UP:
                     latencies_ms.append((arrived - started) * 1000)
                     acknowledged_ms.append((acknowledged - started) * 1000)
+            # The gateway's leg alone: BatchResultsReadyV1 published as RAS's relay would.
+            gateway_ms = []
+            for n in range(batches):
+                batch_id = f"direct-{n}"
+                started = time.perf_counter()
+                await gw.publish(adapters.bus, [gw.results_ready(settings.topics, TEACHER, batch_id)])
+                await client.frames_until(announcing("batch_results_ready", batch_id))
+                gateway_ms.append((time.perf_counter() - started) * 1000)
     print(f"{batches} batches of {essays} essays, one at a time (after {WARM_UP} not counted):")
     print(f"  completing event published -> batch_results_ready frame  {summary(latencies_ms)}")
     print(f"  of which the broker's ack of the publish                 {summary(acknowledged_ms)}")
+    print(f"  the gateway's leg alone (BatchResultsReadyV1 -> frame)   {summary(gateway_ms)}")
 
 
 def main() -> None:

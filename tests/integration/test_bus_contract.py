@@ -76,7 +76,7 @@ async def test_records_of_one_key_arrive_in_the_order_they_were_published(
     topic = f"{topic_prefix}.orders"
     bus = new_bus()
     collector = Collector()
-    bus.subscribe("readers", [topic], collector)
+    bus.subscribe(f"{topic_prefix}-readers", [topic], collector)
     keys = [f"batch-{index}" for index in range(6)]
 
     # Half is waiting in the log when the consumer starts, half arrives while it runs; every
@@ -108,8 +108,8 @@ async def test_two_consumers_in_one_group_split_the_partitions_and_see_every_rec
     topic = f"{topic_prefix}.work"
     first, second = Collector(), Collector()
     first_bus, second_bus = new_bus(), new_bus()
-    first_bus.subscribe("workers", [topic], first)
-    second_bus.subscribe("workers", [topic], second)
+    first_bus.subscribe(f"{topic_prefix}-workers", [topic], first)
+    second_bus.subscribe(f"{topic_prefix}-workers", [topic], second)
     await first_bus.start()
     await second_bus.start()
 
@@ -130,6 +130,28 @@ async def test_two_consumers_in_one_group_split_the_partitions_and_see_every_rec
     assert first_partitions.isdisjoint(second_partitions)
 
 
+async def test_a_group_whose_members_stopped_one_after_the_other_can_be_joined_again(
+    new_bus: NewBus, topic_prefix: str
+) -> None:
+    topic = f"{topic_prefix}.shifts"
+    group = f"{topic_prefix}-workers"
+    first_bus, second_bus = new_bus(), new_bus()
+    first_bus.subscribe(group, [topic], Collector())
+    second_bus.subscribe(group, [topic], Collector())
+    await first_bus.start()
+    await second_bus.start()
+    await second_bus.stop()
+    await first_bus.stop()  # at once, while the group may still be rebalancing after the first left
+
+    collector = Collector()
+    third_bus = new_bus()
+    third_bus.subscribe(group, [topic], collector)
+    await third_bus.start()
+    await publish_acknowledged(third_bus, keyed(topic, "k", range(3)))
+    await collector.wait_until(lambda: len(collector.handled) >= 3)
+    assert collector.values() == ["k:0", "k:1", "k:2"]
+
+
 async def test_members_joining_and_leaving_while_records_flow_lose_nothing_and_repeat_nothing(
     new_bus: NewBus, topic_prefix: str
 ) -> None:
@@ -138,8 +160,8 @@ async def test_members_joining_and_leaving_while_records_flow_lose_nothing_and_r
     producer = new_bus()
     first, second = Collector(work_seconds=0.005), Collector(work_seconds=0.005)
     first_bus, second_bus = new_bus(), new_bus()
-    first_bus.subscribe("workers", [topic], first)
-    second_bus.subscribe("workers", [topic], second)
+    first_bus.subscribe(f"{topic_prefix}-workers", [topic], first)
+    second_bus.subscribe(f"{topic_prefix}-workers", [topic], second)
     rounds = 0
     flowing = True
 
@@ -180,8 +202,8 @@ async def test_every_group_receives_every_record(new_bus: NewBus, topic_prefix: 
     topic = f"{topic_prefix}.news"
     bus = new_bus()
     readers, auditors = Collector(), Collector()
-    bus.subscribe("readers", [topic], readers)
-    bus.subscribe("auditors", [topic], auditors)
+    bus.subscribe(f"{topic_prefix}-readers", [topic], readers)
+    bus.subscribe(f"{topic_prefix}-auditors", [topic], auditors)
     await bus.start()
 
     records = [r for index in range(10) for r in keyed(topic, f"key-{index}", range(5))]
@@ -208,7 +230,7 @@ async def test_a_record_whose_handler_raised_is_delivered_again_and_the_order_ho
 
     collector = Collector(fail_on=fail_first_time)
     bus = new_bus()
-    bus.subscribe("readers", [topic], collector)
+    bus.subscribe(f"{topic_prefix}-readers", [topic], collector)
     await bus.start()
     await publish_acknowledged(bus, keyed(topic, "k", range(10)))
     await collector.wait_until(lambda: len(collector.handled) >= 10)
@@ -223,7 +245,7 @@ async def test_a_record_whose_handler_kept_failing_is_delivered_after_the_consum
     topic = f"{topic_prefix}.stuck"
     failing = Collector(fail_on=lambda record: record.value == b"k:5")
     first_bus = new_bus()
-    first_bus.subscribe("readers", [topic], failing)
+    first_bus.subscribe(f"{topic_prefix}-readers", [topic], failing)
     await first_bus.start()
     await publish_acknowledged(first_bus, keyed(topic, "k", range(10)))
     await failing.wait_until(lambda: failing.values(failing.delivered).count("k:5") >= 2)
@@ -231,7 +253,7 @@ async def test_a_record_whose_handler_kept_failing_is_delivered_after_the_consum
 
     healthy = Collector()
     second_bus = new_bus()
-    second_bus.subscribe("readers", [topic], healthy)
+    second_bus.subscribe(f"{topic_prefix}-readers", [topic], healthy)
     await second_bus.start()
     await healthy.wait_until(lambda: "k:9" in healthy.values())
 
@@ -247,7 +269,7 @@ async def test_a_consumer_that_stopped_resumes_after_what_it_had_handled(
     topic = f"{topic_prefix}.resume"
     first = Collector()
     first_bus = new_bus()
-    first_bus.subscribe("readers", [topic], first)
+    first_bus.subscribe(f"{topic_prefix}-readers", [topic], first)
     await first_bus.start()
     await publish_acknowledged(first_bus, keyed(topic, "k", range(10)))
     await first.wait_until(lambda: len(first.handled) >= 10)
@@ -255,7 +277,7 @@ async def test_a_consumer_that_stopped_resumes_after_what_it_had_handled(
 
     second = Collector()
     second_bus = new_bus()
-    second_bus.subscribe("readers", [topic], second)
+    second_bus.subscribe(f"{topic_prefix}-readers", [topic], second)
     await publish_acknowledged(second_bus, keyed(topic, "k", range(10, 20)))
     await second_bus.start()
     await second.wait_until(lambda: "k:19" in second.values())
@@ -267,7 +289,7 @@ async def test_a_record_without_key_or_headers_is_consumed(new_bus: NewBus, topi
     topic = f"{topic_prefix}.bare"
     collector = Collector()
     bus = new_bus()
-    bus.subscribe("readers", [topic], collector)
+    bus.subscribe(f"{topic_prefix}-readers", [topic], collector)
     await bus.start()
     await publish_acknowledged(
         bus, [OutboundRecord(topic, b"bare"), OutboundRecord(topic, b"x", b"k", {"h": b"1"})]
@@ -307,14 +329,14 @@ async def test_a_malformed_record_goes_to_the_dead_letter_topic_and_the_consumer
     bus = new_bus()
     EventConsumer(
         service="bus-contract",
-        group="aggregator",
+        group=f"{topic_prefix}-aggregator",
         routes=[Route(topic, BatchEssaysRegisteredV1, register_batch)],
         bus=bus,
         sessions=session_factory(engine),
         guard=MemoryIdempotency(),
     ).attach()
     dead = Collector()
-    bus.subscribe("operators", [dlq_topic(topic)], dead)
+    bus.subscribe(f"{topic_prefix}-operators", [dlq_topic(topic)], dead)
     await bus.start()
 
     invalid_data = registered(topic, "batch-bad")
@@ -379,7 +401,7 @@ async def test_publishing_to_a_stopped_broker_fails_promptly_and_works_once_it_i
 
 async def test_a_bus_refuses_subscriptions_once_started(new_bus: NewBus, topic_prefix: str) -> None:
     bus = new_bus()
-    bus.subscribe("readers", [f"{topic_prefix}.a"], Collector())
+    bus.subscribe(f"{topic_prefix}-readers", [f"{topic_prefix}.a"], Collector())
     await bus.start()
     with pytest.raises(RuntimeError):
-        bus.subscribe("readers", [f"{topic_prefix}.b"], Collector())
+        bus.subscribe(f"{topic_prefix}-readers", [f"{topic_prefix}.b"], Collector())

@@ -53,14 +53,12 @@ def test_no_pair_repeats_until_every_pair_was_used(n: int, strategy: Strategy, s
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))
-@pytest.mark.parametrize("n", [30, 31, 36])
-def test_every_essay_meets_once_per_wave_and_counts_stay_within_one(strategy: Strategy, n: int) -> None:
+@pytest.mark.parametrize("n", [30, 36])
+def test_in_an_even_pool_every_essay_meets_exactly_once_per_wave(strategy: Strategy, n: int) -> None:
     trial = _Trial(n, strategy, seed=n)
     for _ in range(20):
-        pairs = trial.wave()
-        essays = [essay for pair in pairs for essay in pair]
-        assert len(essays) == len(set(essays)) == n - n % 2
-        assert int(trial.ledger.counts.max() - trial.ledger.counts.min()) <= 1
+        essays = [essay for pair in trial.wave() for essay in pair]
+        assert sorted(essays) == list(range(n))
 
 
 @settings(max_examples=30, deadline=None)
@@ -117,7 +115,8 @@ def test_only_essays_in_play_are_paired() -> None:
     trial.wave()
     in_play = np.array([True, False] * 5)
     pairs = trial.wave(in_play)
-    assert pairs and all(in_play[a] and in_play[b] for a, b in pairs)
+    assert pairs
+    assert all(in_play[a] and in_play[b] for a, b in pairs)
     assert plan_wave(Strategy.RANDOM, trial.ledger, np.eye(10, dtype=bool)[0], trial.rng) == []
 
 

@@ -114,6 +114,7 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         # Held while a handler runs and its offsets are committed; a revoke and stop() wait for it.
         self._handling = asyncio.Lock()
         self._generation = 0  # bumped by every revoke: records fetched before it are not handled
+        self._settled = asyncio.Event()  # set while no rebalance is under way
         self._stopping = False
         self._attempts: dict[TopicPartition, int] = {}
         self._paused_until: dict[TopicPartition, float] = {}
@@ -137,9 +138,15 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                 self._task.cancel()
             await asyncio.wait([self._task])
             self._task = None
+            # Leaving while the group waits for this member to rejoin wedges the group on Tansu (no
+            # member can join it again). A member learns of a rebalance from its next heartbeat:
+            # wait for that, then for the rebalance to finish (aiokafka completes it on its own).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), self._settings.kafka_session_timeout_ms / 1000)
         await self._consumer.stop()
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._settled.clear()
         async with self._handling:  # the running handler finishes and commits before the revoke
             self._generation += 1
             for tp in revoked:
@@ -148,7 +155,7 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         # Positions of a new assignment start at the committed offsets: nothing to restore.
-        return None
+        self._settled.set()
 
     async def _consume(self) -> None:
         failures = 0

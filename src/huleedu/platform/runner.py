@@ -100,7 +100,11 @@ def available_services() -> tuple[list[str], dict[str, str]]:
 def bind_socket(host: str, port: int) -> socket.socket:
     """The listening socket, bound now: a taken port is an OSError here, before anything started."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio turns Nagle off (TCP_NODELAY) only for sockets that say they
+    # are TCP, and accepted sockets inherit proto 0 otherwise; with Nagle on, every response whose
+    # headers and body are written apart waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

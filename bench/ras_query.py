@@ -1,0 +1,208 @@
+"""RAS query latency and cache hit rate on the production stack (PostgreSQL + Redis + Tansu), against
+a real `huleedu serve ras` process, with 8 concurrent keep-alive clients.
+
+    .venv/bin/python bench/ras_query.py [--requests 2000] [--clients 8]
+
+Prints p50/p99 of GET /internal/v1/batches/{id}/status for a 30-essay batch, cached (warm) and
+uncached (the batch's cache generation is bumped before every request, untimed), and the hit rate of
+a mixed run where readers poll a teacher's batches while their results keep changing.
+The client is a minimal HTTP/1.1 keep-alive client, so the figures are the server's, not httpx's.
+"""
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+import redis.asyncio as aioredis
+
+from huleedu.contracts.topics import Topics
+from huleedu.messaging.kafka import KafkaBus
+from huleedu.platform.settings import Settings
+from huleedu.storage.migrations import upgrade_async
+from huleedu.testing import ras_events as ev
+from huleedu.testing import servers
+from huleedu.testing.processes import ServiceProcess
+from huleedu.testing.ras_app import API_KEY, SERVICE_ID
+from huleedu.testing.ras_load import ReadyCollector, publish_all, workload
+
+
+@dataclass
+class Connection:
+    """One keep-alive HTTP/1.1 connection: request, read status + headers + Content-Length body."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    @classmethod
+    async def open(cls, port: int) -> "Connection":
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        self.writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: ras\r\nX-Internal-API-Key: {API_KEY}\r\n"
+            f"X-Service-ID: {SERVICE_ID}\r\n\r\n".encode()
+        )
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def measure(
+    port: int, path: str, total: int, clients: int, before: Callable[[], Awaitable[None]] | None = None
+) -> list[float]:
+    latencies: list[float] = []
+
+    async def client(count: int) -> None:
+        connection = await Connection.open(port)
+        try:
+            for _ in range(count):
+                if before is not None:
+                    await before()
+                started = time.perf_counter()
+                status, _ = await connection.get(path)
+                latencies.append(time.perf_counter() - started)
+                if status != 200:
+                    raise RuntimeError(f"{path} answered {status}")
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(client(total // clients) for _ in range(clients)))
+    return latencies
+
+
+def report(name: str, latencies: list[float]) -> None:
+    print(
+        f"  {name:<9} p50 {statistics.median(latencies) * 1000:6.2f} ms   p99 {percentile(latencies, 0.99) * 1000:6.2f} ms"
+        f"   ({len(latencies)} requests)"
+    )
+
+
+async def counter(port: int, name: str) -> float:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+async def run(total: int, clients: int) -> None:
+    database = await asyncio.to_thread(servers.create_database, "huleedu_bench")
+    broker = servers.TansuBroker()
+    broker.start()
+    prefix = f"bq{uuid.uuid4().hex[:6]}"
+    redis_prefix = f"{prefix}:"
+    env = {
+        "HULEEDU_DATABASE_URL": database,
+        "HULEEDU_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "HULEEDU_REDIS_URL": servers.REDIS_URL,
+        "HULEEDU_REDIS_KEY_PREFIX": redis_prefix,
+        "HULEEDU_TOPIC_PREFIX": prefix,
+        "HULEEDU_INTERNAL_API_KEY": API_KEY,
+        "HULEEDU_ALLOWED_SERVICE_IDS": SERVICE_ID,
+        "HULEEDU_LOG_LEVEL": "WARNING",
+    }
+    ras = ServiceProcess("ras", env)
+    topics = Topics(prefix)
+    bus = KafkaBus(Settings(kafka_bootstrap_servers=broker.bootstrap, topic_prefix=prefix))
+    client = aioredis.Redis.from_url(servers.REDIS_URL)
+    try:
+        await upgrade_async(database)
+        await asyncio.to_thread(ras.start)
+        collector = ReadyCollector()
+        bus.subscribe(f"{prefix}-observer", [topics.batch_results_ready], collector.handle)
+        await bus.start()
+        load = workload(topics, batches=20, essays=30, duplicate_fraction=0.0)
+        await publish_all(bus, load.events)
+        await collector.wait_for(set(load.batch_ids), 120)
+        batch_id = load.batch_ids[0]
+        path = f"/internal/v1/batches/{batch_id}/status"
+
+        async def bump() -> None:
+            await client.incr(f"{redis_prefix}ras:gen:batch:{batch_id}")
+
+        print(f"RAS /status of a 30-essay batch, {clients} concurrent clients, PostgreSQL + Redis + Tansu")
+        await measure(ras.port, path, 200, clients)  # warm up connections, pools and the cache
+        report("cached", await measure(ras.port, path, total, clients))
+        report("uncached", await measure(ras.port, path, total // 2, clients, before=bump))
+
+        # Mixed: readers poll status and list pages of one teacher while results keep changing.
+        hits0 = await counter(ras.port, "huleedu_ras_cache_hits_total")
+        misses0 = await counter(ras.port, "huleedu_ras_cache_misses_total")
+        stop = asyncio.Event()
+
+        async def writer() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                target = load.batch_ids[n % len(load.batch_ids)]
+                at = ev.BASE_TIME + timedelta(days=1, milliseconds=n)
+                essay = f"{target}-e{n % 30:03d}"
+                await publish_all(
+                    bus, [ev.spellcheck_result(topics, target, essay, corrections=n % 7, at=at)]
+                )
+                await asyncio.sleep(0.05)  # 20 result updates per second
+
+        async def reader(index: int) -> None:
+            connection = await Connection.open(ras.port)
+            try:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    if n % 5 == 0:
+                        await connection.get("/internal/v1/batches/user/teacher-1?limit=20")
+                    else:
+                        await connection.get(
+                            f"/internal/v1/batches/{load.batch_ids[(index + n) % 20]}/status"
+                        )
+            finally:
+                connection.close()
+
+        tasks = [asyncio.create_task(writer())] + [asyncio.create_task(reader(i)) for i in range(clients)]
+        await asyncio.sleep(10)
+        stop.set()
+        await asyncio.gather(*tasks)
+        hits = await counter(ras.port, "huleedu_ras_cache_hits_total") - hits0
+        misses = await counter(ras.port, "huleedu_ras_cache_misses_total") - misses0
+        print(
+            f"  mixed     hit rate {hits / (hits + misses):.1%}  ({hits:.0f} hits, {misses:.0f} misses in 10 s,"
+            f" 20 result updates/s across 20 batches)"
+        )
+    finally:
+        await bus.stop()
+        await client.aclose()
+        await asyncio.to_thread(ras.stop)
+        broker.stop()
+        await asyncio.to_thread(servers.drop_database, database)
+        servers.delete_keys(servers.REDIS_URL, redis_prefix)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    asyncio.run(run(args.requests, args.clients))
+
+
+if __name__ == "__main__":
+    main()
