@@ -274,3 +274,17 @@ def _self_signed(folder: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return context
+
+
+async def test_two_workers_share_the_queue_without_sending_any_email_twice(
+    ras: RasProcess, mailbox: tuple[Mailbox, int], database_url: str
+) -> None:
+    box, port = mailbox
+    for n in range(8):
+        await finish_batch(ras, f"smtp-pair-{n}", f"pair-{n}@example.org")
+    settings = smtp_settings(database_url, port)
+    async with worker(settings) as one, worker(settings) as two:
+        handled = await asyncio.gather(one.run_once(), two.run_once())
+    assert sum(handled) == 8
+    ids = [message["Message-ID"] for message in box.accepted]
+    assert len(ids) == len(set(ids)) == 8

@@ -88,8 +88,8 @@ def test_probabilities_sum_to_one_and_the_confidence_is_the_chosen_grades_probab
 
 
 def test_a_precise_score_deep_inside_a_band_is_high_confidence_and_a_vague_one_is_not() -> None:
-    assert _projection_at(2.0, se=0.1).label is ConfidenceLabel.HIGH
-    assert _projection_at(2.0, se=2.0).label is not ConfidenceLabel.HIGH
+    assert _projection_at(1.0, se=0.1).label is ConfidenceLabel.HIGH  # B spans 0..2
+    assert _projection_at(1.0, se=2.0).label is not ConfidenceLabel.HIGH
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_a_precise_score_deep_inside_a_band_is_high_confidence_and_a_vague_one_i
     [
         (0.95, ConfidenceLabel.HIGH),
         (grading.HIGH_CONFIDENCE_MIN, ConfidenceLabel.HIGH),
-        (0.89, ConfidenceLabel.MID),
+        (0.94, ConfidenceLabel.MID),
         (grading.MID_CONFIDENCE_MIN, ConfidenceLabel.MID),
         (0.59, ConfidenceLabel.LOW),
     ],
@@ -119,7 +119,7 @@ async def test_high_confidence_grades_are_right_at_least_90_percent_of_the_time_
     None
 ):
     outcomes: list[tuple[float, bool, ConfidenceLabel]] = []
-    for batch in range(24):
+    for batch in range(30):
         population = simulate_population(30, 1.5, True, np.random.default_rng([77, batch]))
         judge = SimulatedJudge(population.qualities, position_bias=0.2, lapse_rate=0.05, seed=batch)
         outcome = await assess(
@@ -135,8 +135,8 @@ async def test_high_confidence_grades_are_right_at_least_90_percent_of_the_time_
             outcomes.append((essay.confidence, correct, essay.confidence_label))
 
     high = [correct for _, correct, label in outcomes if label is ConfidenceLabel.HIGH]
-    assert len(high) >= 30
-    assert sum(high) / len(high) >= 0.9
+    assert len(high) >= 25, len(high)
+    assert sum(high) / len(high) >= 0.9, (sum(high), len(high))
     # the probabilities are not wildly off either: overall accuracy within 10 points of confidence
     accuracy = sum(correct for _, correct, _ in outcomes) / len(outcomes)
     confidence = sum(c for c, _, _ in outcomes) / len(outcomes)

@@ -95,3 +95,14 @@ def test_an_exception_is_rendered_in_the_json_line() -> None:
     record = json.loads(line)
     assert record["event"] == "handler failed"
     assert "bad essay" in json.dumps(record["exception"])
+
+
+def test_a_token_in_a_library_log_line_is_redacted() -> None:
+    stream = io.StringIO()
+    configure_logging(Settings(log_level="INFO"), stream=stream)
+    logging.getLogger("uvicorn.error").info(
+        '%s - "WebSocket %s" %d', "127.0.0.1:1", "/ws?token=abc.def.ghi&since=5", 101
+    )
+    output = stream.getvalue()
+    assert "abc.def.ghi" not in output
+    assert "/ws?token=[redacted]&since=5" in output

@@ -11,11 +11,15 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import func, select
 
+from huleedu.messaging.tables import event_outbox
 from huleedu.platform.bootstrap import Adapters, build_adapters
 from huleedu.platform.security import encode_token
 from huleedu.platform.settings import Settings
+from huleedu.result_aggregator.app import build as build_ras
 from huleedu.testing import gateway as gw
+from huleedu.testing import ras_events as ev
 from huleedu.testing.servers import free_port
 from huleedu.testing.services import copy_sqlite, migrated_sqlite
 from huleedu.websocket.app import WebsocketService, assemble
@@ -59,7 +63,7 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def start(tmp_path: Path, template_db: Path) -> Any:
     @asynccontextmanager
-    async def running(**overrides: Any) -> AsyncIterator[Embedded]:
+    async def running(*, with_ras: bool = False, **overrides: Any) -> AsyncIterator[Embedded]:
         values: dict[str, Any] = {
             "database_url": copy_sqlite(template_db, tmp_path / f"ws-{free_port()}.sqlite"),
             "http_port": free_port(),
@@ -69,7 +73,8 @@ def start(tmp_path: Path, template_db: Path) -> Any:
         settings = Settings(**values)
         async with build_adapters(settings) as adapters:
             service = assemble(adapters)
-            async with gw.serving([service.unit], adapters):
+            units = [service.unit, build_ras(adapters)] if with_ras else [service.unit]
+            async with gw.serving(units, adapters):
                 yield Embedded(settings, adapters, service)
 
     return running
@@ -124,6 +129,45 @@ async def test_events_become_frames_and_results_ready_arrives_once(start: Any) -
         assert ready["data"]["completed_essays"] == 3
         [phase] = [frame for frame in frames if frame["event"] == "batch_phase_completed"]
         assert phase["data"]["payload"]["phase"] == "spellcheck"
+
+
+async def test_a_batch_finished_by_ras_reaches_its_teacher_live_with_one_results_ready_frame(
+    start: Any,
+) -> None:
+    async with start(with_ras=True) as system, gw.teacher_socket(system.settings, "t1") as sock:
+        await sock.frame()
+        topics = system.settings.topics
+        essays = ["e1", "e2"]
+        await system.publish(
+            ev.registration(topics, "b1", essays, user_id="t1"),
+            *(ev.spellcheck_result(topics, "b1", essay) for essay in essays),
+            ev.cj_result(topics, "b1", essays),
+        )
+        frames = await sock.frames_until(lambda frame: frame["event"] == "batch_results_ready")
+
+        async def relayed() -> bool:
+            async with system.adapters.sessions() as session:
+                waiting = (
+                    select(func.count())
+                    .select_from(event_outbox)
+                    .where(event_outbox.c.published_at.is_(None))
+                )
+                unpublished: int = (await session.execute(waiting)).scalar_one()
+                return unpublished == 0
+
+        # Once RAS's notifications are all on the bus, a sentinel behind them (same topic, same key)
+        # shows whether the results-ready notification made a second frame.
+        await gw.eventually(relayed)
+        await system.publish(gw.notification(topics, "t1", "sentinel", "b1"))
+        frames += await sock.frames_until(lambda frame: frame["event"] == "sentinel")
+    events = [frame["event"] for frame in frames]
+    assert events.count("batch_results_ready") == 1
+    assert events.count("batch_phase_completed") == 2
+    [ready] = [frame for frame in frames if frame["event"] == "batch_results_ready"]
+    assert ready["data"]["batch_id"] == "b1"
+    assert ready["data"]["completed_essays"] == 2
+    phases = sorted(f["data"]["payload"]["phase"] for f in frames if f["event"] == "batch_phase_completed")
+    assert phases == ["cj_assessment", "spellcheck"]
 
 
 async def test_connections_beyond_the_limit_are_closed_with_4000(start: Any) -> None:

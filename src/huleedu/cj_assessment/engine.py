@@ -210,7 +210,7 @@ class _Run:
         projections: dict[int, grading.GradeProjection] = {}
         if len(students) and grading.is_projectable(grades):
             posterior = self._grading_fit(fit, scored & pool.student_mask)
-            calibration = grading.calibrate(posterior.scores, anchors, grades)
+            calibration = grading.calibrate(posterior.scores, anchors, grades, posterior.covariance)
             projected = grading.project_grades(calibration, posterior.scores, posterior.covariance, students)
             projections = dict(zip(students.tolist(), projected, strict=True))
         ranks = dict(zip(students.tolist(), ranks_descending(fit.scores[students]).tolist(), strict=True))

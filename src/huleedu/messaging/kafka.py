@@ -40,6 +40,7 @@ from huleedu.platform.settings import Settings
 log = structlog.get_logger(__name__)
 
 _LINGER_MS = 1  # enough to batch one publish() call's records, invisible in latency
+_JOIN_TIMEOUT_SESSIONS = 6  # a join waits for every member to rejoin: up to a session timeout or two
 _IDLE_POLL_MS = 1_000  # getmany's wait when nothing is paused; stop() cancels it anyway
 
 # Failures that are the record's own fault; any other failure means the broker is not there.
@@ -121,10 +122,17 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Returns once the group has given this member its partitions."""
+        """Returns once the group has given this member its partitions; raises TimeoutError when
+        that takes longer than a handful of session timeouts (a wedged group must not hang us)."""
         self._consumer.subscribe(self._topics, listener=self)
+        timeout_seconds = _JOIN_TIMEOUT_SESSIONS * self._settings.kafka_session_timeout_ms / 1000
         try:
-            await self._consumer.start()
+            await asyncio.wait_for(self._consumer.start(), timeout_seconds)
+        except TimeoutError as exc:
+            await self._consumer.stop()
+            raise TimeoutError(
+                f"consumer group {self._group!r} gave no partitions within {timeout_seconds:.0f}s"
+            ) from exc
         except BaseException:
             await self._consumer.stop()
             raise
@@ -141,6 +149,7 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             # Leaving while the group waits for this member to rejoin wedges the group on Tansu (no
             # member can join it again). A member learns of a rebalance from its next heartbeat:
             # wait for that, then for the rebalance to finish (aiokafka completes it on its own).
+            await asyncio.sleep(self._settings.kafka_heartbeat_interval_ms * 1.5 / 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), self._settings.kafka_session_timeout_ms / 1000)
         await self._consumer.stop()

@@ -6,6 +6,7 @@ on every line logged inside its block, by our code or a library's.
 """
 
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,19 @@ QUIET_LIBRARIES = ("aiokafka", "kafka", "sqlalchemy.engine", "alembic.runtime.mi
 def _drop_color_message(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
     event_dict.pop("color_message", None)  # uvicorn's ANSI copy of the message, as an `extra`
     return event_dict
+
+
+_TOKEN = re.compile(r"(token=)[^&\s\"']+")
+
+
+class RedactTokens(logging.Filter):
+    """Blanks `token=...` in library log lines: uvicorn logs WebSocket paths with the JWT in them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "token=" in record.getMessage():
+            record.msg = _TOKEN.sub(r"\1[redacted]", record.getMessage())
+            record.args = None
+        return True
 
 
 def _shared_processors() -> list[Processor]:
@@ -68,6 +82,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(output)
+    handler.addFilter(RedactTokens())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=_shared_processors(),

@@ -90,7 +90,6 @@ class Settings(BaseSettings):
     smtp_validate_certs: bool = Field(default=True, description="verify the SMTP server's certificate")
     smtp_timeout_seconds: float = Field(default=30.0, gt=0, description="longest wait for one SMTP step")
     email_poll_seconds: float = Field(default=1.0, gt=0, description="pause of the email worker when idle")
-    email_batch_size: int = Field(default=20, ge=1, le=1000, description="jobs claimed per pass")
     email_max_attempts: int = Field(default=5, ge=1, description="sends before a job is marked failed")
     email_retry_initial_seconds: float = Field(default=30.0, gt=0)
     email_retry_max_seconds: float = Field(default=3600.0, gt=0)
@@ -115,6 +114,13 @@ class Settings(BaseSettings):
     )
     ras_deadline_sweep_seconds: float = Field(default=30.0, gt=0)
     ras_cache_ttl_seconds: int = Field(default=300, ge=1)
+
+    # dashboard (teacher read routes, a BFF over the RAS query API)
+    ras_url: str | None = Field(
+        default=None,
+        description="base URL of the RAS query API; unset: the process's own app (huleedu up)",
+    )
+    ras_timeout_seconds: float = Field(default=10.0, gt=0, description="longest wait for RAS's answer")
 
     # assessment
     cj_judge: Literal["heuristic", "simulated", "llm"] = "heuristic"
@@ -145,7 +151,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
-    @field_validator("kafka_bootstrap_servers", "smtp_host", "content_url")
+    @field_validator("kafka_bootstrap_servers", "smtp_host", "content_url", "ras_url")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None

@@ -1,8 +1,19 @@
 """`GET /ws`: authenticate, count the connection against the user's limit, replay, then serve.
 
-The handshake is always accepted first, so a refusal reaches the client as a close code (1008 bad
-token, 4000 too many connections, 1011 history unavailable) rather than a bare HTTP 403 that
-browsers do not expose.
+The protocol (CONTRACTS.md, "Teacher-facing API and WebSocket", plus what it leaves open):
+- `GET /ws?token=JWT[&since=CURSOR]`, or the token in `Authorization: Bearer`. The handshake is always
+  accepted first, so a refusal reaches the client as a close code (browsers do not show a 403):
+  1008 bad or expired token, 4000 too many connections, 1011 history unavailable.
+- The first frame is `{"event": "session", "id": CURSOR, "data": {"user_id", "since", "complete",
+  "replayed", "reason"}}`. `complete` false (`reason` `history_trimmed` or `unknown_cursor`) means
+  reload from the API and go on from `id`; otherwise the `replayed` missed frames follow, in order.
+- Then `{"event": TYPE, "id": CURSOR, "data": {...}}` per message: `batch_results_ready` (data =
+  BatchResultsReadyV1) and every other notification type (data = TeacherNotificationRequestedV1).
+- The server sends `{"event": "ping"}` every `ws_ping_seconds`; the client sends `{"type": "ping"}`
+  (answered `{"event": "pong"}`), `{"type": "pong"}`, or `{"type": "resume", "since": CURSOR}`
+  (a new session frame and replay). Anything else is answered `{"event": "error", ...}`.
+- Closed 4001 after `ws_idle_timeout_seconds` without a client frame, 4002 when the client reads
+  too slowly for `ws_send_buffer` frames, 1008 when the token expires.
 """
 
 import contextlib

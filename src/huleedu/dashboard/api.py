@@ -1,0 +1,117 @@
+"""The teacher-facing read routes (CONTRACTS.md): a teacher's batches, one batch with its essays, and
+its results as CSV. Each asks RAS's query API and answers only about the caller's own batches:
+someone else's batch is a 404, exactly like a batch that does not exist, so ids reveal nothing.
+
+Filenames live with intake, not RAS; they are merged in from intake's table when this process can
+read it (the shared database of the embedded mode and of a single-database deployment), and left
+as RAS has them otherwise (fail-open: a missing name never fails the page).
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+from urllib.parse import quote
+from uuid import UUID
+
+import structlog
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from huleedu.contracts.enums import BatchClientStatus, ErrorCode
+from huleedu.dashboard.ras_client import RasClient
+from huleedu.dashboard.results import csv_filename, results_csv, with_filenames
+from huleedu.intake.repository import IntakeRepository
+from huleedu.platform.http import ApiError, CorrelationId
+from huleedu.result_aggregator.views import BatchStatusView, UserBatchesView
+from huleedu.storage.engine import Sessions
+
+log = structlog.get_logger(__name__)
+
+Caller = Callable[..., Awaitable[str]]
+BatchId = Annotated[str, Path(min_length=1, max_length=255)]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing, malformed, expired or foreign-signed bearer token"},
+    422: {"description": "invalid path or query parameter"},
+    502: {"description": "the results service refused the dashboard"},
+    503: {"description": "the results service cannot be reached"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such batch of yours"}}
+
+
+async def intake_filenames(sessions: Sessions, batch_id: str) -> dict[str, str | None]:
+    """essay_id -> filename from intake's table; empty when it cannot be read here."""
+    try:
+        async with sessions() as session:
+            names = await IntakeRepository(session).filenames([batch_id])
+    except Exception as exc:  # intake's table in another database: names are a nicety
+        log.debug("intake filenames unavailable", batch_id=batch_id, error=repr(exc))
+        return {}
+    return names.get(batch_id, {})
+
+
+def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["dashboard"])
+
+    async def own_batch(request: Request, user_id: str, batch_id: str, correlation_id: UUID) -> dict[str, Any]:
+        document = await ras.get(
+            f"/batches/{quote(batch_id, safe='')}/status", app=request.app, correlation_id=correlation_id
+        )
+        if document is None or document.get("user_id") != user_id:
+            raise ApiError(
+                ErrorCode.RESOURCE_NOT_FOUND, f"batch {batch_id!r} not found", details={"batch_id": batch_id}
+            )
+        return with_filenames(document, await intake_filenames(sessions, batch_id))
+
+    @api.get(
+        "/batches",
+        response_model=UserBatchesView,
+        responses=ERRORS,
+        summary="Your batches, newest first, with their live status",
+    )
+    async def my_batches(
+        request: Request,
+        user_id: Annotated[str, Depends(user)],
+        correlation_id: CorrelationId,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        status: Annotated[BatchClientStatus | None, Query(description="a client status")] = None,
+    ) -> JSONResponse:
+        params: dict[str, str | int] = {"limit": limit, "offset": offset}
+        if status is not None:
+            params["status"] = status.value
+        document = await ras.get(
+            f"/batches/user/{quote(user_id, safe='')}", app=request.app, correlation_id=correlation_id, params=params
+        )
+        return JSONResponse(document or {"batches": [], "pagination": {"limit": limit, "offset": offset, "total": 0}})
+
+    @api.get(
+        "/batches/{batch_id}",
+        response_model=BatchStatusView,
+        responses={**ERRORS, **NOT_FOUND},
+        summary="One of your batches with every essay's rank, score, grade, confidence and spelling metrics",
+    )
+    async def my_batch(
+        request: Request, batch_id: BatchId, user_id: Annotated[str, Depends(user)], correlation_id: CorrelationId
+    ) -> JSONResponse:
+        return JSONResponse(await own_batch(request, user_id, batch_id, correlation_id))
+
+    @api.get(
+        "/batches/{batch_id}/results.csv",
+        response_class=Response,
+        responses={**ERRORS, **NOT_FOUND, 200: {"content": {"text/csv": {}}, "description": "one row per essay"}},
+        summary="Your batch's results as CSV, best first",
+    )
+    async def my_batch_csv(
+        request: Request, batch_id: BatchId, user_id: Annotated[str, Depends(user)], correlation_id: CorrelationId
+    ) -> Response:
+        document = await own_batch(request, user_id, batch_id, correlation_id)
+        return Response(
+            results_csv(document).encode("utf-8"),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{csv_filename(document)}"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    return api
