@@ -28,14 +28,21 @@ class Collector:
     """A batch handler that records what it is given and can be told to fail on some records.
 
     `delivered` holds every record handed over (a redelivery appears again); `handled` holds the
-    records of the batches that returned, in order: what the bus may commit."""
+    records of the batches that returned, in order: what the bus may commit. Collectors whose
+    records one condition looks at must share `changes`, or the wait misses the other's news."""
 
-    def __init__(self, fail_on: Callable[[Record], bool] | None = None, *, work_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        fail_on: Callable[[Record], bool] | None = None,
+        *,
+        work_seconds: float = 0.0,
+        changes: Changes | None = None,
+    ) -> None:
         self.fail_on = fail_on
         self.work_seconds = work_seconds  # how long each batch "works": keeps handlers in flight
         self.delivered: list[Record] = []
         self.handled: list[Record] = []
-        self._changes = Changes()
+        self._changes = changes if changes is not None else Changes()
 
     async def __call__(self, records: Sequence[Record]) -> None:
         try:

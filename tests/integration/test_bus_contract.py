@@ -106,7 +106,8 @@ async def test_two_consumers_in_one_group_split_the_partitions_and_see_every_rec
     new_bus: NewBus, topic_prefix: str
 ) -> None:
     topic = f"{topic_prefix}.work"
-    first, second = Collector(), Collector()
+    changes = Changes()
+    first, second = Collector(changes=changes), Collector(changes=changes)
     first_bus, second_bus = new_bus(), new_bus()
     first_bus.subscribe(f"{topic_prefix}-workers", [topic], first)
     second_bus.subscribe(f"{topic_prefix}-workers", [topic], second)
@@ -158,7 +159,11 @@ async def test_members_joining_and_leaving_while_records_flow_lose_nothing_and_r
     topic = f"{topic_prefix}.flow"
     keys = [f"key-{index}" for index in range(12)]
     producer = new_bus()
-    first, second = Collector(work_seconds=0.005), Collector(work_seconds=0.005)
+    changes = Changes()
+    first, second = (
+        Collector(work_seconds=0.005, changes=changes),
+        Collector(work_seconds=0.005, changes=changes),
+    )
     first_bus, second_bus = new_bus(), new_bus()
     first_bus.subscribe(f"{topic_prefix}-workers", [topic], first)
     second_bus.subscribe(f"{topic_prefix}-workers", [topic], second)

@@ -95,7 +95,8 @@ def test_an_essay_that_wins_everything_keeps_a_finite_score() -> None:
     first, second = np.array([0, 0, 0, 1, 2]), np.array([1, 2, 1, 2, 1])
     fit = fit_bradley_terry(3, first, second, np.array([True, True, True, True, False]))
 
-    assert np.all(np.isfinite(fit.scores)) and np.all(np.isfinite(fit.ses))
+    assert np.all(np.isfinite(fit.scores))
+    assert np.all(np.isfinite(fit.ses))
     assert fit.scores[0] == fit.scores.max()
 
 

@@ -15,15 +15,18 @@ WAIT_SECONDS = 10.0
 
 
 class Recorder:
-    """A batch handler that records batches; it can be made to fail or to block until released."""
+    """A batch handler that records batches; it can be made to fail or to block until released.
+    Recorders that one wait looks at must share `changed`."""
 
-    def __init__(self, fail_on: Callable[[Record], bool] | None = None) -> None:
+    def __init__(
+        self, fail_on: Callable[[Record], bool] | None = None, *, changed: asyncio.Condition | None = None
+    ) -> None:
         self.fail_on = fail_on
         self.batches: list[list[Record]] = []  # every call, failed ones included
         self.handled: list[Record] = []  # records of the calls that returned
         self.gate: asyncio.Event | None = None  # when set to an unset Event, calls wait for it
         self.entered = asyncio.Event()
-        self._changed = asyncio.Condition()
+        self._changed = changed if changed is not None else asyncio.Condition()
 
     async def __call__(self, records: Sequence[Record]) -> None:
         self.batches.append(list(records))
@@ -79,7 +82,8 @@ def spread(numbers: range) -> list[OutboundRecord]:
 async def test_a_stopping_member_hands_its_partitions_to_the_rest_of_its_group(
     buses: Callable[..., InMemoryBus],
 ) -> None:
-    first, second = Recorder(), Recorder()
+    changed = asyncio.Condition()
+    first, second = Recorder(changed=changed), Recorder(changed=changed)
     first_bus, second_bus = buses(), buses()
     first_bus.subscribe("workers", [TOPIC], first)
     second_bus.subscribe("workers", [TOPIC], second)
@@ -98,7 +102,8 @@ async def test_a_stopping_member_hands_its_partitions_to_the_rest_of_its_group(
 
 
 async def test_a_joining_member_takes_over_part_of_the_partitions(buses: Callable[..., InMemoryBus]) -> None:
-    first, second = Recorder(), Recorder()
+    changed = asyncio.Condition()
+    first, second = Recorder(changed=changed), Recorder(changed=changed)
     first_bus, second_bus = buses(), buses()
     first_bus.subscribe("workers", [TOPIC], first)
     second_bus.subscribe("workers", [TOPIC], second)

@@ -7,14 +7,14 @@ which essays failed (with structured errors), so a handler can map it onto the t
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from uuid import UUID
 
 import numpy as np
 
 from huleedu.cj_assessment import grading
 from huleedu.cj_assessment.config import CJConfig
-from huleedu.cj_assessment.judges.port import EssayText, Judge, JudgeError, Judgement
+from huleedu.cj_assessment.judges.port import Judge, JudgeError, Judgement, Side
 from huleedu.cj_assessment.model import (
     SERVICE_NAME,
     AnchorInput,
@@ -25,10 +25,12 @@ from huleedu.cj_assessment.model import (
     StopReason,
 )
 from huleedu.cj_assessment.pairing import PairingLedger, plan_wave
+from huleedu.cj_assessment.pool import Pool, build_pool, in_request_order, insufficient, known_grade
 from huleedu.cj_assessment.scoring import (
     BoolArray,
     BTFit,
     FloatArray,
+    IntArray,
     fit_bradley_terry,
     ranks_descending,
     scale_separation_reliability,
@@ -54,23 +56,6 @@ class WaveSnapshot:
     outcome: Callable[[], AssessmentOutcome]
 
 
-@dataclass
-class _Pool:
-    texts: list[EssayText]
-    n_students: int
-    anchor_grades: list[str]
-    order: list[str]  # the ids the outcome reports: all students, then anchors judged or failed
-    anchor_ids: set[str]
-    failed: dict[str, ErrorDetail] = field(default_factory=dict)  # essays that never entered the pool
-    correlation_id: UUID | None = None
-
-    @property
-    def student_mask(self) -> BoolArray:
-        mask = np.zeros(len(self.texts), dtype=np.bool_)
-        mask[: self.n_students] = True
-        return mask
-
-
 async def assess(
     students: Sequence[EssayInput],
     anchors: Sequence[AnchorInput],
@@ -83,13 +68,13 @@ async def assess(
     """Judge the students (and anchors) to a Bradley-Terry scale, with grades when anchors allow.
 
     Always completes: missing texts, fewer than two student essays and a judge that keeps failing
-    end as failed essays with structured errors. Only unexpected judge exceptions (other than
-    JudgeError and timeouts, which are retried and then dropped) propagate.
+    end as failed essays with structured errors. JudgeError and timeouts are retried and then
+    dropped; any other exception from the judge is a bug and propagates (in an ExceptionGroup).
     """
     config = config or CJConfig()
-    pool = _build_pool(students, anchors, correlation_id)
+    pool = build_pool(students, anchors, correlation_id)
     if pool.n_students < 2:
-        return _insufficient(pool, students)
+        return insufficient(pool, students)
     run = _Run(pool, judge, config)
     previous: FloatArray | None = None
     stop: StopReason | None = None
@@ -97,7 +82,7 @@ async def assess(
         in_play = (run.ledger.counts < config.max_comparisons_per_essay) & ~run.withdrawn
         pairs = plan_wave(config.strategy, run.ledger, in_play, run.rng, run.fit)
         if not pairs:
-            stop = StopReason.JUDGE_FAILURES if run.withdrawn.any() else StopReason.BUDGET_REACHED
+            stop = run.why_no_pairs()
             break
         await run.judge_wave(pairs)
         fit = run.refit()
@@ -105,7 +90,7 @@ async def assess(
         ssr = scale_separation_reliability(students_now, fit.ses[: pool.n_students])
         moved = float(np.mean(np.abs(students_now - previous))) if previous is not None else np.inf
         stable = (
-            int(run.ledger.counts[~run.withdrawn].min(initial=0)) >= config.min_comparisons_before_stop
+            _fewest(run.ledger.counts[~run.withdrawn]) >= config.min_comparisons_before_stop
             and ssr >= config.ssr_target
             and moved < config.stable_score_change
         )
@@ -120,7 +105,7 @@ async def assess(
 class _Run:
     """The mutable state of one run (ledger, comparisons, failures, latest fit)."""
 
-    def __init__(self, pool: _Pool, judge: Judge, config: CJConfig) -> None:
+    def __init__(self, pool: Pool, judge: Judge, config: CJConfig) -> None:
         n = len(pool.texts)
         self.pool, self.judge, self.config = pool, judge, config
         self.ledger = PairingLedger(n)
@@ -136,6 +121,17 @@ class _Run:
         self.waves = 0
         self.fit: BTFit | None = None
         self._limit = asyncio.Semaphore(config.max_concurrent_judgements)
+
+    def why_no_pairs(self) -> StopReason:
+        """Budget reached, unless the judge's failures took essays out of play that still needed
+        comparisons (or left fewer than two in play)."""
+        active = ~self.withdrawn
+        if self.withdrawn.any() and (
+            active.sum() < 2
+            or bool((self.ledger.counts[active] < self.config.max_comparisons_per_essay).any())
+        ):
+            return StopReason.JUDGE_FAILURES
+        return StopReason.BUDGET_REACHED
 
     async def judge_wave(self, pairs: list[tuple[int, int]]) -> None:
         async with asyncio.TaskGroup() as group:
@@ -153,7 +149,7 @@ class _Run:
             self.ledger.record_comparison(a, b)
             self.first.append(a)
             self.second.append(b)
-            self.first_won.append(judgement.winner == "A")
+            self.first_won.append(judgement.winner is Side.A)
             texts = self.pool.texts
             self.comparisons.append(
                 Comparison(texts[a].essay_id, texts[b].essay_id, judgement.winner, judgement.confidence)
@@ -234,13 +230,13 @@ class _Run:
                     se=float(fit.ses[i]),
                     rank=ranks.get(i),
                     normalized_score=shares.get(i),
-                    grade=projection.grade if projection else _known_grade(pool, i),
+                    grade=projection.grade if projection else known_grade(pool, i),
                     confidence=projection.confidence if projection else None,
                     confidence_label=projection.label if projection else None,
                 )
             )
         return AssessmentOutcome(
-            essays=_in_request_order(pool, essays),
+            essays=in_request_order(pool, essays),
             comparisons=tuple(self.comparisons),
             scale_separation_reliability=(
                 scale_separation_reliability(fit.scores[students], fit.ses[students])
@@ -273,6 +269,10 @@ class _Run:
         )
 
 
+def _fewest(counts: IntArray) -> int:
+    return int(counts.min()) if counts.size else 0
+
+
 def _snapshot(run: _Run, ssr: float, stable: bool) -> WaveSnapshot:
     assert run.fit is not None  # a snapshot is taken after a refit
     comparisons = tuple(run.comparisons)
@@ -297,82 +297,3 @@ def _copy_run(run: _Run) -> _Run:
     copy.failures = run.failures.copy()
     copy.dropped, copy.waves, copy.fit = run.dropped, run.waves, run.fit
     return copy
-
-
-def _build_pool(
-    students: Sequence[EssayInput], anchors: Sequence[AnchorInput], correlation_id: UUID | None
-) -> _Pool:
-    failed: dict[str, ErrorDetail] = {}
-    texts: list[EssayText] = []
-    for essay in students:
-        if essay.text is None:
-            failed[essay.essay_id] = essay.error or _missing_text(essay.essay_id, correlation_id)
-        else:
-            texts.append(EssayText(essay.essay_id, essay.text))
-    n_students = len(texts)
-    usable = [anchor for anchor in anchors if anchor.text is not None]
-    for anchor in anchors:
-        if anchor.text is None:
-            failed[anchor.anchor_id] = anchor.error or _missing_text(anchor.anchor_id, correlation_id)
-    if not grading.is_projectable([anchor.grade for anchor in usable]):
-        usable = []  # one grade (or none) gives no scale: comparisons with anchors would be wasted
-    texts.extend(EssayText(anchor.anchor_id, anchor.text) for anchor in usable if anchor.text is not None)
-    reported = {text.essay_id for text in texts} | set(failed)
-    order = [essay.essay_id for essay in students]
-    order += [anchor.anchor_id for anchor in anchors if anchor.anchor_id in reported]
-    return _Pool(
-        texts=texts,
-        n_students=n_students,
-        anchor_grades=[anchor.grade for anchor in usable],
-        order=order,
-        anchor_ids={anchor.anchor_id for anchor in anchors},
-        failed=failed,
-        correlation_id=correlation_id,
-    )
-
-
-def _insufficient(pool: _Pool, students: Sequence[EssayInput]) -> AssessmentOutcome:
-    essays = []
-    for essay in students:
-        error = pool.failed.get(essay.essay_id) or ErrorDetail(
-            code=ErrorCode.VALIDATION_ERROR,
-            message="comparative judgement needs at least two student essays with text",
-            correlation_id=pool.correlation_id,
-            service=SERVICE_NAME,
-            operation="assess",
-            details={"usable_student_essays": pool.n_students},
-        )
-        essays.append(EssayOutcome(essay.essay_id, False, 0, error=error))
-    return AssessmentOutcome(
-        essays=tuple(essays),
-        comparisons=(),
-        scale_separation_reliability=None,
-        stop_reason=StopReason.INSUFFICIENT_ESSAYS,
-        waves=0,
-        anchors_used=0,
-        calibration_method=None,
-        dropped_judgements=0,
-    )
-
-
-def _in_request_order(pool: _Pool, judged: list[EssayOutcome]) -> tuple[EssayOutcome, ...]:
-    """Students, then anchors, each including the ones whose text was missing."""
-    by_id = {essay.essay_id: essay for essay in judged}
-    for essay_id, error in pool.failed.items():
-        by_id[essay_id] = EssayOutcome(essay_id, essay_id in pool.anchor_ids, 0, error=error)
-    return tuple(by_id[essay_id] for essay_id in pool.order)
-
-
-def _known_grade(pool: _Pool, i: int) -> str | None:
-    return pool.anchor_grades[i - pool.n_students] if i >= pool.n_students else None
-
-
-def _missing_text(essay_id: str, correlation_id: UUID | None) -> ErrorDetail:
-    return ErrorDetail(
-        code=ErrorCode.CONTENT_NOT_FOUND,
-        message="the essay text could not be fetched",
-        correlation_id=correlation_id,
-        service=SERVICE_NAME,
-        operation="fetch_text",
-        details={"essay_id": essay_id},
-    )

@@ -18,7 +18,7 @@ from huleedu.cj_assessment.engine import WaveSnapshot, assess
 from huleedu.cj_assessment.judges.simulated import SimulatedJudge
 from huleedu.cj_assessment.model import AnchorInput, EssayInput
 from huleedu.cj_assessment.pairing import Strategy
-from huleedu.cj_assessment.scoring import fit_bradley_terry
+from huleedu.cj_assessment.scoring import FloatArray, fit_bradley_terry
 from huleedu.contracts.enums import ConfidenceLabel
 
 REFERENCE_BUDGET = 20  # random pairing's rho at this many comparisons per essay is the target
@@ -129,7 +129,7 @@ def _measure(
     settings: EvaluationSettings,
     population: Population,
     snapshot: WaveSnapshot,
-    truth: np.ndarray,
+    truth: FloatArray,
     rho: float,
 ) -> BudgetMetrics:
     outcome = snapshot.outcome()
@@ -168,7 +168,7 @@ def _measure(
     )
 
 
-def _information(settings: EvaluationSettings, quality_difference: np.ndarray) -> np.ndarray:
+def _information(settings: EvaluationSettings, quality_difference: FloatArray) -> FloatArray:
     """Fisher information about the true quality difference of one simulated comparison."""
     logistic = 1.0 / (1.0 + np.exp(-(settings.discrimination * quality_difference + settings.position_bias)))
     p = settings.lapse_rate / 2.0 + (1.0 - settings.lapse_rate) * logistic
@@ -181,12 +181,28 @@ def best_information(settings: EvaluationSettings) -> float:
     return float((1.0 - settings.lapse_rate) ** 2 * settings.discrimination**2 * 0.25)
 
 
+def budget_to_reach(curve: FloatArray, target: float) -> float | None:
+    """The first budget of SEARCH_BUDGETS at which `curve` (one value per budget) reaches
+    `target`, interpolated linearly from the budget before; None if it never does."""
+    for i, (budget, value) in enumerate(zip(SEARCH_BUDGETS, curve, strict=True)):
+        if value >= target:
+            before = float(curve[i - 1]) if i else None
+            if before is None or before >= value:
+                return float(budget)
+            return budget - 1 + (target - before) / (float(value) - before)
+    return None
+
+
 @dataclass
 class StrategyResult:
     runs: list[RunRecord] = field(default_factory=list)
 
     def mean_rho(self, wave: int) -> float:
         return float(np.mean([run.rho_by_wave[wave] for run in self.runs if wave in run.rho_by_wave]))
+
+    def rho_matrix(self) -> FloatArray:
+        """Batches x SEARCH_BUDGETS."""
+        return np.array([[run.rho_by_wave[b] for b in SEARCH_BUDGETS] for run in self.runs])
 
     def mean_metric(self, budget: int, name: str) -> float | None:
         values = [getattr(run.at_budget[budget], name) for run in self.runs if budget in run.at_budget]
@@ -207,18 +223,26 @@ class Evaluation:
         self, strategy: Strategy, results: dict[Strategy, StrategyResult] | None = None
     ) -> float | None:
         """Comparisons per essay at which the mean rho first reaches random's at 20, interpolated
-        linearly between waves; None when it never does within 20."""
+        linearly between waves; None when it never does within 20. Random itself: 20."""
+        if strategy is Strategy.RANDOM:
+            return float(REFERENCE_BUDGET)  # the reference, by definition
         chosen = results or self.results
-        target = self.target_rho(chosen)
-        previous: tuple[int, float] | None = None
-        for budget in SEARCH_BUDGETS:
-            rho = chosen[strategy].mean_rho(budget)
-            if rho >= target:
-                if previous is None or previous[1] >= rho:
-                    return float(budget)
-                return previous[0] + (target - previous[1]) / (rho - previous[1])
-            previous = (budget, rho)
-        return None
+        curve = np.array([chosen[strategy].mean_rho(budget) for budget in SEARCH_BUDGETS])
+        return budget_to_reach(curve, self.target_rho(chosen))
+
+    def needed_interval(self, strategy: Strategy, draws: int = 400) -> tuple[float, float]:
+        """A 95 % bootstrap interval of `needed` over the batches (beyond 20: not within 20)."""
+        curves = {s: self.results[s].rho_matrix() for s in (Strategy.RANDOM, strategy)}
+        rng = np.random.default_rng(self.settings.seed)
+        batches = len(curves[Strategy.RANDOM])
+        estimates = []
+        for _ in range(draws):
+            sample = rng.integers(0, batches, batches)  # the same batches for both: paired
+            target = float(curves[Strategy.RANDOM][sample].mean(axis=0)[-1])
+            reached = budget_to_reach(curves[strategy][sample].mean(axis=0), target)
+            estimates.append(reached if reached is not None else REFERENCE_BUDGET + 1.0)
+        low, high = np.percentile(estimates, [2.5, 97.5])
+        return float(low), float(high)
 
     def best_strategy(self) -> Strategy:
         ranked = sorted(self.results, key=lambda s: (self.needed(s) or float("inf"), s != Strategy.RANDOM))

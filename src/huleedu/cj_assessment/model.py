@@ -6,7 +6,7 @@ from enum import StrEnum
 from huleedu.cj_assessment.judges.port import Side
 from huleedu.contracts.enums import CJAssessmentStatus, ConfidenceLabel, EssayStatus
 from huleedu.contracts.errors import ErrorDetail
-from huleedu.contracts.events import EssayResultV1
+from huleedu.contracts.events import AssessmentMetadata, EssayResultV1, ProcessingSummary
 
 SERVICE_NAME = "cj_assessment_service"
 
@@ -129,4 +129,29 @@ class AssessmentOutcome:
         return CJAssessmentStatus.COMPLETED_WITH_FAILURES
 
     def essay_results(self) -> list[EssayResultV1]:
+        """The rich event's results: students, then anchors (`is_anchor`, no rank)."""
         return [essay.to_result() for essay in self.essays]
+
+    def processing_summary(self, processing_time_seconds: float) -> ProcessingSummary:
+        """The thin event's summary: student ids and counts only."""
+        succeeded = [essay.essay_id for essay in self.students if not essay.failed]
+        failed = [essay.essay_id for essay in self.students if essay.failed]
+        return ProcessingSummary(
+            total_essays=len(self.students),
+            successful=len(succeeded),
+            failed=len(failed),
+            successful_essay_ids=succeeded,
+            failed_essay_ids=failed,
+            processing_time_seconds=processing_time_seconds,
+        )
+
+    def assessment_metadata(self, processing_duration_seconds: float) -> AssessmentMetadata:
+        return AssessmentMetadata(
+            comparisons_total=self.comparisons_total,
+            comparisons_per_essay=self.comparisons_per_essay,
+            scale_separation_reliability=self.scale_separation_reliability,
+            anchors_used=self.anchors_used,
+            calibration_method=self.calibration_method,
+            stop_reason=self.stop_reason.value,
+            processing_duration_seconds=processing_duration_seconds,
+        )

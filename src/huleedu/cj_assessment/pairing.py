@@ -4,7 +4,8 @@ Every wave is a matching (each essay at most once), built as an assignment betwe
 will be shown first (side A) and those shown second (side B). The invariants:
 - no pair repeats while an unused pair among the essays still in play exists (always);
 - comparison counts stay balanced: essays behind are paired first, and the others play only when
-  that leaves nobody two behind, so counts never differ by more than one;
+  that leaves nobody two behind, so counts never differ by more than one (a dropped judgement
+  leaves its two essays behind; they are paired first in the next wave);
 - positions stay balanced per essay: the essays shown second more often go to side A, and a pair
   that would put an essay two off is formed only when no other pair can be, so each essay's
   (times first - times second) stays within -1..1 except in a small pool at the end of a cycle
@@ -22,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 from huleedu.cj_assessment.scoring import BoolArray, BTFit, FloatArray, IntArray
 
 _FORBIDDEN_COST = 1e9  # assignment cost of a pair that would repeat before exhaustion
-_SPLIT_ATTEMPTS = 8  # alternative side splits tried when the first one forces a repeat
+_SPLIT_ATTEMPTS = 8  # alternative side splits tried when one cannot pair everybody
 
 
 class Strategy(StrEnum):

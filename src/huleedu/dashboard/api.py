@@ -52,7 +52,9 @@ async def intake_filenames(sessions: Sessions, batch_id: str) -> dict[str, str |
 def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["dashboard"])
 
-    async def own_batch(request: Request, user_id: str, batch_id: str, correlation_id: UUID) -> dict[str, Any]:
+    async def own_batch(
+        request: Request, user_id: str, batch_id: str, correlation_id: UUID
+    ) -> dict[str, Any]:
         document = await ras.get(
             f"/batches/{quote(batch_id, safe='')}/status", app=request.app, correlation_id=correlation_id
         )
@@ -80,9 +82,14 @@ def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
         if status is not None:
             params["status"] = status.value
         document = await ras.get(
-            f"/batches/user/{quote(user_id, safe='')}", app=request.app, correlation_id=correlation_id, params=params
+            f"/batches/user/{quote(user_id, safe='')}",
+            app=request.app,
+            correlation_id=correlation_id,
+            params=params,
         )
-        return JSONResponse(document or {"batches": [], "pagination": {"limit": limit, "offset": offset, "total": 0}})
+        return JSONResponse(
+            document or {"batches": [], "pagination": {"limit": limit, "offset": offset, "total": 0}}
+        )
 
     @api.get(
         "/batches/{batch_id}",
@@ -91,18 +98,28 @@ def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
         summary="One of your batches with every essay's rank, score, grade, confidence and spelling metrics",
     )
     async def my_batch(
-        request: Request, batch_id: BatchId, user_id: Annotated[str, Depends(user)], correlation_id: CorrelationId
+        request: Request,
+        batch_id: BatchId,
+        user_id: Annotated[str, Depends(user)],
+        correlation_id: CorrelationId,
     ) -> JSONResponse:
         return JSONResponse(await own_batch(request, user_id, batch_id, correlation_id))
 
     @api.get(
         "/batches/{batch_id}/results.csv",
         response_class=Response,
-        responses={**ERRORS, **NOT_FOUND, 200: {"content": {"text/csv": {}}, "description": "one row per essay"}},
+        responses={
+            **ERRORS,
+            **NOT_FOUND,
+            200: {"content": {"text/csv": {}}, "description": "one row per essay"},
+        },
         summary="Your batch's results as CSV, best first",
     )
     async def my_batch_csv(
-        request: Request, batch_id: BatchId, user_id: Annotated[str, Depends(user)], correlation_id: CorrelationId
+        request: Request,
+        batch_id: BatchId,
+        user_id: Annotated[str, Depends(user)],
+        correlation_id: CorrelationId,
     ) -> Response:
         document = await own_batch(request, user_id, batch_id, correlation_id)
         return Response(

@@ -39,7 +39,10 @@ def with_filenames(document: Mapping[str, Any], filenames: Mapping[str, str | No
 
 def _failures(essay: Mapping[str, Any]) -> str:
     messages = []
-    for phase, key in (("spellcheck", "spellcheck_error_detail"), ("cj_assessment", "cj_assessment_error_detail")):
+    for phase, key in (
+        ("spellcheck", "spellcheck_error_detail"),
+        ("cj_assessment", "cj_assessment_error_detail"),
+    ):
         detail = essay.get(key)
         if isinstance(detail, Mapping):
             messages.append(f"{phase}: {detail.get('message') or detail.get('code') or 'failed'}")

@@ -19,7 +19,14 @@ from structlog.typing import EventDict, Processor
 from huleedu.platform.settings import Settings
 
 # Libraries that are chatty at INFO; they keep WARNING and above unless we run at DEBUG.
-QUIET_LIBRARIES = ("aiokafka", "kafka", "sqlalchemy.engine", "alembic.runtime.migration", "uvicorn.access")
+QUIET_LIBRARIES = (
+    "aiokafka",
+    "kafka",
+    "sqlalchemy.engine",
+    "alembic.runtime.migration",
+    "uvicorn.access",
+    "httpx",  # one INFO line per request: the dashboard asks RAS on every page load
+)
 
 
 def _drop_color_message(_logger: object, _method: str, event_dict: EventDict) -> EventDict:

@@ -1,0 +1,441 @@
+// The dashboard page: sign in with a token, list and open the teacher's batches, submit new ones,
+// and keep what is shown current from the live feed (a frame about a batch re-fetches that batch).
+
+import { Api, ApiError } from "./api.js";
+import { renderScale } from "./chart.js";
+import { confidence, isFinished, number, phaseLabel, statusLabel, when, whole } from "./format.js";
+import { LiveFeed } from "./live.js";
+import { submissionBody } from "./submit.js";
+import { claims, forgetToken, storedToken, storeToken, tokenFromLink } from "./token.js";
+
+const REGISTRATION_WAITS_MS = [200, 400, 800, 1600, 3200]; // RAS learns of a new batch from an event
+const REFRESH_DELAY_MS = 50; // frames of one burst (a replay) cause one fetch per batch
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  api: null,
+  feed: null,
+  user: null,
+  batches: [],
+  submitted: new Map(), // batch_id -> {title, count}: accepted, not yet known to the results service
+  openId: null,
+  dirty: new Set(),
+  listDirty: false,
+  refreshTimer: null,
+  expiryTimer: null,
+};
+
+function element(name, attributes = {}, ...children) {
+  const node = document.createElement(name);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  node.append(...children.filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+function badge(status) {
+  return element("span", { class: "badge", "data-status": status, text: statusLabel(status) });
+}
+
+// --- signing in and out ---
+
+async function signIn(token, { fromForm = false } = {}) {
+  const error = $("#sign-in-error");
+  error.textContent = "";
+  const payload = claims(token);
+  if (!payload || typeof payload.sub !== "string") {
+    error.textContent = "That is not a token: paste the whole text printed by `huleedu token`.";
+    forgetToken();
+    showSignIn();
+    return false;
+  }
+  if (typeof payload.exp === "number" && payload.exp * 1000 <= Date.now()) {
+    error.textContent = "That token has expired. Ask for a new one.";
+    forgetToken();
+    showSignIn();
+    return false;
+  }
+  const api = new Api(token);
+  let listing;
+  try {
+    listing = await api.listBatches();
+  } catch (failure) {
+    error.textContent =
+      failure instanceof ApiError && failure.status === 401
+        ? `The server refused this token: ${failure.message}`
+        : `Cannot sign in: ${failure.message}`;
+    forgetToken();
+    showSignIn();
+    return false;
+  }
+  storeToken(token);
+  state.api = api;
+  state.user = payload.sub;
+  state.batches = listing.batches || [];
+  $("#who").textContent = `Signed in as ${payload.sub}`;
+  $("#account").hidden = false;
+  $("#sign-in").hidden = true;
+  $("#workspace").hidden = false;
+  if (fromForm) $("#token").value = "";
+  renderList();
+  state.feed = new LiveFeed(token, {
+    onFrame: (_event, data) => batchChanged(data.batch_id || (data.payload && data.payload.batch_id)),
+    onReload: () => reloadEverything(),
+    onState: showLiveState,
+    onRefused: (reason) => signOut(`Signed out: ${reason}.`),
+  });
+  state.feed.start();
+  if (typeof payload.exp === "number") {
+    const left = payload.exp * 1000 - Date.now();
+    if (left < MAX_TIMER_MS) state.expiryTimer = setTimeout(() => signOut("Your token has expired; sign in again."), left);
+  }
+  const linked = new URLSearchParams(location.search).get("batch");
+  if (linked) openBatch(linked, { focus: false });
+  return true;
+}
+
+function showSignIn() {
+  $("#sign-in").hidden = false;
+  $("#workspace").hidden = true;
+  $("#account").hidden = true;
+}
+
+function signOut(message = "") {
+  if (state.feed) state.feed.stop();
+  clearTimeout(state.expiryTimer);
+  clearTimeout(state.refreshTimer);
+  forgetToken();
+  Object.assign(state, { api: null, feed: null, user: null, batches: [], openId: null });
+  state.submitted.clear();
+  state.dirty.clear();
+  $("#batches").replaceChildren();
+  $("#batch").hidden = true;
+  showSignIn();
+  $("#sign-in-error").textContent = message;
+  $("#token").focus();
+}
+
+function showLiveState(live) {
+  const indicator = $("#live");
+  indicator.dataset.state = live;
+  indicator.textContent = { live: "Live", connecting: "Connecting…", offline: "Offline" }[live] || live;
+}
+
+// --- the list of batches ---
+
+function renderList() {
+  const list = $("#batches");
+  const known = new Set(state.batches.map((batch) => batch.batch_id));
+  const waiting = [...state.submitted.entries()]
+    .filter(([id]) => !known.has(id))
+    .map(([id, local]) => ({
+      batch_id: id,
+      title: local.title,
+      overall_status: "submitted",
+      essay_count: local.count,
+      completed_essay_count: 0,
+      failed_essay_count: 0,
+      created_at: local.at,
+    }));
+  const items = [...waiting, ...state.batches].map((batch) => {
+    const done = batch.completed_essay_count + batch.failed_essay_count;
+    const button = element(
+      "button",
+      { type: "button", class: "batch-link", "aria-current": batch.batch_id === state.openId ? "true" : null },
+      element("span", { class: "name", text: batch.title || batch.batch_id }),
+      element(
+        "span",
+        { class: "sub" },
+        badge(batch.overall_status),
+        ` ${done} of ${batch.essay_count} essays · ${when(batch.created_at)}`,
+      ),
+    );
+    button.addEventListener("click", () => openBatch(batch.batch_id, { focus: true }));
+    return element("li", { "data-batch-id": batch.batch_id, "data-status": batch.overall_status }, button);
+  });
+  list.replaceChildren(...items);
+  $("#batches-empty").hidden = items.length > 0;
+}
+
+async function reloadList() {
+  if (!state.api) return;
+  try {
+    const listing = await state.api.listBatches();
+    state.batches = listing.batches || [];
+    for (const batch of state.batches) state.submitted.delete(batch.batch_id);
+    $("#batches-error").textContent = "";
+    renderList();
+  } catch (failure) {
+    handleFailure(failure, "#batches-error");
+  }
+}
+
+function handleFailure(failure, where) {
+  if (failure instanceof ApiError && failure.status === 401) {
+    signOut(`Signed out: ${failure.message}.`);
+    return;
+  }
+  $(where).textContent = failure.message;
+}
+
+// --- one batch ---
+
+function openBatch(batchId, { focus }) {
+  state.openId = batchId;
+  const url = new URL(location.href);
+  url.searchParams.set("batch", batchId);
+  history.replaceState(null, "", url);
+  renderList();
+  const section = $("#batch");
+  section.hidden = false;
+  section.dataset.batchId = batchId;
+  loadBatch(batchId).then(() => {
+    if (focus) $("#batch-title").focus();
+  });
+}
+
+async function loadBatch(batchId) {
+  if (!state.api) return;
+  try {
+    const batch = await state.api.getBatch(batchId);
+    state.submitted.delete(batchId);
+    if (state.openId === batchId) renderBatch(batch);
+    $("#batch-error").textContent = "";
+  } catch (failure) {
+    if (state.openId !== batchId) return;
+    if (failure instanceof ApiError && failure.status === 404 && state.submitted.has(batchId)) {
+      renderSubmitted(batchId, state.submitted.get(batchId));
+      return;
+    }
+    handleFailure(failure, "#batch-error");
+  }
+}
+
+function renderSubmitted(batchId, local) {
+  const section = $("#batch");
+  section.dataset.status = "submitted";
+  $("#batch-title").textContent = local.title;
+  $("#batch-status").replaceChildren(badge("submitted"), ` ${local.count} essays accepted; waiting for processing to start.`);
+  $("#batch-meta").textContent = `Batch ${batchId}`;
+  $("#phases").replaceChildren();
+  $("#scale").hidden = true;
+  $("#essays tbody").replaceChildren();
+}
+
+function renderPhases(batch) {
+  const phases = batch.requested_phases.map((phase) => {
+    const result = batch.phase_results[phase] || { completed_count: 0, failed_count: 0, status: "pending" };
+    const done = result.completed_count + result.failed_count;
+    const id = `phase-${phase}`;
+    const failed = result.failed_count ? `, ${result.failed_count} failed` : "";
+    return element(
+      "div",
+      { class: "phase", "data-phase": phase, "data-phase-status": result.status },
+      element("label", { for: id, text: `${phaseLabel(phase)}: ${result.status}` }),
+      element("progress", { id, max: Math.max(batch.essay_count, 1), value: done }),
+      element("span", { class: "count", text: `${done} of ${batch.essay_count} essays${failed}` }),
+    );
+  });
+  $("#phases").replaceChildren(...phases);
+}
+
+function failureText(phase, detail) {
+  if (!detail) return null;
+  return element("span", { class: "failure", text: `${phaseLabel(phase)} failed: ${detail.message || detail.code}` });
+}
+
+function essayStatus(essay) {
+  const failures = [
+    failureText("spellcheck", essay.spellcheck_error_detail),
+    failureText("cj_assessment", essay.cj_assessment_error_detail),
+  ].filter(Boolean);
+  if (failures.length) return failures;
+  const statuses = [
+    ["spellcheck", essay.spellcheck_status],
+    ["cj_assessment", essay.cj_assessment_status],
+  ].filter(([, status]) => status);
+  if (statuses.every(([, status]) => status === "completed")) return ["Done"];
+  return [statuses.map(([phase, status]) => `${phaseLabel(phase)}: ${status}`).join("; ")];
+}
+
+function essayRow(essay) {
+  const metrics = essay.spellcheck_metrics || {};
+  const failed = essay.spellcheck_error_detail || essay.cj_assessment_error_detail;
+  const score = typeof essay.cj_score === "number" ? `${number(essay.cj_score)} ± ${number(essay.cj_se)}` : "–";
+  return element(
+    "tr",
+    { "data-essay-id": essay.essay_id, class: failed ? "failed" : null },
+    element("td", { class: "num rank", text: essay.cj_rank ?? "–" }),
+    element("td", { class: "name", text: essay.filename || essay.essay_id }),
+    element("td", { class: "grade", text: essay.letter_grade || "–" }),
+    element("td", { class: "confidence", text: confidence(essay.confidence_label, essay.confidence_score) }),
+    element("td", { class: "num score", text: score }),
+    element("td", { class: "num", text: whole(essay.cj_comparison_count) }),
+    element("td", { class: "num corrections", text: whole(essay.spellcheck_correction_count) }),
+    element("td", { class: "num", text: whole(metrics.word_count) }),
+    element("td", { class: "status" }, ...essayStatus(essay)),
+  );
+}
+
+function renderBatch(batch) {
+  const section = $("#batch");
+  section.dataset.status = batch.overall_status;
+  $("#batch-title").textContent = batch.title || batch.batch_id;
+  const failed = batch.failed_essay_count ? `, ${batch.failed_essay_count} failed` : "";
+  const progress = isFinished(batch.overall_status)
+    ? ` ${batch.completed_essay_count} of ${batch.essay_count} essays assessed${failed}.`
+    : ` ${batch.completed_essay_count} of ${batch.essay_count} essays done${failed}; updates arrive live.`;
+  $("#batch-status").replaceChildren(badge(batch.overall_status), progress);
+  const ready = batch.results_ready_at ? ` · results ready ${when(batch.results_ready_at)}` : "";
+  $("#batch-meta").textContent = `Submitted ${when(batch.created_at)}${ready} · batch ${batch.batch_id}`;
+  renderPhases(batch);
+  const essays = [...batch.essays].sort((a, b) => (a.cj_rank ?? Infinity) - (b.cj_rank ?? Infinity));
+  $("#essays tbody").replaceChildren(...essays.map(essayRow));
+  $("#scale").hidden = !renderScale($("#scale-chart"), essays, batch.title || batch.batch_id);
+}
+
+// --- live updates ---
+
+function batchChanged(batchId) {
+  state.listDirty = true;
+  if (batchId) state.dirty.add(batchId);
+  scheduleRefresh();
+}
+
+function reloadEverything() {
+  state.listDirty = true;
+  if (state.openId) state.dirty.add(state.openId);
+  scheduleRefresh();
+}
+
+function scheduleRefresh() {
+  if (state.refreshTimer) return;
+  state.refreshTimer = setTimeout(async () => {
+    state.refreshTimer = null;
+    const dirty = [...state.dirty];
+    const listDirty = state.listDirty;
+    state.dirty.clear();
+    state.listDirty = false;
+    const work = [];
+    if (listDirty) work.push(reloadList());
+    if (state.openId && dirty.includes(state.openId)) work.push(loadBatch(state.openId));
+    await Promise.all(work);
+  }, REFRESH_DELAY_MS);
+}
+
+// --- submitting ---
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// The results service hears of a batch by an event, a moment after intake accepted it: wait for
+// that (a bounded number of tries); from then on, frames of the live feed bring every change.
+async function awaitRegistration(batchId) {
+  for (const wait of REGISTRATION_WAITS_MS) {
+    await sleep(wait);
+    if (!state.api || !state.submitted.has(batchId)) return;
+    await reloadList();
+    if (!state.batches.some((batch) => batch.batch_id === batchId)) continue;
+    if (state.openId === batchId) await loadBatch(batchId);
+    return;
+  }
+}
+
+function showSubmitErrors(failure) {
+  const box = $("#submit-errors");
+  const errors = (failure.details && failure.details.errors) || [];
+  if (!errors.length) {
+    box.textContent = failure.message;
+    return;
+  }
+  const list = element("ul", {}, ...errors.map((error) => element("li", { text: `${error.field}: ${error.message}` })));
+  box.replaceChildren(element("p", { text: "The batch was not accepted:" }), list);
+}
+
+async function submitBatch(event) {
+  event.preventDefault();
+  const form = event.target;
+  const status = $("#submit-status");
+  const errors = $("#submit-errors");
+  errors.textContent = "";
+  status.textContent = "";
+  let prepared;
+  try {
+    prepared = submissionBody(form);
+  } catch (problem) {
+    errors.textContent = problem.message;
+    return;
+  }
+  const button = $("#submit-button");
+  button.disabled = true;
+  status.textContent = "Submitting…";
+  try {
+    const accepted = await state.api.submit(prepared.body);
+    const title = form.querySelector("[name=title]").value.trim();
+    state.submitted.set(accepted.batch_id, { title, count: prepared.count, at: new Date().toISOString() });
+    form.reset();
+    $("#anchors").replaceChildren();
+    status.textContent = `Accepted: ${prepared.count} essays in “${title}”.`;
+    openBatch(accepted.batch_id, { focus: false });
+    awaitRegistration(accepted.batch_id);
+  } catch (failure) {
+    status.textContent = "";
+    if (failure instanceof ApiError && failure.status === 401) handleFailure(failure, "#submit-errors");
+    else showSubmitErrors(failure);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function addAnchor() {
+  const row = $("#anchor-row").content.firstElementChild.cloneNode(true);
+  const index = $("#anchors").children.length + 1;
+  row.querySelector(".remove-anchor").setAttribute("aria-label", `Remove anchor ${index}`);
+  row.querySelector(".remove-anchor").addEventListener("click", () => row.remove());
+  $("#anchors").append(row);
+  row.querySelector("select").focus();
+}
+
+async function downloadCsv() {
+  if (!state.api || !state.openId) return;
+  try {
+    const { blob, filename } = await state.api.resultsCsv(state.openId);
+    const url = URL.createObjectURL(blob);
+    const link = element("a", { href: url, download: filename, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (failure) {
+    handleFailure(failure, "#batch-error");
+  }
+}
+
+// --- start ---
+
+function start() {
+  $("#sign-in-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = $("#token").value.trim();
+    if (token) await signIn(token, { fromForm: true });
+  });
+  $("#sign-out").addEventListener("click", () => signOut("Signed out."));
+  $("#submit-form").addEventListener("submit", submitBatch);
+  $("#add-anchor").addEventListener("click", addAnchor);
+  $("#download-csv").addEventListener("click", downloadCsv);
+  const token = tokenFromLink() || storedToken();
+  if (token) {
+    signIn(token);
+  } else {
+    showSignIn();
+  }
+}
+
+start();

@@ -1,0 +1,343 @@
+"""`huleedu demo` (what `make demo` runs): the whole system in embedded mode on this machine, fed the
+bundled sample batch through the real teacher API, with progress bars, the results table, the email
+file and a signed-in dashboard link on screen.
+
+Embedded whatever the environment says: a fresh SQLite file and mail folder under `--dir`, the
+in-process bus, the memory cache, the heuristic CJ judge. The progress bars read the teacher API
+(`GET /v1/batches/{id}`) a few times a second; that is this script watching, not how the dashboard
+learns of changes (it listens on the WebSocket).
+"""
+
+import asyncio
+import os
+import shutil
+import sys
+from contextlib import suppress
+from pathlib import Path
+from typing import Annotated, Any, TextIO
+
+import httpx
+import typer
+
+from huleedu.demo_data import sample
+from huleedu.platform import runner
+from huleedu.platform.bootstrap import build_adapters
+from huleedu.platform.cli import load_settings
+from huleedu.platform.logging import configure_logging
+from huleedu.platform.security import encode_token
+from huleedu.platform.settings import Settings
+from huleedu.storage.migrations import upgrade_async
+
+DEMO_USER = "demo-teacher"
+DEMO_EMAIL = "demo-teacher@example.org"
+TOKEN_TTL_SECONDS = 12 * 3600
+POLL_SECONDS = 0.2
+RESULTS_DEADLINE_SECONDS = 300.0
+EMAIL_DEADLINE_SECONDS = 30.0
+BAR_WIDTH = 30
+FINISHED = {"completed_successfully", "completed_with_failures", "failed", "cancelled"}
+PHASE_NAMES = {"spellcheck": "Spell check", "cj_assessment": "Comparative judgement"}
+
+
+class DemoFailed(RuntimeError):
+    """The demo could not show what it promises; the message says what went wrong."""
+
+
+# --- what is printed (pure) ---
+
+
+def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
+    """`[#########.....]` with `done` of `total` filled (an empty bar for an empty total)."""
+    filled = round(width * done / total) if total else 0
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def phase_states(batch: dict[str, Any]) -> list[tuple[str, str, int, int, int]]:
+    """(phase, status, done, failed, total) of each requested phase; done counts failures too."""
+    total = int(batch["essay_count"])
+    states = []
+    for phase in batch["requested_phases"]:
+        result = batch["phase_results"].get(phase, {})
+        failed = int(result.get("failed_count", 0))
+        done = int(result.get("completed_count", 0)) + failed
+        states.append((phase, str(result.get("status", "pending")), done, failed, total))
+    return states
+
+
+def phase_line(phase: str, status: str, done: int, failed: int, total: int) -> str:
+    failures = f", {failed} failed" if failed else ""
+    name = PHASE_NAMES.get(phase, phase)
+    return f"  {name:<22} {progress_bar(done, total)} {done:>3}/{total} {status}{failures}"
+
+
+def _short(value: object, width: int) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _number(value: object, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
+
+
+def _failures(essay: dict[str, Any]) -> str:
+    failed = [
+        PHASE_NAMES.get(phase, phase)
+        for phase, key in (
+            ("spellcheck", "spellcheck_error_detail"),
+            ("cj_assessment", "cj_assessment_error_detail"),
+        )
+        if essay.get(key)
+    ]
+    return ", ".join(failed) or "-"
+
+
+RESULT_COLUMNS = (
+    ("rank", 4),
+    ("filename", 24),
+    ("grade", 5),
+    ("confidence", 10),
+    ("score", 12),
+    ("spelling", 8),
+)
+
+
+def results_table(batch: dict[str, Any]) -> list[str]:
+    """One line per essay, best first: rank, filename, grade, confidence, score ± SE, spelling
+    corrections, failures."""
+    header = "  ".join(f"{name:<{width}}" for name, width in RESULT_COLUMNS) + "  failures"
+    lines = [header, "-" * len(header)]
+    essays = sorted(batch["essays"], key=lambda e: (e.get("cj_rank") is None, e.get("cj_rank") or 0))
+    for essay in essays:
+        label, score = essay.get("confidence_label"), essay.get("confidence_score")
+        confidence = f"{label} {score:.2f}" if label and isinstance(score, int | float) else "-"
+        bt = (
+            f"{essay['cj_score']:+.2f} ±{_number(essay.get('cj_se'), 2)}"
+            if isinstance(essay.get("cj_score"), int | float)
+            else "-"
+        )
+        cells = (
+            _short(essay.get("cj_rank"), 4),
+            _short(essay.get("filename") or essay.get("essay_id"), 24),
+            _short(essay.get("letter_grade"), 5),
+            _short(confidence, 10),
+            _short(bt, 12),
+            _short(essay.get("spellcheck_correction_count"), 8),
+        )
+        row = "  ".join(f"{cell:<{width}}" for cell, (_, width) in zip(cells, RESULT_COLUMNS, strict=True))
+        lines.append(f"{row}  {_failures(essay)}")
+    return lines
+
+
+def display_host(host: str) -> str:
+    """Where a browser on this machine reaches a server listening on `host`."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)
+
+
+# --- the run ---
+
+
+class Progress:
+    """Phase bars that redraw in place on a terminal; elsewhere (pipes, logs) a line per phase when
+    its status changes or it is done."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._tty = out.isatty()
+        self._drawn = 0
+        self._printed: dict[str, tuple[str, bool]] = {}
+
+    def show(self, batch: dict[str, Any]) -> None:
+        states = phase_states(batch)
+        if self._tty:
+            if self._drawn:
+                self._out.write(f"\x1b[{self._drawn}F")  # back to the first line of the bars
+            self._out.write("".join(f"\x1b[2K{phase_line(*state)}\n" for state in states))
+            self._drawn = len(states)
+        else:
+            for state in states:
+                phase, status, done, _, total = state
+                key = (status, done >= total)
+                if self._printed.get(phase) != key:
+                    self._printed[phase] = key
+                    self._out.write(phase_line(*state) + "\n")
+        self._out.flush()
+
+
+async def _watch(client: httpx.AsyncClient, batch_id: str, out: TextIO) -> dict[str, Any]:
+    """Show the phases until the batch is finished; its final status document."""
+    progress = Progress(out)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RESULTS_DEADLINE_SECONDS
+    while True:
+        response = await client.get(f"/v1/batches/{batch_id}")
+        if response.status_code == 200:
+            batch: dict[str, Any] = response.json()
+            progress.show(batch)
+            if batch["overall_status"] in FINISHED:
+                return batch
+        elif response.status_code != 404:  # 404: the results service has not heard of it yet
+            raise DemoFailed(f"GET /v1/batches/{batch_id} answered {response.status_code}: {response.text}")
+        if loop.time() > deadline:
+            raise DemoFailed(f"the batch did not finish within {RESULTS_DEADLINE_SECONDS:.0f} s")
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def _emails_of(mail_dir: Path, batch_id: str) -> list[Path]:
+    return sorted(path.resolve() for path in mail_dir.glob(f"*{batch_id}*.eml")) if mail_dir.is_dir() else []
+
+
+async def _email_file(mail_dir: Path, batch_id: str) -> Path:
+    """The .eml the email worker wrote for the batch (it is named by the job, which names the batch)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + EMAIL_DEADLINE_SECONDS
+    while True:
+        found = await asyncio.to_thread(_emails_of, mail_dir, batch_id)
+        if found:
+            return found[0]
+        if loop.time() > deadline:
+            raise DemoFailed(f"no email for the batch in {mail_dir} after {EMAIL_DEADLINE_SECONDS:.0f} s")
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def _show_sample(settings: Settings, base_url: str, out: TextIO) -> None:
+    token = encode_token(settings, DEMO_USER, ttl_seconds=TOKEN_TTL_SECONDS)
+    headers = {"Authorization": f"Bearer {token}"}
+    body = sample.submission(notify_email=DEMO_EMAIL)
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30.0) as client:
+        response = await client.post("/v1/batches", json=body)
+        if response.status_code != 202:
+            raise DemoFailed(f"POST /v1/batches answered {response.status_code}: {response.text}")
+        batch_id = str(response.json()["batch_id"])
+        out.write(
+            f"\nSubmitted {len(body['essays'])} essays and {len(body['anchors'])} graded anchors as "
+            f"{DEMO_USER} (POST /v1/batches): batch {batch_id}\n\n"
+        )
+        batch = await _watch(client, batch_id, out)
+    failed = f", {batch['failed_essay_count']} failed" if batch["failed_essay_count"] else ""
+    out.write(
+        f"\nResults of {batch['title']!r}: {batch['overall_status'].replace('_', ' ')}, "
+        f"{batch['completed_essay_count']} of {batch['essay_count']} essays assessed{failed}\n\n"
+    )
+    out.write("".join(f"  {line}\n" for line in results_table(batch)))
+    email = await _email_file(settings.mail_dir, batch_id)
+    out.write(f"\nEmail to {DEMO_EMAIL}: {email}\n")
+    out.write(
+        f"\nDashboard (signed in): {base_url}/?batch={batch_id}#token={token}\n"
+        f"Dashboard:              {base_url}/\n"
+        f"Token for {DEMO_USER}:  {token}\n"
+        f"API docs:               {base_url}/docs\n"
+    )
+    out.flush()
+
+
+async def run_demo(settings: Settings, *, exit_after: bool, out: TextIO) -> None:
+    """Migrate, start every service, show the sample batch, then serve until a signal (or stop
+    right away with `exit_after`). Raises DemoFailed."""
+    names, missing = runner.available_services()
+    if missing:
+        raise DemoFailed("the demo needs every service; " + "; ".join(missing.values()))
+    await upgrade_async(settings.database_url)
+    base_url = f"http://{display_host(settings.http_host)}:{settings.http_port}"
+    async with build_adapters(settings) as adapters:
+        units = [await runner.build_unit(name, adapters) for name in names]
+        stop, started = asyncio.Event(), asyncio.Event()
+        system = asyncio.create_task(runner.run_units(units, adapters, stop=stop, started=started))
+        waiting = asyncio.create_task(started.wait())
+        await asyncio.wait([system, waiting], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if system.done():
+            system.result()  # it failed to start: raise its error
+            return
+        out.write(f"HuleEdu Results runs at {base_url} (embedded mode, data in {settings.mail_dir.parent})\n")
+        script = asyncio.create_task(_show_sample(settings, base_url, out))
+        await asyncio.wait([system, script], return_when=asyncio.FIRST_COMPLETED)
+        error: BaseException | None = None
+        if not script.done():  # Ctrl-C (or a crash of the system) while the sample was running
+            script.cancel()
+            with suppress(asyncio.CancelledError):
+                await script
+        elif (error := script.exception()) is not None or exit_after:
+            stop.set()
+        else:
+            out.write("\nServing until Ctrl-C.\n")
+            out.flush()
+        await system
+        if error is not None:
+            raise error
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    try:
+        runner.bind_socket(host, port).close()
+    except OSError:
+        return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    sock = runner.bind_socket(host, 0)
+    try:
+        port: int = sock.getsockname()[1]
+    finally:
+        sock.close()
+    return port
+
+
+def demo_settings(base: Settings, directory: Path, port: int) -> Settings:
+    """`base` with everything the embedded mode of the demo fixes: its own SQLite file and mail
+    folder, no Kafka, Redis, SMTP or remote services, the heuristic judge, quick pollers."""
+    host = display_host(base.http_host)
+    return base.model_copy(
+        update={
+            "database_url": f"sqlite+aiosqlite:///{(directory / 'huleedu.sqlite').resolve()}",
+            "mail_dir": (directory / "mail").resolve(),
+            "kafka_bootstrap_servers": None,
+            "redis_url": None,
+            "smtp_host": None,
+            "content_url": None,
+            "ras_url": None,
+            "cj_judge": "heuristic",
+            "http_port": port,
+            "public_url": f"http://{host}:{port}",
+            "email_poll_seconds": 0.2,
+            "log_level": base.log_level if "HULEEDU_LOG_LEVEL" in os.environ else "WARNING",
+        }
+    )
+
+
+def demo(
+    exit_after: Annotated[
+        bool, typer.Option("--exit", help="stop after printing the results (for scripts and tests)")
+    ] = False,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="HTTP port (default HULEEDU_HTTP_PORT; a free one if taken)"),
+    ] = None,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="the demo's data folder; its database and mail are replaced")
+    ] = Path("var/demo"),
+) -> None:
+    """Run the whole system with a sample batch of 24 essays and 6 anchors; print the results, the
+    email file, the dashboard URL and a login token; keep serving until Ctrl-C."""
+    base = load_settings()
+    wanted = port if port is not None else base.http_port
+    chosen = wanted if wanted and _port_is_free(base.http_host, wanted) else _free_port(base.http_host)
+    if wanted and chosen != wanted:
+        typer.echo(f"port {wanted} is taken; using {chosen}", err=True)
+    for stale in (
+        directory / "huleedu.sqlite",
+        directory / "huleedu.sqlite-wal",
+        directory / "huleedu.sqlite-shm",
+    ):
+        stale.unlink(missing_ok=True)
+    shutil.rmtree(directory / "mail", ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    settings = demo_settings(base, directory, chosen)
+    configure_logging(settings)
+    try:
+        asyncio.run(run_demo(settings, exit_after=exit_after, out=sys.stdout))
+    except DemoFailed as exc:
+        typer.echo(f"demo failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None

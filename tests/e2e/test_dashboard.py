@@ -1,0 +1,182 @@
+"""The teacher dashboard in headless Chromium against the whole system in this process (embedded
+mode: SQLite, in-process bus, memory cache, heuristic judge) on a real port.
+
+The CJ service joins the bus only once the teacher has seen the batch processing: without that the
+heuristic judge finishes a small batch before anyone could look, and "processing, then completed,
+live" would be a race instead of a fact.
+"""
+
+import asyncio
+import csv
+import dataclasses
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from huleedu.demo_data import sample
+from huleedu.messaging.memory import InMemoryBus
+from huleedu.platform.bootstrap import Adapters, build_adapters
+from huleedu.platform.runner import SERVICES, build_unit, run_units
+from huleedu.platform.settings import Settings
+from huleedu.storage.migrations import upgrade_async
+from huleedu.testing.servers import free_port
+from huleedu.testing.services import SERVICE_ID, service_settings, teacher_headers
+
+ADA, BOB = "teacher-ada", "teacher-bob"
+GRADE = re.compile(r"^([A-F][+-]?|U)$")
+DEADLINE_MS = 30_000
+PHONE = {"width": 390, "height": 844}
+
+
+@dataclass
+class System:
+    url: str
+    settings: Settings
+    adapters: Adapters
+    stops: list[asyncio.Event]
+    tasks: list["asyncio.Task[None]"]
+
+    def token(self, user: str) -> str:
+        return teacher_headers(self.settings, user)["Authorization"].removeprefix("Bearer ")
+
+    async def start_cj(self) -> None:
+        """The CJ service, now: its consumer joins the same in-process broker with a bus of its own
+        (a running bus takes no new subscriptions), reading what it missed from the log."""
+        assert isinstance(self.adapters.bus, InMemoryBus)
+        bus = InMemoryBus(self.adapters.bus.broker)
+        adapters = dataclasses.replace(self.adapters, bus=bus)
+        await self._run(["cj"], adapters, http=False)
+
+    async def _run(self, names: list[str], adapters: Adapters, *, http: bool) -> None:
+        units = [await build_unit(name, adapters) for name in names]
+        stop, started = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(
+            run_units(units, adapters, http=http, stop=stop, started=started, handle_signals=False)
+        )
+        self.stops.append(stop)
+        self.tasks.append(task)
+        waiting = asyncio.create_task(started.wait())
+        await asyncio.wait([task, waiting], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if task.done():
+            task.result()
+        assert started.is_set(), f"{names} did not start"
+
+
+@pytest.fixture
+async def system(tmp_path: Path) -> AsyncIterator[System]:
+    port = free_port()
+    settings = service_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'huleedu.sqlite'}",
+        mail_dir=tmp_path / "mail",
+        allowed_service_ids=[SERVICE_ID, "dashboard"],
+        http_port=port,
+        email_poll_seconds=0.2,
+    )
+    await upgrade_async(settings.database_url)
+    async with build_adapters(settings) as adapters:
+        running = System(f"http://127.0.0.1:{port}", settings, adapters, [], [])
+        try:
+            await running._run([name for name in SERVICES if name != "cj"], adapters, http=True)
+            yield running
+        finally:
+            for stop in reversed(running.stops):
+                stop.set()
+            await asyncio.gather(*running.tasks, return_exceptions=True)
+
+
+async def sign_in(page: Page, system: System, user: str) -> None:
+    await page.goto(system.url + "/")
+    await page.get_by_label("Access token").fill(system.token(user))
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#who")).to_have_text(f"Signed in as {user}")
+    await expect(page.locator("#live")).to_have_attribute("data-state", "live")
+
+
+async def submit_batch(page: Page, title: str) -> None:
+    essays = sample.essays()
+    chosen = [essays[i].text for i in (0, 7, 15, 21)]  # strong, weak, middling, ...: distinct ranks
+    anchors = {anchor.name: anchor.text for anchor in sample.anchors()}
+    await page.get_by_label("Title").fill(title)
+    await page.get_by_label("Or paste essays").fill("\n---\n".join(chosen))
+    for grade in ("A", "C", "F"):
+        await page.get_by_role("button", name="Add an anchor").click()
+        row = page.locator("#anchors li").last
+        await row.get_by_label("Grade").select_option(grade)
+        await row.get_by_label("or text").fill(anchors[grade])
+    await page.get_by_role("button", name="Submit batch").click()
+    await expect(page.locator("#submit-status")).to_contain_text("Accepted: 4 essays")
+
+
+async def test_a_teacher_watches_a_batch_complete_live_and_downloads_its_results(
+    system: System, chromium: Browser, tmp_path: Path
+) -> None:
+    ada_context = await chromium.new_context(viewport=PHONE)
+    bob_context = await chromium.new_context()
+    for context in (ada_context, bob_context):
+        context.set_default_timeout(DEADLINE_MS)
+    ada, bob = await ada_context.new_page(), await bob_context.new_page()
+    await sign_in(bob, system, BOB)
+    await sign_in(ada, system, ADA)
+    reloads: list[str] = []
+    ada.on("load", lambda page: reloads.append(page.url))
+    await ada.evaluate("window.__sameDocument = 'yes'")
+
+    await submit_batch(ada, "Phones debate, group 2")
+    batch = ada.locator("#batch")
+    await expect(batch).to_have_attribute("data-status", "processing")
+    await expect(ada.locator("[data-phase=spellcheck]")).to_have_attribute("data-phase-status", "completed")
+    await expect(ada.locator("[data-phase=cj_assessment]")).to_have_attribute("data-phase-status", "pending")
+    batch_id = await batch.get_attribute("data-batch-id")
+    assert batch_id
+    await expect(ada.locator(f"#batches li[data-batch-id='{batch_id}']")).to_have_attribute(
+        "data-status", "processing"
+    )
+
+    await system.start_cj()
+
+    await expect(batch).to_have_attribute("data-status", "completed_successfully")
+    await expect(ada.locator(f"#batches li[data-batch-id='{batch_id}']")).to_have_attribute(
+        "data-status", "completed_successfully"
+    )
+    assert await ada.evaluate("window.__sameDocument") == "yes", "the page was reloaded"
+    assert reloads == []
+
+    rows = ada.locator("#essays tbody tr")
+    await expect(rows).to_have_count(4)
+    ranks = await rows.locator("td.rank").all_inner_texts()
+    grades = await rows.locator("td.grade").all_inner_texts()
+    names = await rows.locator("td.name").all_inner_texts()
+    assert ranks == ["1", "2", "3", "4"]
+    assert all(GRADE.match(grade) for grade in grades), grades
+    assert sorted(names) == [f"pasted-essay-0{i}.txt" for i in range(1, 5)]
+    await expect(ada.locator("#scale svg circle")).to_have_count(4)
+
+    async with ada.expect_download() as download_info:
+        await ada.get_by_role("button", name="Download CSV").click()
+    download = await download_info.value
+    assert download.suggested_filename == "Phones-debate-group-2-results.csv"
+    saved = tmp_path / download.suggested_filename
+    await download.save_as(saved)
+    exported = list(csv.DictReader(saved.read_text(encoding="utf-8").splitlines()))
+    assert [row["rank"] for row in exported] == ranks
+    assert [row["grade"] for row in exported] == grades
+    assert [row["filename"] for row in exported] == names
+
+    # Bob, signed in all along, never saw Ada's batch, and cannot open it by its id.
+    await expect(bob.locator("#batches-empty")).to_be_visible()
+    await expect(bob.locator("#batches li")).to_have_count(0)
+    await bob.goto(f"{system.url}/?batch={batch_id}")
+    await expect(bob.locator("#batch-error")).to_contain_text("not found")
+    await expect(bob.locator("#essays tbody tr")).to_have_count(0)
+    async with httpx.AsyncClient(base_url=system.url) as client:
+        response = await client.get(f"/v1/batches/{batch_id}", headers=teacher_headers(system.settings, BOB))
+    assert response.status_code == 404
+
+    await ada_context.close()
+    await bob_context.close()
