@@ -146,6 +146,7 @@ async def run(total: int, clients: int) -> None:
         # Mixed: readers poll status and list pages of one teacher while results keep changing.
         hits0 = await counter(ras.port, "huleedu_ras_cache_hits_total")
         misses0 = await counter(ras.port, "huleedu_ras_cache_misses_total")
+        coalesced0 = await counter(ras.port, "huleedu_ras_cache_coalesced_total")
         stop = asyncio.Event()
 
         async def writer() -> None:
@@ -181,8 +182,11 @@ async def run(total: int, clients: int) -> None:
         await asyncio.gather(*tasks)
         hits = await counter(ras.port, "huleedu_ras_cache_hits_total") - hits0
         misses = await counter(ras.port, "huleedu_ras_cache_misses_total") - misses0
+        coalesced = await counter(ras.port, "huleedu_ras_cache_coalesced_total") - coalesced0
+        reads = hits + misses + coalesced
         print(
-            f"  mixed     hit rate {hits / (hits + misses):.1%}  ({hits:.0f} hits, {misses:.0f} misses in 10 s,"
+            f"  mixed     hit rate {hits / (hits + misses):.1%}  ({reads:.0f} reads in 10 s: {hits:.0f} hits,"
+            f" {misses:.0f} database loads, {coalesced:.0f} served by a concurrent load;"
             f" 20 result updates/s across 20 batches)"
         )
     finally:

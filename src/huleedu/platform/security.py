@@ -107,7 +107,9 @@ def same_secret(given: str, expected: str) -> bool:
 
 # Declared as API-key security schemes: OpenAPI documents both headers, and reading them is a plain
 # header lookup (a Header() parameter costs a validation per request on the hottest routes).
-_API_KEY_HEADER = APIKeyHeader(name="X-Internal-API-Key", auto_error=False, description="the internal API key")
+_API_KEY_HEADER = APIKeyHeader(
+    name="X-Internal-API-Key", auto_error=False, description="the internal API key"
+)
 _SERVICE_ID_HEADER = APIKeyHeader(name="X-Service-ID", auto_error=False, description="the calling service")
 
 

@@ -67,13 +67,17 @@ class ResultsCache:
         if value is not None:
             self._count(route, hit=True)
             return value
-        self._count(route, hit=False)
-        return await self._load_once(data_prefix + str(generation), load)
+        return await self._load_once(route, data_prefix + str(generation), load)
 
-    async def _load_once(self, key: str, load: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
+    async def _load_once(
+        self, route: str, key: str, load: Callable[[], Awaitable[bytes | None]]
+    ) -> bytes | None:
         running = self._inflight.get(key)
         if running is not None:
+            # Served by a load already under way: no database query of its own, so not a miss.
+            metrics.CACHE_COALESCED.labels(route).inc()
             return await asyncio.shield(running)
+        self._count(route, hit=False)
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:

@@ -8,13 +8,21 @@ CACHE_HITS = Counter("huleedu_ras_cache_hits_total", "Query responses served fro
 CACHE_MISSES = Counter(
     "huleedu_ras_cache_misses_total", "Query responses loaded from the database.", ["route"]
 )
+CACHE_COALESCED = Counter(
+    "huleedu_ras_cache_coalesced_total",
+    "Misses answered by another reader's load of the same key (single flight): no query of their own.",
+    ["route"],
+)
 CACHE_FALLBACKS = Counter(
     "huleedu_ras_cache_fallbacks_total", "Reads served from the database because the cache failed.", ["route"]
 )
 CACHE_INVALIDATION_FAILURES = Counter(
     "huleedu_ras_cache_invalidation_failures_total", "Invalidations that had to be retried."
 )
-CACHE_HIT_RATE = Gauge("huleedu_ras_cache_hit_rate", "Hits / (hits + misses) since the process started.")
+CACHE_HIT_RATE = Gauge(
+    "huleedu_ras_cache_hit_rate",
+    "Hits / (hits + misses) since the process started; coalesced reads excluded.",
+)
 API_LATENCY = Histogram(
     "huleedu_ras_api_seconds",
     "RAS query API latency per route.",

@@ -4,7 +4,8 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const Z95 = 1.96;
-const WIDTH = 640;
+const MIN_WIDTH = 320;
+const DEFAULT_WIDTH = 640;
 const MARGIN = { left: 40, right: 16, top: 26, bottom: 30 };
 const ROW = 18;
 
@@ -59,6 +60,8 @@ export function renderScale(container, essays, title) {
     .sort((a, b) => (a.rank ?? Infinity) - (b.rank ?? Infinity));
   if (points.length === 0) return false;
 
+  // Drawn at the width it is shown at, so its text stays readable on a phone.
+  const WIDTH = Math.max(MIN_WIDTH, Math.round(container.clientWidth || DEFAULT_WIDTH));
   let lo = Math.min(...points.map((p) => p.score - Z95 * p.se));
   let hi = Math.max(...points.map((p) => p.score + Z95 * p.se));
   if (hi - lo < 1e-9) {

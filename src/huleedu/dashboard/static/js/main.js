@@ -21,6 +21,7 @@ const state = {
   batches: [],
   submitted: new Map(), // batch_id -> {title, count}: accepted, not yet known to the results service
   openId: null,
+  shown: null, // the open batch's last document, to redraw the chart when the width changes
   dirty: new Set(),
   listDirty: false,
   refreshTimer: null,
@@ -186,7 +187,17 @@ function handleFailure(failure, where) {
 
 // --- one batch ---
 
+function clearBatch() {
+  state.shown = null;
+  $("#batch-title").textContent = "Loading…";
+  for (const selector of ["#batch-status", "#batch-meta", "#phases", "#essays tbody", "#batch-error"]) {
+    $(selector).replaceChildren();
+  }
+  $("#scale").hidden = true;
+}
+
 function openBatch(batchId, { focus }) {
+  if (state.openId !== batchId) clearBatch();
   state.openId = batchId;
   const url = new URL(location.href);
   url.searchParams.set("batch", batchId);
@@ -267,23 +278,25 @@ function essayStatus(essay) {
 function essayRow(essay) {
   const metrics = essay.spellcheck_metrics || {};
   const failed = essay.spellcheck_error_detail || essay.cj_assessment_error_detail;
+  const status = essayStatus(essay);
   const score = typeof essay.cj_score === "number" ? `${number(essay.cj_score)} ± ${number(essay.cj_se)}` : "–";
   return element(
     "tr",
     { "data-essay-id": essay.essay_id, class: failed ? "failed" : null },
     element("td", { class: "num rank", text: essay.cj_rank ?? "–" }),
-    element("td", { class: "name", text: essay.filename || essay.essay_id }),
+    element("td", { class: "name" }, essay.filename || essay.essay_id, ...(failed ? status : [])),
     element("td", { class: "grade", text: essay.letter_grade || "–" }),
     element("td", { class: "confidence", text: confidence(essay.confidence_label, essay.confidence_score) }),
     element("td", { class: "num score", text: score }),
     element("td", { class: "num", text: whole(essay.cj_comparison_count) }),
     element("td", { class: "num corrections", text: whole(essay.spellcheck_correction_count) }),
     element("td", { class: "num", text: whole(metrics.word_count) }),
-    element("td", { class: "status" }, ...essayStatus(essay)),
+    element("td", { class: "status" }, ...(failed ? ["Failed"] : status)),
   );
 }
 
 function renderBatch(batch) {
+  state.shown = batch;
   const section = $("#batch");
   section.dataset.status = batch.overall_status;
   $("#batch-title").textContent = batch.title || batch.batch_id;
@@ -297,6 +310,7 @@ function renderBatch(batch) {
   renderPhases(batch);
   const essays = [...batch.essays].sort((a, b) => (a.cj_rank ?? Infinity) - (b.cj_rank ?? Infinity));
   $("#essays tbody").replaceChildren(...essays.map(essayRow));
+  $("#scale").hidden = false; // shown while drawing: the chart takes the width it is shown at
   $("#scale").hidden = !renderScale($("#scale-chart"), essays, batch.title || batch.batch_id);
 }
 
@@ -430,6 +444,13 @@ function start() {
   $("#submit-form").addEventListener("submit", submitBatch);
   $("#add-anchor").addEventListener("click", addAnchor);
   $("#download-csv").addEventListener("click", downloadCsv);
+  let resizeTimer = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => {
+      if (state.shown && state.shown.batch_id === state.openId) renderBatch(state.shown);
+    }, 150);
+  });
   const token = tokenFromLink() || storedToken();
   if (token) {
     signIn(token);
