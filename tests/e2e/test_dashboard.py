@@ -11,8 +11,10 @@ import csv
 import dataclasses
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -68,8 +70,9 @@ class System:
         assert started.is_set(), f"{names} did not start"
 
 
-@pytest.fixture
-async def system(tmp_path: Path) -> AsyncIterator[System]:
+@asynccontextmanager
+async def whole_system(tmp_path: Path, **overrides: Any) -> AsyncIterator[System]:
+    """Every service but CJ running on a free port until the block ends; `start_cj()` adds it."""
     port = free_port()
     settings = service_settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'huleedu.sqlite'}",
@@ -77,6 +80,7 @@ async def system(tmp_path: Path) -> AsyncIterator[System]:
         allowed_service_ids=[SERVICE_ID, "dashboard"],
         http_port=port,
         email_poll_seconds=0.2,
+        **overrides,
     )
     await upgrade_async(settings.database_url)
     async with build_adapters(settings) as adapters:
@@ -88,6 +92,12 @@ async def system(tmp_path: Path) -> AsyncIterator[System]:
             for stop in reversed(running.stops):
                 stop.set()
             await asyncio.gather(*running.tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def system(tmp_path: Path) -> AsyncIterator[System]:
+    async with whole_system(tmp_path) as running:
+        yield running
 
 
 async def sign_in(page: Page, system: System, user: str) -> None:
@@ -180,3 +190,34 @@ async def test_a_teacher_watches_a_batch_complete_live_and_downloads_its_results
 
     await ada_context.close()
     await bob_context.close()
+
+
+async def test_a_dashboard_whose_socket_keeps_dropping_resumes_and_still_sees_the_batch_complete(
+    chromium: Browser, tmp_path: Path
+) -> None:
+    """The gateway closes a socket whose client was silent for the idle timeout; with a tiny timeout
+    (and server pings far apart) every socket of the page drops within a second or two, so the
+    page must keep resuming with `since`, and the history of two messages cannot cover every gap."""
+    async with whole_system(
+        tmp_path, ws_idle_timeout_seconds=1.0, ws_ping_seconds=60.0, ws_history_max_messages=2
+    ) as system:
+        context = await chromium.new_context()
+        context.set_default_timeout(DEADLINE_MS)
+        page = await context.new_page()
+        sockets: list[str] = []
+        page.on("websocket", lambda socket: sockets.append(socket.url))
+        reloads: list[str] = []
+        page.on("load", lambda loaded: reloads.append(loaded.url))
+        await sign_in(page, system, ADA)
+        reloads.clear()
+
+        await submit_batch(page, "Resumed batch")
+        await expect(page.locator("#batch")).to_have_attribute("data-status", "processing")
+        await system.start_cj()
+
+        await expect(page.locator("#batch")).to_have_attribute("data-status", "completed_successfully")
+        await expect(page.locator("#essays tbody tr td.grade")).to_have_count(4)
+        assert reloads == []
+        resumed = [url for url in sockets if re.search(r"[?&]since=\d+-\d+", url)]
+        assert resumed, f"the page never resumed with a cursor: {sockets}"
+        await context.close()

@@ -280,6 +280,9 @@ async def test_the_page_and_its_scripts_are_served_at_the_root_without_hiding_an
     page = await system.client.get("/")
     script = await system.client.get("/js/main.js")
     health = await system.client.get("/healthz")
+    docs = await system.client.get("/docs")
+    openapi = await system.client.get("/openapi.json")
+    metrics = await system.client.get("/metrics")
     unknown = await system.client.get("/v1/no-such-route")
     missing_file = await system.client.get("/no-such-file.js")
 
@@ -291,6 +294,11 @@ async def test_the_page_and_its_scripts_are_served_at_the_root_without_hiding_an
     assert "javascript" in script.headers["content-type"]
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
+    assert docs.status_code == metrics.status_code == 200
+    assert {"/v1/batches", "/v1/batches/{batch_id}", "/v1/batches/{batch_id}/results.csv"} <= set(
+        openapi.json()["paths"]
+    )
+    assert "huleedu_http_request_seconds" in metrics.text
     for response in (unknown, missing_file):
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "RESOURCE_NOT_FOUND"

@@ -181,6 +181,25 @@ def best_information(settings: EvaluationSettings) -> float:
     return float((1.0 - settings.lapse_rate) ** 2 * settings.discrimination**2 * 0.25)
 
 
+def oracle_budget(settings: EvaluationSettings, population: Population) -> float:
+    """Comparisons per essay that an oracle needs to collect the Fisher information random pairing
+    collects in REFERENCE_BUDGET: it knows the true qualities and gives every essay its most
+    informative partners, each at most once (the no-repeat rule), ignoring that pairs must also
+    fit into waves. A bound no real strategy beats."""
+    qualities = np.array(list(population.qualities.values()))
+    gap = qualities[:, None] - qualities[None, :]
+    information = 0.5 * (_information(settings, gap) + _information(settings, -gap))  # either order
+    np.fill_diagonal(information, -np.inf)
+    target = REFERENCE_BUDGET * float(information[np.isfinite(information)].mean())
+    best_first = -np.sort(-information, axis=1)[:, :-1]
+    collected = np.cumsum(best_first, axis=1).mean(axis=0)  # per essay, from its b best partners
+    reached = int(np.searchsorted(collected, target))
+    if reached >= len(collected):
+        return float(len(collected))
+    before = float(collected[reached - 1]) if reached else 0.0
+    return reached + (target - before) / (float(collected[reached]) - before)
+
+
 def budget_to_reach(curve: FloatArray, target: float) -> float | None:
     """The first budget of SEARCH_BUDGETS at which `curve` (one value per budget) reaches
     `target`, interpolated linearly from the budget before; None if it never does."""
@@ -215,6 +234,8 @@ class Evaluation:
     settings: EvaluationSettings
     results: dict[Strategy, StrategyResult]
     sensitivity: dict[float, dict[Strategy, StrategyResult]]
+    oracle_budgets: list[float]  # one per batch of `results`
+    sensitivity_oracle: dict[float, float]  # mean oracle budget per spread
 
     def target_rho(self, results: dict[Strategy, StrategyResult] | None = None) -> float:
         return (results or self.results)[Strategy.RANDOM].mean_rho(REFERENCE_BUDGET)
@@ -254,12 +275,18 @@ async def evaluate(settings: EvaluationSettings) -> Evaluation:
     strategies = tuple(dict.fromkeys((Strategy.RANDOM, *settings.strategies)))
     budgets = sorted({*settings.budgets, *SEARCH_BUDGETS})
     results = await _run_all(settings, strategies, budgets, settings.repeats, settings.spread)
+    oracle = [
+        oracle_budget(settings, _population(settings, settings.spread, repeat))
+        for repeat in range(settings.repeats)
+    ]
     sensitivity = {}
+    sensitivity_oracle = {}
     for spread in settings.sensitivity_spreads:
-        sensitivity[spread] = await _run_all(
-            settings, strategies, [REFERENCE_BUDGET], max(10, settings.repeats // 2), spread
-        )
-    return Evaluation(settings, results, sensitivity)
+        repeats = max(10, settings.repeats // 2)
+        sensitivity[spread] = await _run_all(settings, strategies, [REFERENCE_BUDGET], repeats, spread)
+        bounds = [oracle_budget(settings, _population(settings, spread, repeat)) for repeat in range(repeats)]
+        sensitivity_oracle[spread] = float(np.mean(bounds))
+    return Evaluation(settings, results, sensitivity, oracle, sensitivity_oracle)
 
 
 async def _run_all(
@@ -272,11 +299,15 @@ async def _run_all(
     results = {strategy: StrategyResult() for strategy in strategies}
     measured = [b for b in budgets if b in settings.budgets or b == REFERENCE_BUDGET]
     for repeat in range(repeats):
-        rng = np.random.default_rng([settings.seed, repeat, int(spread * 1000)])
-        population = simulate_population(settings.n, spread, settings.anchors, rng)
+        population = _population(settings, spread, repeat)
         seed = settings.seed * 1000 + repeat
         for strategy in strategies:
             record = await run_strategy(settings, population, strategy, seed, measured or budgets)
             results[strategy].runs.append(record)
         await asyncio.sleep(0)
     return results
+
+
+def _population(settings: EvaluationSettings, spread: float, repeat: int) -> Population:
+    rng = np.random.default_rng([settings.seed, repeat, int(spread * 1000)])
+    return simulate_population(settings.n, spread, settings.anchors, rng)

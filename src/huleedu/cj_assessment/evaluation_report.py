@@ -103,6 +103,7 @@ def _ceiling(evaluation: Evaluation) -> list[str]:
     top = best_information(settings)
     random_info = results[Strategy.RANDOM].mean_metric(REFERENCE_BUDGET, "information") or 0.0
     bound = REFERENCE_BUDGET * random_info / top if top else float("nan")
+    oracle = sum(evaluation.oracle_budgets) / len(evaluation.oracle_budgets)
     infos = ", ".join(
         f"{strategy} {results[strategy].mean_metric(REFERENCE_BUDGET, 'information') or 0.0:.3f}"
         for strategy in results
@@ -115,11 +116,16 @@ def _ceiling(evaluation: Evaluation) -> list[str]:
         f"{REFERENCE_BUDGET} waves: {infos}. The most one comparison can carry under this judge (a pair "
         f"whose outcome is a fair coin) is {top:.3f}. So even a design whose every comparison were a fair "
         f"coin would need {bound:.1f} comparisons per essay to collect what random pairing collects in "
-        f"{REFERENCE_BUDGET}, {1 - bound / REFERENCE_BUDGET:.0%} fewer: a ceiling no pairing strategy "
-        "reaches, for these reasons:",
+        f"{REFERENCE_BUDGET}, {1 - bound / REFERENCE_BUDGET:.0%} fewer. That ignores the no-repeat rule: "
+        "an oracle that knew the true qualities and gave every essay its most informative partners, "
+        f"each at most once, would need {oracle:.1f} comparisons per essay ({1 - oracle / REFERENCE_BUDGET:.0%} "
+        "fewer), and even that oracle ignores that pairs must fit into waves and that real scores are "
+        "only estimates. No pairing strategy can save more than that here, and real ones save less:",
         "",
-        "- No pair may repeat before all pairs were used, so after w waves every essay has met w different "
-        "partners; late in a run most of its close partners are used up and pairs must reach further.",
+        f"- No pair may repeat before all pairs were used, so after {REFERENCE_BUDGET} waves every essay "
+        f"has met {REFERENCE_BUDGET} different partners out of a pool of "
+        f"{evaluation.settings.n + (len(ANCHOR_GRADES) if evaluation.settings.anchors else 0)}: "
+        "late in a run most of its close partners are used up and pairs must reach further.",
         "- Counts stay balanced, so a strategy cannot spend more comparisons on the essays whose place is "
         "least certain; it can only choose their partners.",
         "- Early waves pair on noisy scores, so 'close' pairs are only roughly close.",
@@ -270,17 +276,24 @@ def _sensitivity(evaluation: Evaluation) -> list[str]:
         "## Sensitivity to the spread of true qualities",
         "",
         "The spread of a batch decides how much pairing can matter: random pairs of very different essays "
-        f"tell little, so the wider the spread, the more adaptive pairing saves. {_sensitivity_repeats(evaluation)}",
+        "tell little, so the wider the spread, the more adaptive pairing saves. The oracle bound is the one "
+        f"described above, for that spread. {_sensitivity_repeats(evaluation)}",
         "",
-        "| true SD (logits) | random rho at 20 | " + " | ".join(f"{s} needs" for s in strategies) + " |",
-        "|---|---|" + "---|" * len(strategies),
+        "| true SD (logits) | random rho at 20 | "
+        + " | ".join(f"{s} needs" for s in strategies)
+        + " | oracle bound |",
+        "|---|---|" + "---|" * (len(strategies) + 1),
     ]
     for spread, results in sorted(evaluation.sensitivity.items()):
         cells = " | ".join(
             f"{_needed(evaluation.needed(s, results))} ({_saving(evaluation.needed(s, results))} fewer)"
             for s in strategies
         )
-        lines.append(f"| {spread:g} | {evaluation.target_rho(results):.3f} | {cells} |")
+        oracle = evaluation.sensitivity_oracle[spread]
+        lines.append(
+            f"| {spread:g} | {evaluation.target_rho(results):.3f} | {cells} "
+            f"| {_needed(oracle)} ({_saving(oracle)} fewer) |"
+        )
     return lines
 
 

@@ -314,6 +314,10 @@ class InMemoryBus:
         retry_initial_seconds: float = 0.1,
         retry_max_seconds: float = 10.0,
     ) -> None:
+        if max_batch_records < 1:
+            raise ValueError("max_batch_records must be at least 1")
+        if not 0 < retry_initial_seconds <= retry_max_seconds:
+            raise ValueError("retry delays must satisfy 0 < retry_initial_seconds <= retry_max_seconds")
         self.broker = broker if broker is not None else InMemoryBroker()
         self._delivery = _Delivery(max_batch_records, retry_initial_seconds, retry_max_seconds)
         self._subscriptions: list[tuple[str, tuple[str, ...], BatchHandler]] = []

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -168,7 +169,8 @@ class TansuBroker:
     def stop(self) -> None:
         if self._process is None:
             return
-        self._process.terminate()
+        # SIGINT: Tansu exits at once; on SIGTERM it waits ~5 s for connected clients.
+        self._process.send_signal(signal.SIGINT)
         try:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
