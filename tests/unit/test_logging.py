@@ -100,7 +100,7 @@ def test_an_exception_is_rendered_in_the_json_line() -> None:
 def test_a_token_in_a_library_log_line_is_redacted() -> None:
     stream = io.StringIO()
     configure_logging(Settings(log_level="INFO"), stream=stream)
-    logging.getLogger("uvicorn.error").info(
+    logging.getLogger("huleedu.tests.a_library").info(  # uvicorn logs WebSocket paths like this
         '%s - "WebSocket %s" %d', "127.0.0.1:1", "/ws?token=abc.def.ghi&since=5", 101
     )
     output = stream.getvalue()

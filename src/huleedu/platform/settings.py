@@ -125,6 +125,18 @@ class Settings(BaseSettings):
     # assessment
     cj_judge: Literal["heuristic", "simulated", "llm"] = "heuristic"
     content_url: str | None = None
+    cj_max_comparisons_per_essay: int = Field(
+        default=20, ge=1, le=200, description="comparison budget per essay unless the request sets one"
+    )
+    cj_max_concurrent_judgements: int = Field(default=8, ge=1, description="judge calls in flight per run")
+    cj_llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible API up to its version, e.g. https://api.openai.com/v1"
+    )
+    cj_llm_model: str | None = None
+    cj_llm_api_key: SecretStr | None = None
+    cj_llm_timeout_seconds: float = Field(default=60.0, gt=0, description="per HTTP attempt")
+    cj_llm_max_concurrency: int = Field(default=4, ge=1, description="requests in flight to the model")
+    cj_llm_requests_per_minute: float | None = Field(default=None, gt=0, description="unset: no spacing")
 
     # logging
     log_format: Literal["console", "json"] = "console"
@@ -151,7 +163,9 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
-    @field_validator("kafka_bootstrap_servers", "smtp_host", "content_url", "ras_url")
+    @field_validator(
+        "kafka_bootstrap_servers", "smtp_host", "content_url", "ras_url", "cj_llm_base_url", "cj_llm_model"
+    )
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None

@@ -29,6 +29,7 @@ TABLE_MODULES = (
     "huleedu.content.tables",
     "huleedu.intake.tables",
     "huleedu.essay_lifecycle.tables",
+    "huleedu.cj_assessment.tables",
 )
 
 

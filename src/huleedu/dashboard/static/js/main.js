@@ -189,6 +189,7 @@ function handleFailure(failure, where) {
 
 function clearBatch() {
   state.shown = null;
+  delete $("#batch").dataset.status;
   $("#batch-title").textContent = "Loading…";
   for (const selector of ["#batch-status", "#batch-meta", "#phases", "#essays tbody", "#batch-error"]) {
     $(selector).replaceChildren();
@@ -222,6 +223,12 @@ async function loadBatch(batchId) {
     if (state.openId !== batchId) return;
     if (failure instanceof ApiError && failure.status === 404 && state.submitted.has(batchId)) {
       renderSubmitted(batchId, state.submitted.get(batchId));
+      return;
+    }
+    if (failure instanceof ApiError && failure.status === 404) {
+      clearBatch();
+      $("#batch-title").textContent = "Batch not found";
+      $("#batch-error").textContent = "Batch not found: none of your batches has this id.";
       return;
     }
     handleFailure(failure, "#batch-error");

@@ -1,0 +1,218 @@
+"""Issue 5 on PostgreSQL, Redis and the broker: a CJAssessmentRequestedV1 for 30 essays and 6 graded
+anchors, judged by the heuristic judge, is announced exactly once thin (for ELS) and once rich (for
+RAS) with the request's correlation id; the rich event ranks, grades and counts, the thin one only
+names ids, counts and status."""
+
+import asyncio
+import time
+from collections.abc import Iterator
+from uuid import uuid4
+
+from sqlalchemy import select, text
+
+from huleedu.cj_assessment.repository import CJJobs
+from huleedu.cj_assessment.tables import cj_jobs
+from huleedu.content.store import ContentStore
+from huleedu.contracts.envelope import wrap
+from huleedu.contracts.events import AnchorRef, CJAssessmentRequestedV1, EssayRef
+from huleedu.demo_data.sample import anchors, essays
+from huleedu.messaging.bus import OutboundRecord
+from huleedu.messaging.tables import event_outbox
+from huleedu.storage.engine import Sessions, create_engine, session_factory
+from huleedu.testing.running import DEADLINE_SECONDS, poll, production_settings, running
+from huleedu.testing.topic_reader import TopicReader
+
+STUDENTS = 30
+BUDGET = 20  # the default comparisons per essay
+THIN_KEYS = {
+    "batch_id",
+    "cj_assessment_job_id",
+    "status",
+    "processing_summary",
+    "total_essays",
+    "successful",
+    "failed",
+    "successful_essay_ids",
+    "failed_essay_ids",
+    "processing_time_seconds",
+}
+SCORING_KEYS = {"bt_score", "bt_se", "rank", "letter_grade", "normalized_score", "confidence_score"}
+
+
+def student_texts() -> list[str]:
+    """Thirty distinct essays: the 24 of the sample, and six more that append the opening
+    paragraph of another sample essay to one of them."""
+    sample = [essay.text for essay in essays()]
+    extra = [f"{sample[i]}\n\n{sample[-1 - i].split(chr(10) * 2)[0]}" for i in range(STUDENTS - len(sample))]
+    texts = sample + extra
+    assert len(set(texts)) == STUDENTS
+    return texts
+
+
+def keys_of(value: object) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield key
+            yield from keys_of(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from keys_of(inner)
+
+
+async def test_a_30_essay_request_with_6_anchors_is_announced_once_thin_and_once_rich(
+    postgres_url: str, redis_url: str, redis_prefix: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    settings = production_settings(postgres_url, redis_url, redis_prefix, kafka_bootstrap, topic_prefix)
+    topics = settings.topics
+    reader = TopicReader(settings, [topics.cj_assessment_completed, topics.cj_assessment_result])
+    graded = anchors()
+    async with running(settings, ["cj"]) as (adapters, _client):
+        await reader.start()
+        try:
+            async with adapters.sessions() as session:
+                ids = await ContentStore(session).put_many(student_texts() + [a.text for a in graded])
+                await session.commit()
+            batch_id = str(uuid4())
+            student_ids = [f"student-{i:02}" for i in range(STUDENTS)]
+            data = CJAssessmentRequestedV1(
+                batch_id=batch_id,
+                user_id="teacher-cj",
+                essays=[EssayRef(essay_id=e, text_storage_id=ids[i]) for i, e in enumerate(student_ids)],
+                anchors=[
+                    AnchorRef(anchor_id=f"anchor-{a.name}", text_storage_id=ids[STUDENTS + i], grade=a.name)
+                    for i, a in enumerate(graded)
+                ],
+            )
+            request = wrap(
+                data,
+                topic=topics.cj_assessment_requested,
+                source_service="intake_service",
+                correlation_id=uuid4(),
+            )
+            sent_at = time.perf_counter()
+            [outcome] = await adapters.bus.publish(
+                [
+                    OutboundRecord(
+                        topics.cj_assessment_requested,
+                        request.to_bytes(),
+                        batch_id.encode(),
+                        request.record_headers(),
+                    )
+                ]
+            )
+            assert outcome is None
+
+            def both_arrived() -> bool:
+                return bool(
+                    reader.of_batch(topics.cj_assessment_completed, batch_id)
+                    and reader.of_batch(topics.cj_assessment_result, batch_id)
+                )
+
+            await reader.wait_until(both_arrived, seconds=DEADLINE_SECONDS)
+            print(f"\nrequest published -> both events read: {time.perf_counter() - sent_at:.2f} s")
+
+            # Exactly once at the source: two outbox rows, both acknowledged by the broker (the relay
+            # never sends a row again once it is marked), and the request's job recorded once.
+            async def published() -> list[str] | None:
+                async with adapters.sessions() as session:
+                    rows = (
+                        await session.execute(
+                            select(event_outbox.c.topic, event_outbox.c.published_at).where(
+                                event_outbox.c.service == "cj_assessment", event_outbox.c.key == batch_id
+                            )
+                        )
+                    ).all()
+                return [row.topic for row in rows] if all(row.published_at for row in rows) else None
+
+            assert sorted(await poll(published)) == sorted(
+                [topics.cj_assessment_completed, topics.cj_assessment_result]
+            )
+            async with adapters.sessions() as session:
+                jobs = (await session.execute(select(cj_jobs.c.batch_id))).scalars().all()
+            assert jobs == [batch_id]
+        finally:
+            await reader.stop()
+
+    [thin] = reader.of_batch(topics.cj_assessment_completed, batch_id)
+    [rich] = reader.of_batch(topics.cj_assessment_result, batch_id)
+    assert thin["correlation_id"] == rich["correlation_id"] == str(request.correlation_id)
+    assert thin["data"]["cj_assessment_job_id"] == rich["data"]["cj_assessment_job_id"]
+
+    # ELS learns ids, counts and status, nothing that scores or grades.
+    assert set(keys_of(thin["data"])) == THIN_KEYS
+    assert not SCORING_KEYS & set(keys_of(thin))
+    assert thin["data"]["status"] == "completed_successfully"
+    summary = thin["data"]["processing_summary"]
+    assert (summary["total_essays"], summary["successful"], summary["failed"]) == (STUDENTS, STUDENTS, 0)
+    assert summary["successful_essay_ids"] == student_ids
+    assert summary["failed_essay_ids"] == []
+
+    # RAS learns ranks 1..30, grades with confidences, and real comparison counts.
+    results = rich["data"]["essay_results"]
+    students = [r for r in results if not r["is_anchor"]]
+    anchored = [r for r in results if r["is_anchor"]]
+    assert [r["essay_id"] for r in students] == student_ids
+    assert sorted(r["rank"] for r in students) == list(range(1, STUDENTS + 1))
+    for result in students:
+        assert result["status"] == "completed"
+        assert result["letter_grade"] is not None
+        assert 0.0 <= result["confidence_score"] <= 1.0
+        assert result["confidence_label"] in {"HIGH", "MID", "LOW"}
+        assert result["bt_se"] > 0.0
+    assert [(r["essay_id"], r["letter_grade"], r["rank"]) for r in anchored] == [
+        (f"anchor-{a.name}", a.name, None) for a in graded
+    ]
+    metadata = rich["data"]["assessment_metadata"]
+    print(
+        f"run: {metadata['processing_duration_seconds']} s, {metadata['comparisons_total']} comparisons, "
+        f"stop: {metadata['stop_reason']}, SSR {metadata['scale_separation_reliability']:.3f}"
+    )
+    counts = [r["comparison_count"] for r in results]
+    assert all(0 < count <= BUDGET for count in counts)
+    assert sum(counts) == 2 * metadata["comparisons_total"]
+    assert metadata["anchors_used"] == len(graded)
+    assert metadata["scale_separation_reliability"] > 0.5
+    assert rich["data"]["model_used"] == "heuristic-text-quality"
+
+
+async def blocked(sessions: Sessions) -> bool | None:
+    """True once some transaction waits for a lock (the racing claim), else None."""
+    async with sessions() as session:
+        waiting = await session.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
+    return True if waiting else None
+
+
+async def test_two_concurrent_claims_of_one_batch_on_postgresql_let_exactly_one_run(
+    postgres_url: str,
+) -> None:
+    engine = create_engine(postgres_url)
+    sessions = session_factory(engine)
+    batch_id = str(uuid4())
+    try:
+        async with sessions() as first, sessions() as second:
+            assert await CJJobs(first).claim(batch_id, uuid4(), uuid4(), uuid4())
+            # The second claim waits on the first's uncommitted row; once that commits, it yields.
+            racing = asyncio.create_task(CJJobs(second).claim(batch_id, uuid4(), uuid4(), uuid4()))
+            await poll(lambda: blocked(sessions))
+            await first.commit()
+            assert await racing is False
+            await second.rollback()
+
+        other = str(uuid4())
+        async with sessions() as first, sessions() as second:
+            assert await CJJobs(first).claim(other, uuid4(), uuid4(), uuid4())
+            racing = asyncio.create_task(CJJobs(second).claim(other, uuid4(), uuid4(), uuid4()))
+            await poll(lambda: blocked(sessions))
+            await first.rollback()  # the first run failed: the batch is free again
+            assert await racing is True
+            await second.commit()
+
+        async with sessions() as session:
+            claimed = (
+                await session.execute(
+                    select(cj_jobs.c.batch_id).where(cj_jobs.c.batch_id.in_([batch_id, other]))
+                )
+            ).scalars()
+            assert sorted(claimed) == sorted([batch_id, other])
+    finally:
+        await engine.dispose()
