@@ -221,12 +221,14 @@ async def _show_sample(settings: Settings, base_url: str, out: TextIO) -> None:
     out.write("".join(f"  {line}\n" for line in results_table(batch)))
     email = await _email_file(settings.mail_dir, batch_id)
     out.write(f"\nEmail to {DEMO_EMAIL}: {email}\n")
-    out.write(
-        f"\nDashboard (signed in): {base_url}/?batch={batch_id}#token={token}\n"
-        f"Dashboard:              {base_url}/\n"
-        f"Token for {DEMO_USER}:  {token}\n"
-        f"API docs:               {base_url}/docs\n"
-    )
+    shown = {
+        "Dashboard (signed in)": f"{base_url}/?batch={batch_id}#token={token}",
+        "Dashboard": f"{base_url}/",
+        f"Token of {DEMO_USER}": token,
+        "API docs": f"{base_url}/docs",
+    }
+    width = max(len(label) for label in shown) + 2
+    out.write("\n" + "".join(f"{label + ':':<{width}}{value}\n" for label, value in shown.items()))
     out.flush()
 
 

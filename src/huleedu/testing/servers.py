@@ -70,10 +70,13 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-def create_database(prefix: str = "huleedu_test") -> str:
-    """Create a fresh, empty database; returns its `postgresql+asyncpg://` URL."""
+def create_database(prefix: str = "huleedu_test", *, template: str | None = None) -> str:
+    """Create a fresh database, empty or a copy of `template` (the URL of a database nobody is
+    connected to: copying a migrated one is much faster than migrating); returns its
+    `postgresql+asyncpg://` URL."""
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    copy = f' TEMPLATE "{template.rsplit("/", 1)[1]}"' if template else ""
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"{copy}'))
     return _async_url(POSTGRES_ADMIN_URL, name)
 
 

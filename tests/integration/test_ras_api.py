@@ -1,15 +1,17 @@
-"""The RAS query API in embedded mode (SQLite, memory cache): every status code, the exact shapes
-of CONTRACTS.md, and no stale read after an update."""
+"""The RAS query API in both modes (SQLite + memory cache, PostgreSQL + Redis): every status code,
+the exact shapes of CONTRACTS.md, and no stale read after an update."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from huleedu.contracts.topics import Topics
+from huleedu.storage.migrations import upgrade
 from huleedu.testing import ras_events as ev
+from huleedu.testing import servers
 from huleedu.testing.ras_app import API_KEY, SERVICE_ID, RasProcess, ras_process, ras_settings
 
 TOPICS = Topics()
@@ -28,11 +30,35 @@ ESSAY_FIELDS = {
 ERROR_FIELDS = {"code", "message", "correlation_id", "service", "operation", "timestamp", "details"}
 
 
-@pytest.fixture
-async def ras(tmp_path: Path) -> AsyncIterator[RasProcess]:
-    settings = ras_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/ras.sqlite")
-    async with ras_process(settings) as process:
-        yield process
+@pytest.fixture(scope="module")
+def migrated_template() -> Iterator[str]:
+    """A migrated PostgreSQL database that each test copies (faster than migrating each time)."""
+    url = servers.create_database("huleedu_template")
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        servers.drop_database(url)
+
+
+@pytest.fixture(params=["embedded", "production"])
+async def ras(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, redis_prefix: str, migrated_template: str
+) -> AsyncIterator[RasProcess]:
+    """A RAS with an empty database of its own: SQLite and memory cache, or PostgreSQL and Redis."""
+    if request.param == "embedded":
+        async with ras_process(
+            ras_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/ras.sqlite")
+        ) as process:
+            yield process
+        return
+    database = await asyncio.to_thread(servers.create_database, template=migrated_template)
+    try:
+        settings = ras_settings(database_url=database, redis_url=redis_url, redis_key_prefix=redis_prefix)
+        async with ras_process(settings, migrate=False) as process:
+            yield process
+    finally:
+        await asyncio.to_thread(servers.drop_database, database)
 
 
 def essays(batch_id: str, n: int = 3) -> list[str]:
