@@ -103,7 +103,7 @@ async def counter(port: int, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-async def run(total: int, clients: int) -> None:
+async def run(total: int, clients: int, writes_per_second: float) -> None:
     database = await asyncio.to_thread(servers.create_database, "huleedu_bench")
     broker = servers.TansuBroker()
     broker.start()
@@ -159,7 +159,7 @@ async def run(total: int, clients: int) -> None:
                 await publish_all(
                     bus, [ev.spellcheck_result(topics, target, essay, corrections=n % 7, at=at)]
                 )
-                await asyncio.sleep(0.05)  # 20 result updates per second
+                await asyncio.sleep(1 / writes_per_second)
 
         async def reader(index: int) -> None:
             connection = await Connection.open(ras.port)
@@ -187,7 +187,7 @@ async def run(total: int, clients: int) -> None:
         print(
             f"  mixed     hit rate {hits / (hits + misses):.1%}  ({reads:.0f} reads in 10 s: {hits:.0f} hits,"
             f" {misses:.0f} database loads, {coalesced:.0f} served by a concurrent load;"
-            f" 20 result updates/s across 20 batches)"
+            f" {writes_per_second:g} result updates/s across 20 batches)"
         )
     finally:
         await bus.stop()
@@ -204,8 +204,11 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--writes-per-second", type=float, default=10.0, help="result updates in the mixed run"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.requests, args.clients))
+    asyncio.run(run(args.requests, args.clients, args.writes_per_second))
 
 
 if __name__ == "__main__":
