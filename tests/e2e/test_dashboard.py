@@ -131,6 +131,9 @@ async def test_a_teacher_watches_a_batch_complete_live_and_downloads_its_results
     for context in (ada_context, bob_context):
         context.set_default_timeout(DEADLINE_MS)
     ada, bob = await ada_context.new_page(), await bob_context.new_page()
+    script_errors: list[str] = []
+    for page in (ada, bob):
+        page.on("pageerror", lambda error: script_errors.append(str(error)))
     await sign_in(bob, system, BOB)
     await sign_in(ada, system, ADA)
     reloads: list[str] = []
@@ -187,6 +190,7 @@ async def test_a_teacher_watches_a_batch_complete_live_and_downloads_its_results
     async with httpx.AsyncClient(base_url=system.url) as client:
         response = await client.get(f"/v1/batches/{batch_id}", headers=teacher_headers(system.settings, BOB))
     assert response.status_code == 404
+    assert script_errors == []
 
     await ada_context.close()
     await bob_context.close()
@@ -204,6 +208,8 @@ async def test_a_dashboard_whose_socket_keeps_dropping_resumes_and_still_sees_th
         context = await chromium.new_context()
         context.set_default_timeout(DEADLINE_MS)
         page = await context.new_page()
+        script_errors: list[str] = []
+        page.on("pageerror", lambda error: script_errors.append(str(error)))
         sockets: list[str] = []
         page.on("websocket", lambda socket: sockets.append(socket.url))
         reloads: list[str] = []
@@ -220,4 +226,5 @@ async def test_a_dashboard_whose_socket_keeps_dropping_resumes_and_still_sees_th
         assert reloads == []
         resumed = [url for url in sockets if re.search(r"[?&]since=\d+-\d+", url)]
         assert resumed, f"the page never resumed with a cursor: {sockets}"
+        assert script_errors == []
         await context.close()

@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from huleedu.contracts.topics import Topics
+from huleedu.dashboard import app as dashboard_app
 from huleedu.platform.bootstrap import build_adapters
+from huleedu.platform.http import create_app
 from huleedu.platform.runner import build_unit, run_units
 from huleedu.platform.settings import Settings
 from huleedu.testing import ras_events as ev
@@ -312,3 +314,23 @@ def test_the_page_loads_nothing_from_another_origin() -> None:
         for marker in ("http://", "https://", "//cdn", "fonts.googleapis"):
             allowed = marker == "http://" and name in {"chart.js", "favicon.svg"}  # SVG namespace URIs
             assert allowed or marker not in text, f"{name} refers to {marker}"
+
+
+async def test_a_websocket_to_a_path_without_a_route_is_refused_by_the_page_mount(tmp_path: Path) -> None:
+    settings = service_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.sqlite'}")
+    async with build_adapters(settings) as adapters:  # nothing connects: the refusal needs no database
+        app = create_app([dashboard_app.build(adapters)], adapters)
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return {"type": "websocket.connect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {"type": "websocket", "path": "/not-a-socket", "raw_path": b"/not-a-socket", "root_path": "",
+                 "query_string": b"", "headers": [], "scheme": "ws", "server": ("test", 80), "client": ("t", 1),
+                 "subprotocols": [], "asgi": {"version": "3.0"}, "app": app}  # fmt: skip
+        await app(scope, receive, send)
+
+    assert sent == [{"type": "websocket.close", "code": 1008}]

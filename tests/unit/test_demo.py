@@ -2,18 +2,24 @@
 mode, `--exit`), which must end with the results table, the email file and a working dashboard URL."""
 
 import re
+import signal
+import subprocess
+import time
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 from typer.testing import CliRunner
 
 from huleedu.demo_data import sample
 from huleedu.platform.cli import build_cli
-from huleedu.platform.demo import demo_settings, display_host, progress_bar, results_table
+from huleedu.platform.demo import demo_settings
+from huleedu.platform.demo_report import display_host, progress_bar, results_table
 from huleedu.platform.settings import Settings
+from huleedu.testing.processes import huleedu_command
 
 
 def test_the_sample_is_24_essays_and_6_anchors_of_80_to_200_words() -> None:
@@ -145,10 +151,48 @@ def test_huleedu_demo_prints_the_results_the_email_file_and_a_working_signed_in_
     assert link.group(3) == batch_id.group(1)
     claims = jwt.decode(link.group(4), options={"verify_signature": False})
     assert claims["sub"] == "demo-teacher"
-    # --exit stopped the server: the URL worked while it ran (the script used it), not after.
+    with pytest.raises(httpx.ConnectError):  # --exit: nothing serves any more
+        httpx.get(link.group(1) + "/", timeout=2.0)
+
+
+def test_huleedu_demo_keeps_serving_the_dashboard_until_ctrl_c(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [*huleedu_command(), "demo", "--dir", str(tmp_path / "demo"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        httpx.get(link.group(1) + "/", timeout=1.0)
-    except httpx.ConnectError:
-        pass
-    else:
-        raise AssertionError("the demo still serves after --exit")
+        assert process.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 90
+        while not any(line.startswith("Serving until Ctrl-C") for line in lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            line = process.stdout.readline()
+            assert line, "the demo ended early:\n" + "".join(lines)
+            lines.append(line)
+        output = "".join(lines)
+        link = re.search(
+            r"Dashboard \(signed in\): (http://127\.0\.0\.1:\d+)/\?batch=(\S+)#token=(\S+)", output
+        )
+        assert link, output
+        base, batch_id, token = link.groups()
+
+        page = httpx.get(base + "/", timeout=5.0)
+        batch = httpx.get(
+            f"{base}/v1/batches/{batch_id}", headers={"Authorization": f"Bearer {token}"}, timeout=5.0
+        )
+
+        assert page.status_code == 200
+        assert "HuleEdu Results" in page.text
+        assert batch.status_code == 200
+        assert batch.json()["overall_status"] == "completed_successfully"
+        assert len(batch.json()["essays"]) == 24
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert code == 0
