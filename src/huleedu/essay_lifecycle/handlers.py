@@ -10,13 +10,14 @@ raises, so the consumer goes on.
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 import structlog
 
 from huleedu.contracts.enums import CJAssessmentStatus, EssayStatus, PhaseName
 from huleedu.contracts.enums import ProcessingStage as Stage
+from huleedu.contracts.errors import utc_now
 from huleedu.contracts.events import BatchEssaysRegisteredV1, CJAssessmentCompletedV1, SpellcheckCompletedV1
 from huleedu.essay_lifecycle import metrics
 from huleedu.essay_lifecycle.model import Essay, Verdict, record_outcome, registered
@@ -27,10 +28,6 @@ from huleedu.storage.unit_of_work import UnitOfWork
 log = structlog.get_logger(__name__)
 
 DEFERRED_STEP = timedelta(microseconds=1)  # keeps deferred outcomes ordered after their registration
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

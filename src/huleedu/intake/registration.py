@@ -4,13 +4,14 @@ failure leaves nothing behind and a success is announced exactly as stored."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID, uuid4
 
 from huleedu.content.store import ContentStore
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.enums import PhaseName
 from huleedu.contracts.envelope import wrap
+from huleedu.contracts.errors import utc_now
 from huleedu.contracts.events import (
     AnchorRef,
     BatchEssaysRegisteredV1,
@@ -27,10 +28,6 @@ from huleedu.storage.engine import Sessions
 from huleedu.storage.unit_of_work import UnitOfWork
 
 SOURCE_SERVICE = "intake_service"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ rule under the batch lock and emits what became true, through the outbox, in the
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
 from huleedu.contracts.enums import ErrorCode
 from huleedu.contracts.envelope import EventEnvelope
-from huleedu.contracts.errors import ErrorDetail
+from huleedu.contracts.errors import ErrorDetail, utc_now
 from huleedu.contracts.events import (
     AssessmentResultV1,
     BatchEssaysRegisteredV1,
@@ -31,10 +31,6 @@ from huleedu.result_aggregator.repository import BatchRepository
 from huleedu.storage.unit_of_work import UnitOfWork
 
 Invalidate = Callable[[Iterable[str], Iterable[str]], Awaitable[None]]  # (batch ids, user ids)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
