@@ -13,6 +13,7 @@ import pytest
 from huleedu.platform.logging import configure_logging
 from huleedu.platform.settings import Settings
 from huleedu.testing import servers
+from huleedu.testing.services import migrated_sqlite
 
 TESTS = Path(__file__).parent
 
@@ -38,6 +39,15 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         servers.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite database that embedded-mode tests copy (`testing.services.copy_sqlite`):
+    copying takes milliseconds, migrating a second or two."""
+    path = tmp_path_factory.mktemp("template") / "huleedu.sqlite"
+    migrated_sqlite(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,12 @@ def migrated_template() -> Iterator[str]:
 
 @pytest.fixture(params=["embedded", "production"])
 async def ras(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, redis_prefix: str, migrated_template: str
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    redis_url: str,
+    redis_prefix: str,
+    migrated_template: str,
+    sqlite_template: Path,
 ) -> AsyncIterator[RasProcess]:
     """A RAS with an empty database of its own: SQLite and memory cache, or PostgreSQL and Redis."""
     if request.param == "embedded":

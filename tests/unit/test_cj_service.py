@@ -22,7 +22,6 @@ from huleedu.platform.runner import build_unit
 from huleedu.testing.services import (
     Services,
     copy_sqlite,
-    migrated_sqlite,
     running_services,
     service_settings,
 )
@@ -44,16 +43,9 @@ THIN_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "huleedu.sqlite"
-    migrated_sqlite(path)
-    return path
-
-
 @pytest.fixture
-async def services(template: Path, tmp_path: Path) -> AsyncIterator[Services]:
-    settings = service_settings(database_url=copy_sqlite(template, tmp_path / "huleedu.sqlite"))
+async def services(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Services]:
+    settings = service_settings(database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"))
     async with running_services(settings, ["cj"]) as running:
         yield running
 
@@ -252,10 +244,10 @@ async def test_the_requests_budget_bounds_every_essays_comparisons(services: Ser
 
 
 async def test_without_a_budget_in_the_request_the_configured_one_applies(
-    template: Path, tmp_path: Path
+    sqlite_template: Path, tmp_path: Path
 ) -> None:
     settings = service_settings(
-        database_url=copy_sqlite(template, tmp_path / "huleedu.sqlite"), cj_max_comparisons_per_essay=4
+        database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"), cj_max_comparisons_per_essay=4
     )
     async with running_services(settings, ["cj"]) as services:
         await services.feed("cj", [await request(services, max_comparisons_per_essay=None)])
@@ -265,9 +257,13 @@ async def test_without_a_budget_in_the_request_the_configured_one_applies(
     assert max(counts) == 4
 
 
-async def test_the_llm_judge_without_an_endpoint_refuses_to_start(template: Path, tmp_path: Path) -> None:
+async def test_the_llm_judge_without_an_endpoint_refuses_to_start(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
     settings = service_settings(
-        database_url=copy_sqlite(template, tmp_path / "huleedu.sqlite"), cj_judge="llm", cj_llm_model="m"
+        database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"),
+        cj_judge="llm",
+        cj_llm_model="m",
     )
     async with build_adapters(settings) as adapters:
         with pytest.raises(JudgeNotConfigured, match="HULEEDU_CJ_LLM_BASE_URL"):

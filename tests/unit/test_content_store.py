@@ -22,7 +22,6 @@ from huleedu.testing.services import (
     INTERNAL_HEADERS,
     Services,
     copy_sqlite,
-    migrated_sqlite,
     running_services,
     service_settings,
 )
@@ -30,16 +29,9 @@ from huleedu.testing.services import (
 TEXT = "Ett kort prov: åäö, naïve café.\nSecond line."
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "huleedu.sqlite"
-    migrated_sqlite(path)
-    return path
-
-
 @pytest.fixture
-async def intake(template: Path, tmp_path: Path) -> AsyncIterator[Services]:
-    settings = service_settings(database_url=copy_sqlite(template, tmp_path / "huleedu.sqlite"))
+async def intake(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Services]:
+    settings = service_settings(database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"))
     async with running_services(settings, ["intake"]) as services:
         yield services
 

@@ -24,7 +24,6 @@ from huleedu.testing.services import (
     SERVICE_ID,
     Services,
     copy_sqlite,
-    migrated_sqlite,
     running_services,
     service_settings,
     teacher_headers,
@@ -36,17 +35,10 @@ ALLOWED = [SERVICE_ID, "dashboard"]
 ERROR_FIELDS = {"code", "message", "correlation_id", "service", "operation", "timestamp", "details"}
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "huleedu.sqlite"
-    migrated_sqlite(path)
-    return path
-
-
 @pytest.fixture
-def settings(template: Path, tmp_path: Path) -> Settings:
+def settings(sqlite_template: Path, tmp_path: Path) -> Settings:
     return service_settings(
-        database_url=copy_sqlite(template, tmp_path / "huleedu.sqlite"), allowed_service_ids=ALLOWED
+        database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"), allowed_service_ids=ALLOWED
     )
 
 
@@ -210,10 +202,11 @@ async def test_every_teacher_route_refuses_a_request_without_a_valid_token(
 
 
 async def test_a_results_service_that_refuses_the_dashboard_is_a_502_not_the_teachers_fault(
-    template: Path, tmp_path: Path
+    sqlite_template: Path, tmp_path: Path
 ) -> None:
     settings = service_settings(
-        database_url=copy_sqlite(template, tmp_path / "refused.sqlite"), allowed_service_ids=[SERVICE_ID]
+        database_url=copy_sqlite(sqlite_template, tmp_path / "refused.sqlite"),
+        allowed_service_ids=[SERVICE_ID],
     )
     async with running_services(settings, ["ras", "dashboard"]) as services:
         response = await get(services, settings, TEACHER, "/v1/batches")
@@ -222,9 +215,9 @@ async def test_a_results_service_that_refuses_the_dashboard_is_a_502_not_the_tea
     assert response.json()["error"]["details"] == {"upstream_status": 403}
 
 
-async def test_an_unreachable_results_service_is_a_503(template: Path, tmp_path: Path) -> None:
+async def test_an_unreachable_results_service_is_a_503(sqlite_template: Path, tmp_path: Path) -> None:
     settings = service_settings(
-        database_url=copy_sqlite(template, tmp_path / "alone.sqlite"),
+        database_url=copy_sqlite(sqlite_template, tmp_path / "alone.sqlite"),
         allowed_service_ids=ALLOWED,
         ras_url=f"http://127.0.0.1:{free_port()}",
         ras_timeout_seconds=2.0,
@@ -236,12 +229,12 @@ async def test_an_unreachable_results_service_is_a_503(template: Path, tmp_path:
 
 
 async def test_a_dashboard_of_its_own_reads_a_results_service_in_another_process_over_http(
-    template: Path, tmp_path: Path
+    sqlite_template: Path, tmp_path: Path
 ) -> None:
     """`huleedu serve dashboard` with HULEEDU_RAS_URL: RAS listens on a real port here."""
     ras_port = free_port()
     ras_settings = service_settings(
-        database_url=copy_sqlite(template, tmp_path / "ras.sqlite"),
+        database_url=copy_sqlite(sqlite_template, tmp_path / "ras.sqlite"),
         allowed_service_ids=ALLOWED,
         http_port=ras_port,
     )

@@ -15,7 +15,6 @@ from huleedu.testing.services import (
     INTERNAL_HEADERS,
     Services,
     copy_sqlite,
-    migrated_sqlite,
     running_services,
     service_settings,
 )
@@ -25,16 +24,9 @@ TOPICS = Topics()
 ESSAYS = ["e1", "e2", "e3"]
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "huleedu.sqlite"
-    migrated_sqlite(path)
-    return path
-
-
 @pytest.fixture
-async def els(template: Path, tmp_path: Path) -> AsyncIterator[Services]:
-    settings = service_settings(database_url=copy_sqlite(template, tmp_path / "huleedu.sqlite"))
+async def els(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Services]:
+    settings = service_settings(database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"))
     async with running_services(settings, ["els"]) as services:
         services.client.headers.update(INTERNAL_HEADERS)
         yield services

@@ -21,7 +21,6 @@ from huleedu.testing.essays import misspelt_essay
 from huleedu.testing.services import (
     Services,
     copy_sqlite,
-    migrated_sqlite,
     running_services,
     service_settings,
     teacher_headers,
@@ -32,16 +31,9 @@ ERROR_FIELDS = {"code", "message", "correlation_id", "service", "operation", "ti
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "huleedu.sqlite"
-    migrated_sqlite(path)
-    return path
-
-
 @pytest.fixture
-async def intake(template: Path, tmp_path: Path) -> AsyncIterator[Services]:
-    settings = service_settings(database_url=copy_sqlite(template, tmp_path / "huleedu.sqlite"))
+async def intake(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Services]:
+    settings = service_settings(database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"))
     async with running_services(settings, ["intake"]) as services:
         services.client.headers.update(teacher_headers(settings, USER))
         yield services

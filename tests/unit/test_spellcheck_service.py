@@ -29,7 +29,6 @@ from huleedu.testing.services import (
     INTERNAL_HEADERS,
     Services,
     copy_sqlite,
-    migrated_sqlite,
     running_services,
     service_settings,
     teacher_headers,
@@ -38,16 +37,9 @@ from huleedu.testing.services import (
 MISTAKES = [0, 2, 5]
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "huleedu.sqlite"
-    migrated_sqlite(path)
-    return path
-
-
 @pytest.fixture
-async def services(template: Path, tmp_path: Path) -> AsyncIterator[Services]:
-    settings = service_settings(database_url=copy_sqlite(template, tmp_path / "huleedu.sqlite"))
+async def services(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Services]:
+    settings = service_settings(database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"))
     async with running_services(settings, ["intake", "spellcheck"]) as running:
         running.client.headers.update(teacher_headers(settings, "teacher-1"))
         yield running
@@ -172,13 +164,13 @@ async def test_a_redelivered_request_emits_nothing_again(services: Services) -> 
 
 
 async def test_texts_can_come_from_the_content_store_over_http(
-    services: Services, template: Path, tmp_path: Path
+    services: Services, sqlite_template: Path, tmp_path: Path
 ) -> None:
     """A split deployment: spellcheck keeps its outbox in its own database and reads the texts from
     the intake process's content store over HTTP."""
     request = await submitted_request(services, 3)
     unknown_text = retargeted(request, essays=[EssayRef(essay_id=str(uuid4()), text_storage_id="1" * 64)])
-    own_database = service_settings(database_url=copy_sqlite(template, tmp_path / "spellcheck.sqlite"))
+    own_database = service_settings(database_url=copy_sqlite(sqlite_template, tmp_path / "spellcheck.sqlite"))
     client = HttpContentClient(
         "http://intake",
         api_key=API_KEY,
