@@ -41,8 +41,12 @@ demo: install
 contracts: install
 	$(VENV)/bin/huleedu contracts export docs/contracts
 
+# Figures on PostgreSQL + Redis + Tansu (each script starts what it needs and cleans up after itself).
 bench: install
 	$(PY) bench/relay_latency.py
+	$(PY) bench/ras_ingest.py
+	$(PY) bench/ras_query.py
+	$(PY) bench/ws_latency.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
