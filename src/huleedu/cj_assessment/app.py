@@ -12,7 +12,6 @@ from huleedu.cj_assessment.judges.port import Judge
 from huleedu.cj_assessment.judges.simulated import SimulatedJudge
 from huleedu.cj_assessment.worker import CONSUMER_GROUP, SERVICE, SERVICE_ID, routes
 from huleedu.content.client import content_access
-from huleedu.messaging.consumer import EventConsumer
 from huleedu.messaging.outbox import Outbox
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.settings import Settings
@@ -87,15 +86,7 @@ def build(adapters: Adapters) -> ServiceUnit:
             max_concurrent_judgements=settings.cj_max_concurrent_judgements,
         ),
     )
-    consumer = EventConsumer(
-        service=SERVICE,
-        group=CONSUMER_GROUP,
-        routes=routes(deps),
-        bus=adapters.bus,
-        sessions=adapters.sessions,
-        guard=adapters.guard_for(SERVICE),
-        max_handler_attempts=settings.consumer_max_handler_attempts,
-    )
+    consumer = adapters.consumer(SERVICE, CONSUMER_GROUP, routes(deps))
     unit = ServiceUnit(name="cj", consumers=[consumer], outbox_services=[SERVICE])
     if settings.cj_judge in ("heuristic", "simulated"):
         unit.background.append(warm_up)  # before the first request asks for it

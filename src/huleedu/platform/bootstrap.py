@@ -5,11 +5,11 @@ manager and, on exit, the bus is stopped (committing finished work), then Redis 
 are closed.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from fastapi import APIRouter
 from redis.asyncio import Redis
@@ -21,7 +21,7 @@ from huleedu.cache.memory import MemoryCache
 from huleedu.cache.redis_cache import RedisCache, create_redis_client
 from huleedu.contracts.topics import Topics
 from huleedu.messaging.bus import EventBus
-from huleedu.messaging.consumer import EventConsumer
+from huleedu.messaging.consumer import EventConsumer, Route
 from huleedu.messaging.idempotency import IdempotencyGuard, MemoryIdempotency, RedisIdempotency
 from huleedu.messaging.kafka import KafkaBus
 from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
@@ -55,6 +55,18 @@ class Adapters:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._stack.aclose()
+
+    def consumer(self, service: str, group: str, routes: Sequence[Route[Any]]) -> EventConsumer:
+        """A consumer of `routes` for `service`, on this process's bus, database and idempotency guard."""
+        return EventConsumer(
+            service=service,
+            group=group,
+            routes=routes,
+            bus=self.bus,
+            sessions=self.sessions,
+            guard=self.guard_for(service),
+            max_handler_attempts=self.settings.consumer_max_handler_attempts,
+        )
 
     def on_close(self, action: Callable[[], Awaitable[object]]) -> None:
         """Run `action` when the adapters close, before those registered earlier (LIFO)."""

@@ -3,7 +3,6 @@
 from datetime import timedelta
 from functools import partial
 
-from huleedu.messaging.consumer import EventConsumer
 from huleedu.messaging.outbox import Outbox
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.security import internal_caller
@@ -33,15 +32,7 @@ def build(adapters: Adapters) -> ServiceUnit:
     settings = adapters.settings
     cache = results_cache(adapters)
     deps = handler_deps(adapters, cache)
-    consumer = EventConsumer(
-        service=SERVICE,
-        group=CONSUMER_GROUP,
-        routes=routes(deps),
-        bus=adapters.bus,
-        sessions=adapters.sessions,
-        guard=adapters.guard_for(SERVICE),
-        max_handler_attempts=settings.consumer_max_handler_attempts,
-    )
+    consumer = adapters.consumer(SERVICE, CONSUMER_GROUP, routes(deps))
     queries = BatchQueries(adapters.sessions, cache)
     return ServiceUnit(
         name="ras",

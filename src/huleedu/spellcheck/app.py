@@ -3,7 +3,6 @@
 HULEEDU_CONTENT_URL is set, else from the shared database."""
 
 from huleedu.content.client import content_access
-from huleedu.messaging.consumer import EventConsumer
 from huleedu.messaging.outbox import Outbox
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.spellcheck.checker import Dictionaries
@@ -18,13 +17,5 @@ def build(adapters: Adapters) -> ServiceUnit:
         content=content_access(adapters, SERVICE_ID),
         dictionaries=Dictionaries(),
     )
-    consumer = EventConsumer(
-        service=SERVICE,
-        group=CONSUMER_GROUP,
-        routes=routes(deps),
-        bus=adapters.bus,
-        sessions=adapters.sessions,
-        guard=adapters.guard_for(SERVICE),
-        max_handler_attempts=adapters.settings.consumer_max_handler_attempts,
-    )
+    consumer = adapters.consumer(SERVICE, CONSUMER_GROUP, routes(deps))
     return ServiceUnit(name=SERVICE, consumers=[consumer], outbox_services=[SERVICE])

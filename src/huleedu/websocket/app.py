@@ -3,7 +3,6 @@ live feed task. Redis when configured (several instances share history, feed and
 
 from dataclasses import dataclass
 
-from huleedu.messaging.consumer import EventConsumer
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.settings import Settings
 from huleedu.websocket import endpoint
@@ -45,15 +44,7 @@ def assemble(adapters: Adapters) -> WebsocketService:
             slot_ttl_seconds=slot_ttl_seconds(settings),
         )
     gateway = Gateway(backplane)
-    consumer = EventConsumer(
-        service=SERVICE,
-        group=CONSUMER_GROUP,
-        routes=routes(Deps(backplane), adapters.topics),
-        bus=adapters.bus,
-        sessions=adapters.sessions,
-        guard=adapters.guard_for(SERVICE),
-        max_handler_attempts=settings.consumer_max_handler_attempts,
-    )
+    consumer = adapters.consumer(SERVICE, CONSUMER_GROUP, routes(Deps(backplane), adapters.topics))
     unit = ServiceUnit(
         name="websocket",
         consumers=[consumer],
