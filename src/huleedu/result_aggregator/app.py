@@ -31,6 +31,7 @@ def handler_deps(adapters: Adapters, cache: ResultsCache) -> Deps:
 def build(adapters: Adapters) -> ServiceUnit:
     settings = adapters.settings
     cache = results_cache(adapters)
+    adapters.on_close(cache.close)  # stop retrying missed invalidations once the process ends
     deps = handler_deps(adapters, cache)
     consumer = adapters.consumer(SERVICE, CONSUMER_GROUP, routes(deps))
     queries = BatchQueries(adapters.sessions, cache)
