@@ -5,7 +5,6 @@ names ids, counts and status."""
 
 import asyncio
 import time
-from collections.abc import Iterator
 from uuid import uuid4
 
 from sqlalchemy import select, text
@@ -20,22 +19,11 @@ from huleedu.messaging.bus import OutboundRecord
 from huleedu.messaging.tables import event_outbox
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.testing.running import DEADLINE_SECONDS, poll, production_settings, running
+from huleedu.testing.thin_events import THIN_CJ_KEYS, keys_of
 from huleedu.testing.topic_reader import TopicReader
 
 STUDENTS = 30
 BUDGET = 20  # the default comparisons per essay
-THIN_KEYS = {
-    "batch_id",
-    "cj_assessment_job_id",
-    "status",
-    "processing_summary",
-    "total_essays",
-    "successful",
-    "failed",
-    "successful_essay_ids",
-    "failed_essay_ids",
-    "processing_time_seconds",
-}
 SCORING_KEYS = {"bt_score", "bt_se", "rank", "letter_grade", "normalized_score", "confidence_score"}
 
 
@@ -47,16 +35,6 @@ def student_texts() -> list[str]:
     texts = sample + extra
     assert len(set(texts)) == STUDENTS
     return texts
-
-
-def keys_of(value: object) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield key
-            yield from keys_of(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            yield from keys_of(inner)
 
 
 async def test_a_30_essay_request_with_6_anchors_is_announced_once_thin_and_once_rich(
@@ -139,7 +117,7 @@ async def test_a_30_essay_request_with_6_anchors_is_announced_once_thin_and_once
     assert thin["data"]["cj_assessment_job_id"] == rich["data"]["cj_assessment_job_id"]
 
     # ELS learns ids, counts and status, nothing that scores or grades.
-    assert set(keys_of(thin["data"])) == THIN_KEYS
+    assert set(keys_of(thin["data"])) == THIN_CJ_KEYS
     assert not SCORING_KEYS & set(keys_of(thin))
     assert thin["data"]["status"] == "completed_successfully"
     summary = thin["data"]["processing_summary"]

@@ -2,7 +2,7 @@
 thin event for ELS and one rich event for RAS in one outbox transaction with the request's
 correlation id; a batch is assessed once; failures stay with the essays they concern."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -25,22 +25,10 @@ from huleedu.testing.services import (
     running_services,
     service_settings,
 )
+from huleedu.testing.thin_events import THIN_CJ_KEYS, keys_of
 
 STUDENTS = 6
 BUDGET = 6  # comparisons per essay: enough to place 12 essays, quick to run
-# What a thin event may say: ids, counts, status, time. Nothing that scores or grades an essay.
-THIN_KEYS = {
-    "batch_id",
-    "cj_assessment_job_id",
-    "status",
-    "processing_summary",
-    "total_essays",
-    "successful",
-    "failed",
-    "successful_essay_ids",
-    "failed_essay_ids",
-    "processing_time_seconds",
-}
 
 
 @pytest.fixture
@@ -93,17 +81,6 @@ async def announced(services: Services) -> tuple[dict[str, Any], dict[str, Any]]
     return rows[0]["envelope"], rows[1]["envelope"]
 
 
-def keys_of(value: object) -> Iterator[str]:
-    """Every key of a JSON document, however deeply nested."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield key
-            yield from keys_of(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            yield from keys_of(inner)
-
-
 async def test_a_request_becomes_one_thin_and_one_rich_event_with_its_correlation_id(
     services: Services,
 ) -> None:
@@ -148,7 +125,7 @@ async def test_the_thin_event_names_ids_counts_and_status_and_nothing_else(servi
 
     thin, rich = await announced(services)
 
-    assert set(keys_of(thin["data"])) == THIN_KEYS
+    assert set(keys_of(thin["data"])) == THIN_CJ_KEYS
     assert {"bt_score", "letter_grade", "rank"} <= set(keys_of(rich["data"]))  # the rich one does score
 
 

@@ -1,7 +1,7 @@
 """Thin events as ELS receives them, for tests: the spellcheck outcome of one essay and the CJ
 outcome of a batch (ids, counts and statuses only)."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from uuid import UUID, uuid4
 
 from huleedu.contracts.base import WireModel
@@ -58,3 +58,32 @@ def cj_completed(
         source_service="cj_assessment_service",
         correlation_id=correlation_id or uuid4(),
     )
+
+
+# Everything a thin CJ event may say, written out from CONTRACTS.md (not derived from the models
+# under test): ids, counts, status, time. Nothing that scores or grades an essay.
+THIN_CJ_KEYS = frozenset(
+    {
+        "batch_id",
+        "cj_assessment_job_id",
+        "status",
+        "processing_summary",
+        "total_essays",
+        "successful",
+        "failed",
+        "successful_essay_ids",
+        "failed_essay_ids",
+        "processing_time_seconds",
+    }
+)
+
+
+def keys_of(value: object) -> Iterator[str]:
+    """Every key of a JSON document, however deeply nested."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield key
+            yield from keys_of(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from keys_of(inner)
