@@ -32,6 +32,8 @@ from huleedu.testing.services import SERVICE_ID, service_settings, teacher_heade
 ADA, BOB = "teacher-ada", "teacher-bob"
 GRADE = re.compile(r"^([A-F][+-]?|U)$")
 DEADLINE_MS = 30_000
+# Assertions wait as long as actions do: a loaded 2-core machine needs more than Playwright's 5 s.
+expect.set_options(timeout=DEADLINE_MS)
 PHONE = {"width": 390, "height": 844}
 
 
