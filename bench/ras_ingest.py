@@ -24,11 +24,7 @@ from huleedu.result_aggregator.app import build
 from huleedu.storage.migrations import upgrade_async
 from huleedu.testing import servers
 from huleedu.testing.ras_load import publish_all, workload
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+from huleedu.testing.stats import percentile
 
 
 async def run(batches: int, essays: int) -> None:

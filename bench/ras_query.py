@@ -30,6 +30,7 @@ from huleedu.testing import servers
 from huleedu.testing.processes import ServiceProcess
 from huleedu.testing.ras_app import API_KEY, SERVICE_ID
 from huleedu.testing.ras_load import ReadyCollector, publish_all, workload
+from huleedu.testing.stats import percentile
 
 
 @dataclass
@@ -60,11 +61,6 @@ class Connection:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def measure(

@@ -30,6 +30,7 @@ from huleedu.platform.settings import Settings
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.storage.migrations import upgrade_async
 from huleedu.testing import servers
+from huleedu.testing.stats import percentile
 
 SERVICE = "bench"
 
@@ -80,11 +81,6 @@ class TimedBus(KafkaBus):
             if outcome is None:
                 self.acknowledged.setdefault(orjson.loads(record.value)["event_id"], now)
         return outcomes
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def summary(milliseconds: Sequence[float]) -> str:

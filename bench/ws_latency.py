@@ -31,15 +31,11 @@ from huleedu.storage.migrations import upgrade_async
 from huleedu.testing import gateway as gw
 from huleedu.testing import ras_events as ev
 from huleedu.testing import servers
+from huleedu.testing.stats import percentile
 from huleedu.websocket.app import assemble
 
 TEACHER = "bench-teacher"
 WARM_UP = 3
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def summary(milliseconds: Sequence[float]) -> str:

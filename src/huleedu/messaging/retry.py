@@ -1,4 +1,5 @@
-"""Capped exponential backoff, shared by the bus adapters when a batch handler fails."""
+"""Capped exponential backoff with jitter, shared by every retry loop (bus adapters, relay, email
+worker, WebSocket backplane, LLM judge)."""
 
 import random
 

@@ -8,7 +8,6 @@ back every request of this judge until Retry-After has passed, not just the one 
 
 import asyncio
 import json
-import random
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Self
 import httpx
 
 from huleedu.cj_assessment.judges.port import EssayText, JudgeError, Judgement, Side
+from huleedu.messaging.retry import backoff_seconds
 
 DEFAULT_RUBRIC = (
     "Judge the overall quality of the writing: how well the essay answers its task; the quality and "
@@ -149,10 +149,11 @@ class LLMJudge:
             self._next_start = max(self._next_start, loop.time() + seconds)
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(
-            self.settings.backoff_max_seconds, self.settings.backoff_initial_seconds * 2.0 ** (attempt - 1)
+        return backoff_seconds(
+            attempt,
+            initial_seconds=self.settings.backoff_initial_seconds,
+            max_seconds=self.settings.backoff_max_seconds,
         )
-        return ceiling * random.uniform(0.5, 1.0)  # jitter: retries of concurrent calls spread out
 
 
 def parse_answer(content: str) -> Judgement:
