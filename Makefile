@@ -12,6 +12,8 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	@# tests/support (servers, load generators, the model server) is not shipped; tests and bench import it as `support`
+	@$(PY) -c 'import site, pathlib; pathlib.Path(site.getsitepackages()[0], "huleedu-test-support.pth").write_text(str(pathlib.Path("tests").resolve()) + "\n")'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -22,9 +22,9 @@ from huleedu.platform.logging import configure_logging
 from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.app import build
 from huleedu.storage.migrations import upgrade_async
-from huleedu.testing import servers
-from huleedu.testing.ras_load import publish_all, workload
-from huleedu.testing.stats import percentile
+from support import servers
+from support.ras_load import publish_all, workload
+from support.stats import percentile
 
 
 async def run(batches: int, essays: int) -> None:

@@ -25,12 +25,12 @@ from huleedu.contracts.topics import Topics
 from huleedu.messaging.kafka import KafkaBus
 from huleedu.platform.settings import Settings
 from huleedu.storage.migrations import upgrade_async
-from huleedu.testing import ras_events as ev
-from huleedu.testing import servers
-from huleedu.testing.processes import ServiceProcess
-from huleedu.testing.ras_app import API_KEY, SERVICE_ID
-from huleedu.testing.ras_load import ReadyCollector, publish_all, workload
-from huleedu.testing.stats import percentile
+from support import ras_events as ev
+from support import servers
+from support.processes import ServiceProcess
+from support.ras_app import API_KEY, SERVICE_ID
+from support.ras_load import ReadyCollector, publish_all, workload
+from support.stats import percentile
 
 
 @dataclass

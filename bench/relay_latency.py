@@ -29,8 +29,8 @@ from huleedu.messaging.relay import OutboxRelay
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.storage.migrations import upgrade_async
-from huleedu.testing import servers
-from huleedu.testing.stats import percentile
+from support import servers
+from support.stats import percentile
 
 SERVICE = "bench"
 

@@ -28,11 +28,11 @@ from huleedu.platform.logging import configure_logging
 from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.app import build as build_ras
 from huleedu.storage.migrations import upgrade_async
-from huleedu.testing import gateway as gw
-from huleedu.testing import ras_events as ev
-from huleedu.testing import servers
-from huleedu.testing.stats import percentile
 from huleedu.websocket.app import assemble
+from support import gateway as gw
+from support import ras_events as ev
+from support import servers
+from support.stats import percentile
 
 TEACHER = "bench-teacher"
 WARM_UP = 3

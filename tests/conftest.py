@@ -12,8 +12,8 @@ import pytest
 
 from huleedu.platform.logging import configure_logging
 from huleedu.platform.settings import Settings
-from huleedu.testing import servers
-from huleedu.testing.services import migrated_sqlite
+from support import servers
+from support.services import migrated_sqlite
 
 TESTS = Path(__file__).parent
 
@@ -43,7 +43,7 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite database that embedded-mode tests copy (`testing.services.copy_sqlite`):
+    """A migrated SQLite database that embedded-mode tests copy (`support.services.copy_sqlite`):
     copying takes milliseconds, migrating a second or two."""
     path = tmp_path_factory.mktemp("template") / "huleedu.sqlite"
     migrated_sqlite(path)

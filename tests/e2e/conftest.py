@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from huleedu.testing.servers import ServerMissing, chromium_path
+from support.servers import ServerMissing, chromium_path
 
 CHROMIUM_ARGS = [
     "--headless",

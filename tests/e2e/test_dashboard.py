@@ -26,8 +26,8 @@ from huleedu.platform.bootstrap import Adapters, build_adapters
 from huleedu.platform.runner import SERVICES, build_unit, run_units
 from huleedu.platform.settings import Settings
 from huleedu.storage.migrations import upgrade_async
-from huleedu.testing.servers import free_port
-from huleedu.testing.services import SERVICE_ID, service_settings, teacher_headers
+from support.servers import free_port
+from support.services import SERVICE_ID, service_settings, teacher_headers
 
 ADA, BOB = "teacher-ada", "teacher-bob"
 GRADE = re.compile(r"^([A-F][+-]?|U)$")

@@ -7,7 +7,7 @@ import pytest
 from huleedu.platform.bootstrap import ServiceUnit, build_adapters
 from huleedu.platform.http import create_app
 from huleedu.platform.settings import Settings
-from huleedu.testing.servers import TansuBroker
+from support.servers import TansuBroker
 
 
 @pytest.fixture

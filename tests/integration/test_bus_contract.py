@@ -26,7 +26,7 @@ from huleedu.platform.settings import Settings
 from huleedu.storage.engine import create_engine, session_factory
 from huleedu.storage.metadata import metadata
 from huleedu.storage.unit_of_work import UnitOfWork
-from huleedu.testing.servers import TansuBroker
+from support.servers import TansuBroker
 
 NewBus = Callable[[], EventBus]
 

@@ -12,7 +12,7 @@ from huleedu.cache.breaker import BreakerState, CircuitBreaker
 from huleedu.cache.cache import Cache, CacheUnavailable
 from huleedu.cache.memory import MemoryCache
 from huleedu.cache.redis_cache import RedisCache, create_redis_client
-from huleedu.testing.servers import free_port
+from support.servers import free_port
 
 
 @pytest.fixture(params=["memory", "redis"])

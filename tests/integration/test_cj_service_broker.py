@@ -18,9 +18,9 @@ from huleedu.demo_data.sample import anchors, essays
 from huleedu.messaging.bus import OutboundRecord
 from huleedu.messaging.tables import event_outbox
 from huleedu.storage.engine import Sessions, create_engine, session_factory
-from huleedu.testing.running import DEADLINE_SECONDS, poll, production_settings, running
-from huleedu.testing.thin_events import THIN_CJ_KEYS, keys_of
-from huleedu.testing.topic_reader import TopicReader
+from support.running import DEADLINE_SECONDS, poll, production_settings, running
+from support.thin_events import THIN_CJ_KEYS, keys_of
+from support.topic_reader import TopicReader
 
 STUDENTS = 30
 BUDGET = 20  # the default comparisons per essay

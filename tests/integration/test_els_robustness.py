@@ -14,10 +14,10 @@ from huleedu.contracts.envelope import EventEnvelope
 from huleedu.contracts.topics import Topics
 from huleedu.essay_lifecycle.tables import els_deferred_events
 from huleedu.messaging.bus import EventBus, OutboundRecord
-from huleedu.testing import ras_events as ev
-from huleedu.testing.running import poll, production_settings, running
-from huleedu.testing.services import INTERNAL_HEADERS
-from huleedu.testing.thin_events import cj_completed, spellcheck_completed
+from support import ras_events as ev
+from support.running import poll, production_settings, running
+from support.services import INTERNAL_HEADERS
+from support.thin_events import cj_completed, spellcheck_completed
 
 
 async def publish(bus: EventBus, *events: EventEnvelope[WireModel] | OutboundRecord) -> None:

@@ -27,10 +27,10 @@ from huleedu.platform.bootstrap import build_adapters
 from huleedu.platform.settings import Settings
 from huleedu.storage.migrations import upgrade
 from huleedu.storage.unit_of_work import UnitOfWork
-from huleedu.testing import ras_events as ev
-from huleedu.testing import servers
-from huleedu.testing.gateway import eventually
-from huleedu.testing.ras_app import RasProcess, ras_process, ras_settings
+from support import ras_events as ev
+from support import servers
+from support.gateway import eventually
+from support.ras_app import RasProcess, ras_process, ras_settings
 
 WAIT_SECONDS = 15.0
 

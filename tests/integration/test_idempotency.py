@@ -24,7 +24,7 @@ from huleedu.messaging.memory import InMemoryBus
 from huleedu.messaging.tables import processed_events
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.storage.unit_of_work import UnitOfWork
-from huleedu.testing.servers import free_port
+from support.servers import free_port
 
 TOPIC = "test.note.written.v1"
 SERVICE = "notes"

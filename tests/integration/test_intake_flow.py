@@ -7,10 +7,10 @@ from typing import Any
 
 from huleedu.content.store import text_storage_id
 from huleedu.spellcheck.checker import PROCESSOR_VERSION
-from huleedu.testing.essays import misspelt_essay
-from huleedu.testing.running import DEADLINE_SECONDS, poll, production_settings, running
-from huleedu.testing.services import INTERNAL_HEADERS, teacher_headers
-from huleedu.testing.topic_reader import TopicReader
+from support.essays import misspelt_essay
+from support.running import DEADLINE_SECONDS, poll, production_settings, running
+from support.services import INTERNAL_HEADERS, teacher_headers
+from support.topic_reader import TopicReader
 
 ESSAYS = 30
 

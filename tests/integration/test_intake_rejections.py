@@ -14,9 +14,9 @@ from huleedu.content.tables import content_texts
 from huleedu.intake.tables import intake_batches
 from huleedu.messaging.tables import event_outbox
 from huleedu.platform.security import encode_token
-from huleedu.testing.running import DEADLINE_SECONDS, production_settings, running
-from huleedu.testing.services import service_settings
-from huleedu.testing.topic_reader import TopicReader
+from support.running import DEADLINE_SECONDS, production_settings, running
+from support.services import service_settings
+from support.topic_reader import TopicReader
 
 
 def essays(n: int, marker: str) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from huleedu.storage.migrations import (
     upgrade,
     upgrade_async,
 )
-from huleedu.testing import servers
+from support import servers
 
 MESSAGING_TABLES = {"event_outbox", "processed_events"}
 

@@ -22,7 +22,7 @@ from huleedu.messaging.relay import LISTENER_APPLICATION_NAME, OutboxRelay
 from huleedu.messaging.tables import event_outbox
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import create_engine, session_factory
-from huleedu.testing.servers import TansuBroker
+from support.servers import TansuBroker
 
 Sessions = async_sessionmaker[AsyncSession]
 

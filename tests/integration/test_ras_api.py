@@ -10,9 +10,9 @@ import pytest
 
 from huleedu.contracts.topics import Topics
 from huleedu.storage.migrations import upgrade
-from huleedu.testing import ras_events as ev
-from huleedu.testing import servers
-from huleedu.testing.ras_app import API_KEY, SERVICE_ID, RasProcess, ras_process, ras_settings
+from support import ras_events as ev
+from support import servers
+from support.ras_app import API_KEY, SERVICE_ID, RasProcess, ras_process, ras_settings
 
 TOPICS = Topics()
 

@@ -11,7 +11,7 @@ from huleedu.cache.cache import Cache
 from huleedu.cache.memory import MemoryCache
 from huleedu.cache.redis_cache import RedisCache, create_redis_client
 from huleedu.result_aggregator.cache import ResultsCache
-from huleedu.testing.servers import PrivateRedis
+from support.servers import PrivateRedis
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -24,7 +24,7 @@ from huleedu.result_aggregator.handlers import Deps
 from huleedu.result_aggregator.tables import anchor_results, batch_results, essay_results
 from huleedu.result_aggregator.worker import CONSUMER_GROUP, SERVICE, routes
 from huleedu.storage.engine import create_engine, session_factory
-from huleedu.testing import ras_events as ev
+from support import ras_events as ev
 
 TOPICS = Topics("ordering")
 VOLATILE = {"batch_id", "created_at", "updated_at", "spellcheck_updated_at", "cj_updated_at"}

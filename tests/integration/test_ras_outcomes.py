@@ -14,8 +14,8 @@ from huleedu.messaging.email_queue import email_queue
 from huleedu.messaging.tables import event_outbox
 from huleedu.result_aggregator.app import handler_deps, results_cache
 from huleedu.result_aggregator.deadline import expire_overdue_batches
-from huleedu.testing import ras_events as ev
-from huleedu.testing.ras_app import RasProcess, ras_process, ras_settings
+from support import ras_events as ev
+from support.ras_app import RasProcess, ras_process, ras_settings
 
 
 @pytest.fixture

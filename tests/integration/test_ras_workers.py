@@ -17,9 +17,9 @@ from huleedu.messaging.tables import event_outbox
 from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.tables import batch_results, essay_results
 from huleedu.storage.engine import create_engine, session_factory
-from huleedu.testing.processes import ServiceProcess
-from huleedu.testing.ras_load import ReadyCollector, Workload, publish_all, workload
-from huleedu.testing.servers import PrivateRedis
+from support.processes import ServiceProcess
+from support.ras_load import ReadyCollector, Workload, publish_all, workload
+from support.servers import PrivateRedis
 
 BATCHES = 50
 ESSAYS = 20

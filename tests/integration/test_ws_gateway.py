@@ -17,10 +17,10 @@ from huleedu.contracts.topics import Topics
 from huleedu.messaging.bus import EventBus
 from huleedu.platform.bootstrap import build_adapters
 from huleedu.platform.settings import Settings
-from huleedu.testing import gateway as gw
-from huleedu.testing.servers import PrivateRedis, TansuBroker, delete_keys, free_port
 from huleedu.websocket.app import WebsocketService, assemble
 from huleedu.websocket.messages import Outgoing
+from support import gateway as gw
+from support.servers import PrivateRedis, TansuBroker, delete_keys, free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

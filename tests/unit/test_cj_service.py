@@ -19,13 +19,13 @@ from huleedu.demo_data.sample import anchors, essays
 from huleedu.messaging.tables import event_outbox
 from huleedu.platform.bootstrap import build_adapters
 from huleedu.platform.runner import build_unit
-from huleedu.testing.services import (
+from support.services import (
     Services,
     copy_sqlite,
     running_services,
     service_settings,
 )
-from huleedu.testing.thin_events import THIN_CJ_KEYS, keys_of
+from support.thin_events import THIN_CJ_KEYS, keys_of
 
 STUDENTS = 6
 BUDGET = 6  # comparisons per essay: enough to place 12 essays, quick to run

@@ -17,7 +17,7 @@ from huleedu.content.client import (
 )
 from huleedu.content.store import text_storage_id
 from huleedu.storage.unit_of_work import UnitOfWork
-from huleedu.testing.services import (
+from support.services import (
     API_KEY,
     INTERNAL_HEADERS,
     Services,

@@ -18,9 +18,9 @@ from huleedu.platform.bootstrap import build_adapters
 from huleedu.platform.http import create_app
 from huleedu.platform.runner import build_unit, run_units
 from huleedu.platform.settings import Settings
-from huleedu.testing import ras_events as ev
-from huleedu.testing.servers import free_port
-from huleedu.testing.services import (
+from support import ras_events as ev
+from support.servers import free_port
+from support.services import (
     SERVICE_ID,
     Services,
     copy_sqlite,

@@ -19,7 +19,7 @@ from huleedu.platform.cli import build_cli
 from huleedu.platform.demo import demo_settings
 from huleedu.platform.demo_report import display_host, progress_bar, results_table
 from huleedu.platform.settings import Settings
-from huleedu.testing.processes import huleedu_command
+from support.processes import huleedu_command
 
 
 def test_the_sample_is_24_essays_and_6_anchors_of_80_to_200_words() -> None:

@@ -10,15 +10,15 @@ from prometheus_client import REGISTRY
 
 from huleedu.contracts.enums import CJAssessmentStatus, PhaseName
 from huleedu.contracts.topics import Topics
-from huleedu.testing import ras_events as ev
-from huleedu.testing.services import (
+from support import ras_events as ev
+from support.services import (
     INTERNAL_HEADERS,
     Services,
     copy_sqlite,
     running_services,
     service_settings,
 )
-from huleedu.testing.thin_events import cj_completed, spellcheck_completed
+from support.thin_events import cj_completed, spellcheck_completed
 
 TOPICS = Topics()
 ESSAYS = ["e1", "e2", "e3"]

@@ -20,11 +20,11 @@ from huleedu.notifications.worker import EmailWorker
 from huleedu.platform.bootstrap import build_adapters
 from huleedu.platform.settings import Settings
 from huleedu.storage.unit_of_work import UnitOfWork
-from huleedu.testing import ras_events as ev
-from huleedu.testing.gateway import eventually
-from huleedu.testing.ras_app import RasProcess, ras_process, ras_settings
-from huleedu.testing.servers import free_port
-from huleedu.testing.services import copy_sqlite, migrated_sqlite
+from support import ras_events as ev
+from support.gateway import eventually
+from support.ras_app import RasProcess, ras_process, ras_settings
+from support.servers import free_port
+from support.services import copy_sqlite, migrated_sqlite
 
 TEACHER_EMAIL = "teacher@example.org"
 

@@ -18,7 +18,7 @@ from huleedu.platform.bootstrap import Adapters, ServiceUnit, build_adapters
 from huleedu.platform.http import ApiError, CorrelationId, create_app
 from huleedu.platform.logging import configure_logging
 from huleedu.platform.settings import Settings
-from huleedu.testing.servers import free_port
+from support.servers import free_port
 
 ERROR_FIELDS = {"code", "message", "correlation_id", "service", "operation", "timestamp", "details"}
 

@@ -17,8 +17,8 @@ from huleedu.content.tables import content_texts
 from huleedu.intake.tables import intake_anchors, intake_batches, intake_essays
 from huleedu.messaging.tables import event_outbox
 from huleedu.platform.security import encode_token
-from huleedu.testing.essays import misspelt_essay
-from huleedu.testing.services import (
+from support.essays import misspelt_essay
+from support.services import (
     Services,
     copy_sqlite,
     running_services,

@@ -23,7 +23,7 @@ from huleedu.platform.bootstrap import Adapters, ServiceUnit, build_adapters
 from huleedu.platform.settings import Settings
 from huleedu.storage.migrations import upgrade_async
 from huleedu.storage.unit_of_work import UnitOfWork
-from huleedu.testing.servers import free_port
+from support.servers import free_port
 
 DEADLINE_SECONDS = 15
 

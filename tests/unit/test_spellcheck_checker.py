@@ -4,7 +4,7 @@ else, and the languages there are dictionaries for."""
 import pytest
 
 from huleedu.spellcheck.checker import Dictionaries, Speller, UnsupportedLanguage
-from huleedu.testing.essays import MISSPELLINGS, misspelt_essay
+from support.essays import MISSPELLINGS, misspelt_essay
 
 
 @pytest.fixture(scope="module")

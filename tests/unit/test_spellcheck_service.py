@@ -22,9 +22,9 @@ from huleedu.platform.bootstrap import build_adapters
 from huleedu.spellcheck.checker import PROCESSOR_VERSION, Dictionaries
 from huleedu.spellcheck.handlers import Deps
 from huleedu.spellcheck.worker import routes
-from huleedu.testing.essays import misspelt_essay
-from huleedu.testing.ras_events import as_record
-from huleedu.testing.services import (
+from support.essays import misspelt_essay
+from support.ras_events import as_record
+from support.services import (
     API_KEY,
     INTERNAL_HEADERS,
     Services,

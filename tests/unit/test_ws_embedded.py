@@ -18,12 +18,12 @@ from huleedu.platform.bootstrap import Adapters, build_adapters
 from huleedu.platform.security import encode_token
 from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.app import build as build_ras
-from huleedu.testing import gateway as gw
-from huleedu.testing import ras_events as ev
-from huleedu.testing.servers import free_port
-from huleedu.testing.services import copy_sqlite, migrated_sqlite
 from huleedu.websocket.app import WebsocketService, assemble
 from huleedu.websocket.messages import ORIGIN, Outgoing
+from support import gateway as gw
+from support import ras_events as ev
+from support.servers import free_port
+from support.services import copy_sqlite, migrated_sqlite
 
 
 @dataclass

@@ -7,10 +7,10 @@ import pytest
 
 from huleedu.contracts.enums import NotificationPriority, WebSocketEventCategory
 from huleedu.contracts.events import TeacherNotificationRequestedV1
-from huleedu.testing import gateway as gw
 from huleedu.websocket import messages
 from huleedu.websocket.backplane import judge, judge_missing
 from huleedu.websocket.messages import Message, StreamId
+from support import gateway as gw
 
 
 def test_cursors_parse_print_and_order_like_stream_ids() -> None:

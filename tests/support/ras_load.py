@@ -15,7 +15,7 @@ from huleedu.contracts.base import WireModel
 from huleedu.contracts.envelope import EventEnvelope
 from huleedu.contracts.topics import Topics
 from huleedu.messaging.bus import EventBus, OutboundRecord, Record
-from huleedu.testing import ras_events as ev
+from support import ras_events as ev
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from huleedu.platform.runner import build_unit
 from huleedu.platform.security import encode_token
 from huleedu.platform.settings import Settings
 from huleedu.storage.migrations import upgrade
-from huleedu.testing.ras_events import as_record
+from support.ras_events import as_record
 
 API_KEY = "test-internal-key"
 SERVICE_ID = "huleedu-bff"

@@ -13,7 +13,7 @@ from huleedu.platform.bootstrap import Adapters, build_adapters
 from huleedu.platform.http import create_app
 from huleedu.platform.runner import build_unit, run_units
 from huleedu.platform.settings import Settings
-from huleedu.testing.services import service_settings
+from support.services import service_settings
 
 DEADLINE_SECONDS = 60.0
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from huleedu.platform.http import create_app
 from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.app import build
 from huleedu.storage.migrations import upgrade_async
-from huleedu.testing.ras_events import as_record
+from support.ras_events import as_record
 
 SERVICE_ID = "huleedu-bff"
 API_KEY = "test-internal-key"

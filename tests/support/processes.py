@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from huleedu.testing.servers import free_port
+from support.servers import free_port
 
 
 def huleedu_command() -> list[str]:
