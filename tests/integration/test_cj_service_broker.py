@@ -1,4 +1,4 @@
-"""Issue 5 on PostgreSQL, Redis and the broker: a CJAssessmentRequestedV1 for 30 essays and 6 graded
+"""The CJ service on PostgreSQL, Redis and the broker: a CJAssessmentRequestedV1 for 30 essays and 6 graded
 anchors, judged by the heuristic judge, is announced exactly once thin (for ELS) and once rich (for
 RAS) with the request's correlation id; the rich event ranks, grades and counts, the thin one only
 names ids, counts and status."""

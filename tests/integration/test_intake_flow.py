@@ -1,4 +1,4 @@
-"""Issue 4 end to end on PostgreSQL, Redis and the broker: a 30-essay batch submitted through
+"""Intake to ELS end to end on PostgreSQL, Redis and the broker: a 30-essay batch submitted through
 POST /v1/batches is registered and requested on the bus, spellchecked essay by essay into thin and
 rich events, and tracked by ELS from `content_assigned` to a completed spellcheck phase."""
 

@@ -1,5 +1,5 @@
 """The RAS query API in both modes (SQLite + memory cache, PostgreSQL + Redis): every status code,
-the exact shapes of CONTRACTS.md, and no stale read after an update."""
+the exact shapes of docs/contracts.md, and no stale read after an update."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator

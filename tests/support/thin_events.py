@@ -60,7 +60,7 @@ def cj_completed(
     )
 
 
-# Everything a thin CJ event may say, written out from CONTRACTS.md (not derived from the models
+# Everything a thin CJ event may say, written out from docs/contracts.md (not derived from the models
 # under test): ids, counts, status, time. Nothing that scores or grades an essay.
 THIN_CJ_KEYS = frozenset(
     {

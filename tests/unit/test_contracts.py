@@ -1,6 +1,6 @@
 """Every event of the wire: round trip, readable rejection, tolerance of unknown fields, exact fields.
 
-The expected field sets are copied from CONTRACTS.md by hand, on purpose: a model that grows or loses a
+The expected field sets are copied from docs/contracts.md by hand, on purpose: a model that grows or loses a
 field must fail here until the contract document says the same.
 """
 
@@ -216,7 +216,7 @@ SAMPLES: dict[type[WireModel], dict[str, Any]] = {
     },
 }
 
-# CONTRACTS.md, "Event models": the fields of each model, and of the objects nested in it
+# docs/contracts.md, "Events": the fields of each model, and of the objects nested in it
 # (path -> fields; an int in a path picks a list element).
 ENVELOPE_FIELDS = {
     "event_id",
@@ -246,7 +246,8 @@ ESSAY_RESULT_FIELDS = {
     "display_name",
     "error",
 }
-# `failed_essay_ids` goes beyond CONTRACTS.md: RAS lists the failures of each phase (issue 3).
+# `failed_essay_ids`: RAS lists the failures of each phase, so a teacher sees them per phase
+# (docs/contracts.md, "What differs from what you might assume").
 PHASE_RESULT_FIELDS = {
     "phase_name",
     "status",

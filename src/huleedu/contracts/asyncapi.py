@@ -19,7 +19,7 @@ SCHEMA_REF = "#/components/schemas/{model}"
 DEAD_LETTER_MESSAGE = "DeadLetter"
 OPERATORS = "operators"
 
-# Headers every record carries (CONTRACTS.md, "Event envelope"); each duplicates an envelope field.
+# Headers every record carries (docs/contracts.md, "The event envelope"); each duplicates an envelope field.
 RECORD_HEADERS = {
     "event_id": "the envelope's event_id (UUID)",
     "event_type": "the envelope's event_type (the topic name)",

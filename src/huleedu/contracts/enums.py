@@ -1,4 +1,4 @@
-"""Every enum of the wire (CONTRACTS.md, "Enums"). Values are the strings on the wire."""
+"""Every enum of the wire (docs/contracts.md, "Enums"). Values are the strings on the wire."""
 
 from enum import StrEnum
 
@@ -85,7 +85,7 @@ class CJAssessmentStatus(StrEnum):
 
 
 class EssayState(StrEnum):
-    """ELS essay lifecycle (flow document)."""
+    """ELS essay lifecycle: `content_assigned`, then `assessed` or `assessment_failed` (both final)."""
 
     CONTENT_ASSIGNED = "content_assigned"
     ASSESSED = "assessed"

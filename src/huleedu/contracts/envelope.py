@@ -1,4 +1,4 @@
-"""The event envelope every record carries (CONTRACTS.md, "Event envelope")."""
+"""The event envelope every record carries (docs/contracts.md, "The event envelope")."""
 
 from datetime import datetime
 from typing import Any, Generic, TypeVar

@@ -1,4 +1,4 @@
-"""Every event model of CONTRACTS.md (the envelope's `data`). A breaking change is a new V2 model."""
+"""Every event model, the envelope's `data` (docs/contracts.md, "Events"). A breaking change is a V2 model."""
 
 from collections import Counter
 from typing import Annotated, Any

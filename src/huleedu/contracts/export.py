@@ -62,6 +62,8 @@ def contract_files(topics: Topics) -> dict[str, str]:
             "",
             "Written by `make contracts` (`huleedu contracts export docs/contracts`); do not edit by hand.",
             "A unit test fails when these files no longer match the models in `huleedu.contracts`.",
+            "The same wire in prose, with the HTTP routes and the WebSocket protocol, is "
+            "[docs/contracts.md](../contracts.md).",
             "",
             "- [asyncapi.json](asyncapi.json): AsyncAPI 3.0, every topic and its `.dlq` twin.",
             f"- [{SCHEMAS}/error.json]({SCHEMAS}/error.json): the structured HTTP error body.",

@@ -1,4 +1,4 @@
-"""Topic names (flow document) with the configurable prefix, and which model each one carries."""
+"""Topic names with the configurable prefix, and the model each one carries (docs/contracts.md, "Topics")."""
 
 from dataclasses import dataclass
 

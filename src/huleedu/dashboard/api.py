@@ -1,4 +1,4 @@
-"""The teacher-facing read routes (CONTRACTS.md): a teacher's batches, one batch with its essays, and
+"""The teacher-facing read routes (docs/contracts.md): a teacher's batches, one batch with its essays, and
 its results as CSV. Each asks RAS's query API and answers only about the caller's own batches:
 someone else's batch is a 404, exactly like a batch that does not exist, so ids reveal nothing.
 

@@ -1,6 +1,6 @@
 """The teacher-facing submission routes: parse the body, validate, register. No SQL here.
 
-`POST /v1/batches` takes the JSON body of CONTRACTS.md, or a multipart form (see `uploads.py`) when
+`POST /v1/batches` takes the JSON body of docs/contracts.md, or a multipart form (see `uploads.py`) when
 sent as `multipart/form-data`; `POST /v1/batches/upload` takes the multipart form only. Answers:
 202 `{batch_id, essay_ids, correlation_id}`; 401 for a missing, malformed, expired or foreign-signed
 token; 400 when the body cannot be read at all (not JSON, bad multipart framing); 413 when it is

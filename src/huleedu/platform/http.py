@@ -1,5 +1,5 @@
 """The HTTP face of a process: one FastAPI app with the units' routers, `/healthz`, `/metrics`, and the
-structured error body (CONTRACTS.md) for every failure, whether a route raised it or not.
+structured error body (docs/contracts.md) for every failure, whether a route raised it or not.
 
 Every request gets a correlation id (the `X-Correlation-ID` header, or a new one), echoed in the
 response header, bound to every log line and put in every error body. Routes read it with the
@@ -57,7 +57,7 @@ _CODE_OF_STATUS = {
 
 class ApiError(Exception):
     """Raised by a route to answer with the structured error body; the status follows the code
-    (CONTRACTS.md) unless `status` says otherwise (VALIDATION_ERROR as 400, say)."""
+    (`HTTP_STATUS_OF`) unless `status` says otherwise (VALIDATION_ERROR as 400, say)."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Who may call us: internal services by API key and service id, teachers by JWT (CONTRACTS.md).
+"""Who may call us: internal services by API key and service id, teachers by JWT (docs/contracts.md, "HTTP").
 
 Internal routes depend on `internal_caller(settings)`; teacher routes on `teacher(settings)`. Both raise
 `ApiError`, so a refusal is the structured error body with 401 or 403. `huleedu token` uses

@@ -1,4 +1,4 @@
-"""The shapes of the RAS query API (CONTRACTS.md "RAS query API"), for validation and OpenAPI."""
+"""The shapes of the RAS query API (docs/contracts.md, "RAS query API"), for validation and OpenAPI."""
 
 from datetime import datetime
 from typing import Any

@@ -24,7 +24,7 @@ from huleedu.websocket.messages import ERROR, PING, PONG, SESSION, Message, Stre
 
 log = structlog.get_logger(__name__)
 
-# Close codes (CONTRACTS.md has 1008, 4000, 1011; the others are the gateway's own).
+# Close codes, as listed in docs/contracts.md ("WebSocket").
 NORMAL = 1000
 POLICY_VIOLATION = 1008  # bad or expired token
 INTERNAL_ERROR = 1011

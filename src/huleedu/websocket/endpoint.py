@@ -1,6 +1,6 @@
 """`GET /ws`: authenticate, count the connection against the user's limit, replay, then serve.
 
-The protocol (CONTRACTS.md, "Teacher-facing API and WebSocket", plus what it leaves open):
+The protocol (docs/contracts.md, "WebSocket", says the same for clients):
 - `GET /ws?token=JWT[&since=CURSOR]`, or the token in `Authorization: Bearer`. The handshake is always
   accepted first, so a refusal reaches the client as a close code (browsers do not show a 403):
   1008 bad or expired token, 4000 too many connections, 1011 history unavailable.
