@@ -89,7 +89,7 @@ def _signal_committed(session: Session) -> None:
         wakeup.set(service)
 
 
-def asyncpg_dsn(url: str | URL) -> str:
+def _asyncpg_dsn(url: str | URL) -> str:
     """The plain `postgresql://` DSN asyncpg wants, from a SQLAlchemy `postgresql+asyncpg://` URL."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -107,7 +107,7 @@ class PostgresWakeup:
         backoff_max_seconds: float = 30.0,
         check_seconds: float = 10.0,
     ) -> None:
-        self._dsn = asyncpg_dsn(database_url)
+        self._dsn = _asyncpg_dsn(database_url)
         self._backoff_initial_seconds = backoff_initial_seconds
         self._backoff_max_seconds = backoff_max_seconds
         self._check_seconds = check_seconds
