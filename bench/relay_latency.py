@@ -26,6 +26,7 @@ from huleedu.messaging.bus import OutboundRecord, PublishOutcome, Record
 from huleedu.messaging.kafka import KafkaBus
 from huleedu.messaging.outbox import Outbox, OutboxEntry
 from huleedu.messaging.relay import OutboxRelay
+from huleedu.messaging.wakeup import PostgresWakeup
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.storage.migrations import upgrade_async
@@ -123,7 +124,8 @@ async def measure(
     topic = f"bench{uuid.uuid4().hex[:8]}.tick.v1"
     engine = create_engine(database_url)
     sessions = session_factory(engine)
-    outbox = Outbox(SERVICE)
+    wakeup = PostgresWakeup(database_url)  # as bootstrap wires PostgreSQL: NOTIFY on commit, LISTEN
+    outbox = Outbox(SERVICE, wakeup)
     arrivals = Arrivals()
     consumer_bus, relay_bus = KafkaBus(settings), TimedBus(settings)
     consumer_bus.subscribe("bench-consumer", [topic], arrivals.handle)
@@ -137,6 +139,7 @@ async def measure(
         max_attempts=settings.relay_max_attempts,
         backoff_initial_seconds=settings.relay_backoff_initial_seconds,
         backoff_max_seconds=settings.relay_backoff_max_seconds,
+        wakeup=wakeup,
     )
     relay_task = asyncio.create_task(relay.run())
     try:

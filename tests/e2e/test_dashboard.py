@@ -57,7 +57,7 @@ class System:
         await self._run(["cj"], adapters, http=False)
 
     async def _run(self, names: list[str], adapters: Adapters, *, http: bool) -> None:
-        units = [await build_unit(name, adapters) for name in names]
+        units = [build_unit(name, adapters) for name in names]
         stop, started = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(
             run_units(units, adapters, http=http, stop=stop, started=started, handle_signals=False)

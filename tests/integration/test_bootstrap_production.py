@@ -1,9 +1,17 @@
 """The production wiring: with every URL set, bootstrap picks PostgreSQL, Redis and Kafka, and the
-app's health check reaches all three; closing the adapters releases them."""
+app's health check reaches all three; closing the adapters releases them. The relay wake-up it picks
+crosses processes through PostgreSQL."""
+
+import asyncio
+import uuid
 
 import httpx
 import pytest
 
+from huleedu.contracts.enums import EssayStatus
+from huleedu.contracts.envelope import EventEnvelope
+from huleedu.contracts.events import SpellcheckCompletedV1
+from huleedu.messaging.outbox import Outbox
 from huleedu.platform.bootstrap import ServiceUnit, build_adapters
 from huleedu.platform.http import create_app
 from huleedu.platform.settings import Settings
@@ -57,3 +65,28 @@ async def test_health_names_the_broker_when_it_is_down(production: Settings, bro
     assert response.status_code == 503
     assert response.json()["checks"]["bus"]["status"] == "error"
     assert response.json()["checks"]["database"]["status"] == "ok"
+
+
+async def test_the_production_wake_up_carries_a_commit_to_a_relay_of_another_process(
+    production: Settings,
+) -> None:
+    service = f"svc_{uuid.uuid4().hex[:10]}"
+    event = EventEnvelope[SpellcheckCompletedV1](
+        event_type="probe",
+        source_service=service,
+        data=SpellcheckCompletedV1(batch_id="b-1", essay_id="e-1", status=EssayStatus.COMPLETED),
+    )
+    woken = asyncio.Event()
+    async with (
+        build_adapters(production) as relaying,
+        build_adapters(production) as writing,
+        relaying.relay_wakeup.listening([service], woken.set) as listening,
+    ):
+        await asyncio.wait_for(listening.wait(), 15)
+        woken.clear()  # a (re)connected listener wakes its relay once, to catch up
+        async with writing.sessions() as session:
+            await Outbox(service, writing.relay_wakeup).add(session, event, "huleedu.probe.v1", "b-1")
+            await session.commit()
+        await asyncio.wait_for(woken.wait(), 15)
+
+    assert woken.is_set()

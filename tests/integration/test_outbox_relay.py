@@ -18,8 +18,9 @@ from huleedu.contracts.envelope import EventEnvelope
 from huleedu.messaging.bus import Record
 from huleedu.messaging.kafka import KafkaBus
 from huleedu.messaging.outbox import Outbox, OutboxEntry, parked_rows
-from huleedu.messaging.relay import LISTENER_APPLICATION_NAME, OutboxRelay
+from huleedu.messaging.relay import OutboxRelay
 from huleedu.messaging.tables import event_outbox
+from huleedu.messaging.wakeup import LISTENER_APPLICATION_NAME, PostgresWakeup
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import create_engine, session_factory
 from support.servers import TansuBroker
@@ -41,6 +42,12 @@ async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def sessions(engine: AsyncEngine) -> Sessions:
     return session_factory(engine)
+
+
+@pytest.fixture
+def wakeup(postgres_url: str) -> PostgresWakeup:
+    """What bootstrap gives outboxes and relays on PostgreSQL: NOTIFY on commit, LISTEN to wake."""
+    return PostgresWakeup(postgres_url, backoff_initial_seconds=0.1, backoff_max_seconds=0.5)
 
 
 @pytest.fixture
@@ -131,6 +138,7 @@ def relay_for(
         "poll_seconds": 0.5,
         "backoff_initial_seconds": 0.1,
         "backoff_max_seconds": 0.5,
+        "wakeup": PostgresWakeup(engine.url, backoff_initial_seconds=0.1, backoff_max_seconds=0.5),
     }
     parameters.update(options)
     return OutboxRelay(sessions, engine, bus, services, **parameters), bus
@@ -174,9 +182,14 @@ def by_key(records: Sequence[Record]) -> dict[bytes | None, list[str]]:
 
 
 async def test_a_committed_event_arrives_once_with_its_event_id_and_a_rolled_back_one_never(
-    sessions: Sessions, engine: AsyncEngine, settings: Settings, service: str, topic: str
+    sessions: Sessions,
+    engine: AsyncEngine,
+    settings: Settings,
+    service: str,
+    topic: str,
+    wakeup: PostgresWakeup,
 ) -> None:
-    outbox = Outbox(service)
+    outbox = Outbox(service, wakeup)
     rolled_back, committed = envelope(service, topic, 1), envelope(service, topic, 2)
     async with sessions() as session:
         await outbox.add(session, rolled_back, topic, "batch-1")
@@ -208,10 +221,11 @@ async def test_rows_wait_while_the_broker_is_down_and_arrive_once_in_key_order_a
     kafka_bootstrap: str,
     service: str,
     topic: str,
+    wakeup: PostgresWakeup,
 ) -> None:
     # Fail fast while the broker is away, so the test does not wait out long request timeouts.
     settings = settings.model_copy(update={"kafka_request_timeout_ms": 500})
-    outbox = Outbox(service)
+    outbox = Outbox(service, wakeup)
     before = [envelope(service, topic, n) for n in range(4)]
     await commit(sessions, outbox, topic, *[(event, f"batch-{n % 2}") for n, event in enumerate(before)])
     relay, bus = relay_for(sessions, engine, settings, [service], max_attempts=1)
@@ -250,10 +264,16 @@ async def test_rows_wait_while_the_broker_is_down_and_arrive_once_in_key_order_a
 
 
 async def test_a_relay_backs_off_while_the_broker_is_down_instead_of_retrying_in_a_loop(
-    sessions: Sessions, engine: AsyncEngine, settings: Settings, broker: TansuBroker, service: str, topic: str
+    sessions: Sessions,
+    engine: AsyncEngine,
+    settings: Settings,
+    broker: TansuBroker,
+    service: str,
+    topic: str,
+    wakeup: PostgresWakeup,
 ) -> None:
     event = envelope(service, topic, 1)
-    await commit(sessions, Outbox(service), topic, (event, "batch-1"))
+    await commit(sessions, Outbox(service, wakeup), topic, (event, "batch-1"))
     broker.stop()  # a relay's first connection is refused at once, so only its backoff spaces tries
     relay, bus = relay_for(
         sessions, engine, settings, [service], backoff_initial_seconds=0.1, backoff_max_seconds=0.5
@@ -274,9 +294,14 @@ async def test_a_relay_backs_off_while_the_broker_is_down_instead_of_retrying_in
 
 
 async def test_two_relays_running_at_once_publish_each_row_once_in_key_order(
-    sessions: Sessions, engine: AsyncEngine, settings: Settings, service: str, topic: str
+    sessions: Sessions,
+    engine: AsyncEngine,
+    settings: Settings,
+    service: str,
+    topic: str,
+    wakeup: PostgresWakeup,
 ) -> None:
-    outbox = Outbox(service)
+    outbox = Outbox(service, wakeup)
     first, first_bus = relay_for(sessions, engine, settings, [service], batch_size=7)
     second, second_bus = relay_for(sessions, engine, settings, [service], batch_size=7)
     written: list[tuple[EventEnvelope[Ping], str]] = []
@@ -297,12 +322,17 @@ async def test_two_relays_running_at_once_publish_each_row_once_in_key_order(
 
 
 async def test_a_relay_leaves_the_rows_of_other_services_alone(
-    sessions: Sessions, engine: AsyncEngine, settings: Settings, service: str, topic: str
+    sessions: Sessions,
+    engine: AsyncEngine,
+    settings: Settings,
+    service: str,
+    topic: str,
+    wakeup: PostgresWakeup,
 ) -> None:
     other = f"{service}_other"
     theirs, ours = envelope(other, topic, 1), envelope(service, topic, 2)
-    await commit(sessions, Outbox(other), topic, (theirs, "batch-1"))
-    await commit(sessions, Outbox(service), topic, (ours, "batch-1"))
+    await commit(sessions, Outbox(other, wakeup), topic, (theirs, "batch-1"))
+    await commit(sessions, Outbox(service, wakeup), topic, (ours, "batch-1"))
 
     relay, bus = relay_for(sessions, engine, settings, [service])
     async with running(relay, bus), consuming(settings, topic) as consumer:
@@ -316,13 +346,18 @@ async def test_a_relay_leaves_the_rows_of_other_services_alone(
 
 
 async def test_a_row_the_broker_always_rejects_is_parked_after_max_attempts_and_holds_nothing_back(
-    sessions: Sessions, engine: AsyncEngine, settings: Settings, service: str, topic: str
+    sessions: Sessions,
+    engine: AsyncEngine,
+    settings: Settings,
+    service: str,
+    topic: str,
+    wakeup: PostgresWakeup,
 ) -> None:
     huge = EventEnvelope[Ping](
         event_type=topic, source_service=service, data=Ping(n=1), metadata={"blob": "x" * 2_000_000}
     )
     later = envelope(service, topic, 2)
-    await commit(sessions, Outbox(service), topic, (huge, "batch-1"), (later, "batch-1"))
+    await commit(sessions, Outbox(service, wakeup), topic, (huge, "batch-1"), (later, "batch-1"))
 
     relay, bus = relay_for(
         sessions, engine, settings, [service], max_attempts=3, backoff_initial_seconds=0.05
@@ -339,19 +374,29 @@ async def test_a_row_the_broker_always_rejects_is_parked_after_max_attempts_and_
 
 
 async def test_a_notification_wakes_the_relay_long_before_its_poll_interval(
-    sessions: Sessions, engine: AsyncEngine, settings: Settings, service: str, topic: str
+    sessions: Sessions,
+    engine: AsyncEngine,
+    settings: Settings,
+    service: str,
+    topic: str,
+    wakeup: PostgresWakeup,
 ) -> None:
     relay, bus = relay_for(sessions, engine, settings, [service], poll_seconds=30)
     async with running(relay, bus), consuming(settings, topic) as consumer:
         event = envelope(service, topic, 1)
-        await commit(sessions, Outbox(service), topic, (event, "batch-1"))
+        await commit(sessions, Outbox(service, wakeup), topic, (event, "batch-1"))
         await consumer.wait_for(1, seconds=10)
 
     assert consumer.event_ids() == [str(event.event_id)]
 
 
 async def test_the_relay_listens_again_after_its_connection_is_killed(
-    sessions: Sessions, engine: AsyncEngine, settings: Settings, service: str, topic: str
+    sessions: Sessions,
+    engine: AsyncEngine,
+    settings: Settings,
+    service: str,
+    topic: str,
+    wakeup: PostgresWakeup,
 ) -> None:
     relay, bus = relay_for(sessions, engine, settings, [service], poll_seconds=30)
     async with running(relay, bus), consuming(settings, topic) as consumer:
@@ -363,7 +408,7 @@ async def test_the_relay_listens_again_after_its_connection_is_killed(
         )
         await asyncio.sleep(0.2)  # let the reconnect's own catch-up pass finish first
         event = envelope(service, topic, 1)
-        await commit(sessions, Outbox(service), topic, (event, "batch-1"))
+        await commit(sessions, Outbox(service, wakeup), topic, (event, "batch-1"))
         await consumer.wait_for(1, seconds=10)
 
     assert consumer.event_ids() == [str(event.event_id)]

@@ -42,7 +42,7 @@ async def running(
     """The named units running in this process until the block ends (then stopped gracefully),
     and a client of their HTTP app. A unit that fails to start fails the block."""
     async with build_adapters(settings) as adapters:
-        units = [await build_unit(name, adapters) for name in names]
+        units = [build_unit(name, adapters) for name in names]
         stop, started = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(
             run_units(units, adapters, http=False, stop=stop, started=started, handle_signals=False)

@@ -64,7 +64,7 @@ async def running_services(settings: Settings, names: Sequence[str]) -> AsyncIte
     """Build the units (the database must be migrated already); nothing is started: consumers are
     driven by `feed`, or by the caller starting the bus."""
     async with build_adapters(settings) as adapters:
-        units = {name: await build_unit(name, adapters) for name in names}
+        units = {name: build_unit(name, adapters) for name in names}
         app = create_app(list(units.values()), adapters)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://huleedu") as client:

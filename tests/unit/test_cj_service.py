@@ -244,4 +244,4 @@ async def test_the_llm_judge_without_an_endpoint_refuses_to_start(
     )
     async with build_adapters(settings) as adapters:
         with pytest.raises(JudgeNotConfigured, match="HULEEDU_CJ_LLM_BASE_URL"):
-            await build_unit("cj", adapters)
+            build_unit("cj", adapters)

@@ -242,7 +242,7 @@ async def test_a_dashboard_of_its_own_reads_a_results_service_in_another_process
         update={"ras_url": f"http://127.0.0.1:{ras_port}", "http_port": 0}
     )
     async with build_adapters(ras_settings) as adapters:
-        ras = await build_unit("ras", adapters)
+        ras = build_unit("ras", adapters)
         stop, started = asyncio.Event(), asyncio.Event()
         serving = asyncio.create_task(
             run_units([ras], adapters, stop=stop, started=started, handle_signals=False)

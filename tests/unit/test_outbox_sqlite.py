@@ -19,8 +19,9 @@ from huleedu.messaging.bus import BatchHandler, OutboundRecord, PublishOutcome, 
 from huleedu.messaging.errors import PublishError
 from huleedu.messaging.memory import InMemoryBus
 from huleedu.messaging.outbox import Outbox, OutboxEntry, parked_rows, prune_published, retry_parked
-from huleedu.messaging.relay import OutboxRelay, RelayWakeup
+from huleedu.messaging.relay import OutboxRelay
 from huleedu.messaging.tables import event_outbox
+from huleedu.messaging.wakeup import InProcessWakeup
 from huleedu.storage.engine import create_engine, session_factory
 from huleedu.storage.migrations import upgrade
 
@@ -327,7 +328,7 @@ async def test_rows_of_services_the_relay_does_not_run_for_are_left_alone(
 async def test_a_commit_wakes_the_relay_without_waiting_for_the_poll_interval(
     sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine, broker: ScriptedBroker
 ) -> None:
-    wakeup = RelayWakeup()
+    wakeup = InProcessWakeup()
     relay = OutboxRelay(sessions, engine, broker, [SERVICE], poll_seconds=30, wakeup=wakeup)
     task = asyncio.create_task(relay.run())
     try:
@@ -355,7 +356,7 @@ async def test_in_the_embedded_mode_a_commit_reaches_a_subscriber_of_the_in_proc
     bus = InMemoryBus()
     bus.subscribe("dashboard", [TOPIC], handle)
     await bus.start()
-    wakeup = RelayWakeup()
+    wakeup = InProcessWakeup()
     relay = OutboxRelay(sessions, engine, bus, [SERVICE], poll_seconds=30, wakeup=wakeup)
     task = asyncio.create_task(relay.run())
     try:
@@ -377,14 +378,14 @@ async def test_a_rolled_back_write_wakes_no_one_and_a_later_commit_does(
     sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine, broker: ScriptedBroker
 ) -> None:
     woken: list[str] = []
-    wakeup = RelayWakeup()
-    wakeup.listen([SERVICE], lambda: woken.append("relay"))
-    async with sessions() as session:
-        await Outbox(SERVICE, wakeup).add(session, envelope(1), TOPIC, None)
-        await session.rollback()
-    assert woken == []
-    await commit(sessions, Outbox(SERVICE, wakeup), (envelope(2), None), (envelope(3), None))
-    assert woken == ["relay"]
+    wakeup = InProcessWakeup()
+    async with wakeup.listening([SERVICE], lambda: woken.append("relay")):
+        async with sessions() as session:
+            await Outbox(SERVICE, wakeup).add(session, envelope(1), TOPIC, None)
+            await session.rollback()
+        assert woken == []
+        await commit(sessions, Outbox(SERVICE, wakeup), (envelope(2), None), (envelope(3), None))
+        assert woken == ["relay"]
 
 
 async def test_pruning_deletes_only_events_published_long_enough_ago(

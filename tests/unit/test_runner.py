@@ -214,19 +214,6 @@ def test_an_unknown_service_is_refused_with_the_known_names() -> None:
         runner.service_builder("nope")
 
 
-def test_a_registered_service_without_code_is_reported_as_not_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(runner.SERVICES, "ghost", "huleedu.ghost.app:build")
-    monkeypatch.setitem(runner.SERVICES, "hollow", "huleedu.platform.settings:build")
-
-    with pytest.raises(runner.ServiceNotBuilt, match="service ghost is not built yet"):
-        runner.service_builder("ghost")
-    with pytest.raises(runner.ServiceNotBuilt, match="service hollow is not built yet"):
-        runner.service_builder("hollow")
-    ready, missing = runner.available_services()
-    assert "ghost" not in ready
-    assert "service ghost is not built yet" in missing["ghost"]
-
-
 def test_a_service_whose_own_imports_fail_is_a_real_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,7 +225,7 @@ def test_a_service_whose_own_imports_fail_is_a_real_error(
         runner.service_builder("broken")
 
 
-async def test_builders_may_be_plain_or_async_and_must_return_a_unit(
+def test_a_builder_must_return_a_unit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adapters: Adapters
 ) -> None:
     (tmp_path / "probe_services_for_test.py").write_text(
@@ -249,19 +236,15 @@ async def test_builders_may_be_plain_or_async_and_must_return_a_unit(
             def plain(adapters):
                 return ServiceUnit("plain")
 
-            async def later(adapters):
-                return ServiceUnit("later")
-
             def wrong(adapters):
                 return "not a unit"
             """
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("plain", "later", "wrong"):
+    for name in ("plain", "wrong"):
         monkeypatch.setitem(runner.SERVICES, name, f"probe_services_for_test:{name}")
 
-    assert (await runner.build_unit("plain", adapters)).name == "plain"
-    assert (await runner.build_unit("later", adapters)).name == "later"
+    assert runner.build_unit("plain", adapters).name == "plain"
     with pytest.raises(TypeError, match="returned str, not a ServiceUnit"):
-        await runner.build_unit("wrong", adapters)
+        runner.build_unit("wrong", adapters)

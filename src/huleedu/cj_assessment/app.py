@@ -1,6 +1,6 @@
 """The CJ service as a service unit: its consumer, its outbox rows, and the judge that
-`HULEEDU_CJ_JUDGE` chooses. Texts come through the content store, over HTTP when HULEEDU_CONTENT_URL
-is set, else from the shared database."""
+`HULEEDU_CJ_JUDGE` chooses. Texts come through the content client bootstrap chose: over HTTP when
+HULEEDU_CONTENT_URL is set, else from the shared database."""
 
 import asyncio
 
@@ -11,7 +11,6 @@ from huleedu.cj_assessment.judges.llm import LLMJudge, LLMJudgeSettings
 from huleedu.cj_assessment.judges.port import Judge
 from huleedu.cj_assessment.judges.simulated import SimulatedJudge
 from huleedu.cj_assessment.worker import CONSUMER_GROUP, SERVICE, SERVICE_ID, routes
-from huleedu.content.client import content_access
 from huleedu.messaging.outbox import Outbox
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.settings import Settings
@@ -79,7 +78,7 @@ def build(adapters: Adapters) -> ServiceUnit:
     deps = Deps(
         outbox=Outbox(SERVICE, adapters.relay_wakeup),
         topics=adapters.topics,
-        content=content_access(adapters, SERVICE_ID),
+        content=adapters.content_for(SERVICE_ID),
         judges=judge_source(adapters),
         config=CJConfig(
             max_comparisons_per_essay=settings.cj_max_comparisons_per_essay,

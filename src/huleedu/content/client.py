@@ -1,10 +1,10 @@
 """How services read and write texts: the `ContentClient` port and its two adapters.
 
-`HttpContentClient` calls the content store's internal API (a split deployment, chosen by
-`HULEEDU_CONTENT_URL`); `LocalContentClient` reads and writes the content table of the shared
-database inside the caller's transaction. The local one must share the caller's session: on SQLite
-a second transaction would wait for the caller's write lock forever. So services hold a
-`ContentAccess`, which gives the client for a session: `deps.content(uow.session)`.
+`HttpContentClient` calls the content store's internal API (a split deployment);
+`LocalContentClient` reads and writes the content table of the shared database inside the caller's
+transaction. Bootstrap chooses (`HULEEDU_CONTENT_URL`). The local one must share the caller's
+session: on SQLite a second transaction would wait for the caller's write lock forever. So services
+hold a `ContentAccess`, which gives the client for a session: `deps.content(uow.session)`.
 """
 
 import asyncio
@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from huleedu.content.store import ContentStore
 from huleedu.messaging.errors import TransientError
-from huleedu.platform.bootstrap import Adapters
 
 CONTENT_PATH = "/internal/v1/content"
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -128,18 +127,3 @@ def _check(response: httpx.Response, *, expected: int) -> None:
     if response.status_code >= 500 or response.status_code == 429:
         raise ContentUnavailable(reason)
     raise ContentRefused(reason)
-
-
-def content_access(adapters: Adapters, service_id: str) -> ContentAccess:
-    """The HTTP adapter when `content_url` is set (closed with the adapters), else the local one.
-    `service_id` must be in the content store's `allowed_service_ids`."""
-    settings = adapters.settings
-    if not settings.content_url:
-        return LocalContentClient
-    client = HttpContentClient(
-        settings.content_url,
-        api_key=settings.internal_api_key.get_secret_value(),
-        service_id=service_id,
-    )
-    adapters.on_close(client.aclose)
-    return lambda _session: client

@@ -7,20 +7,20 @@ read it (the shared database of the embedded mode and of a single-database deplo
 as RAS has them otherwise (fail-open: a missing name never fails the page).
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 from urllib.parse import quote
 from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from huleedu.contracts.enums import BatchClientStatus, ErrorCode
-from huleedu.dashboard.ras_client import RasClient
+from huleedu.dashboard.ras_client import RasClient, RasRefused, RasUnavailable
 from huleedu.dashboard.results import csv_filename, results_csv, with_filenames
 from huleedu.intake.repository import IntakeRepository
-from huleedu.platform.http import ApiError, CorrelationId
+from huleedu.platform.http import CORRELATION_HEADER, ApiError, CorrelationId
 from huleedu.result_aggregator.views import BatchStatusView, UserBatchesView
 from huleedu.storage.engine import Sessions
 
@@ -49,15 +49,32 @@ async def intake_filenames(sessions: Sessions, batch_id: str) -> dict[str, str |
     return names.get(batch_id, {})
 
 
+async def ras_document(
+    ras: RasClient, path: str, correlation_id: UUID, params: Mapping[str, str | int] | None = None
+) -> dict[str, Any] | None:
+    """RAS's answer at `path`, None for a 404. RAS down is a 503; RAS refusing us is a 502, since
+    the teacher cannot fix a wrong key or service id, it is not passed on as their 401/403."""
+    try:
+        return await ras.get(path, headers={CORRELATION_HEADER: str(correlation_id)}, params=params)
+    except RasUnavailable as exc:
+        raise ApiError(
+            ErrorCode.SERVICE_UNAVAILABLE, "the results service cannot be reached; try again shortly"
+        ) from exc
+    except RasRefused as exc:
+        if exc.upstream_status is None:
+            raise ApiError(ErrorCode.EXTERNAL_SERVICE_ERROR, "the results service answered nonsense") from exc
+        raise ApiError(
+            ErrorCode.EXTERNAL_SERVICE_ERROR,
+            "the results service refused the request",
+            details={"upstream_status": exc.upstream_status},
+        ) from exc
+
+
 def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["dashboard"])
 
-    async def own_batch(
-        request: Request, user_id: str, batch_id: str, correlation_id: UUID
-    ) -> dict[str, Any]:
-        document = await ras.get(
-            f"/batches/{quote(batch_id, safe='')}/status", app=request.app, correlation_id=correlation_id
-        )
+    async def own_batch(user_id: str, batch_id: str, correlation_id: UUID) -> dict[str, Any]:
+        document = await ras_document(ras, f"/batches/{quote(batch_id, safe='')}/status", correlation_id)
         if document is None or document.get("user_id") != user_id:
             raise ApiError(
                 ErrorCode.RESOURCE_NOT_FOUND, f"batch {batch_id!r} not found", details={"batch_id": batch_id}
@@ -71,7 +88,6 @@ def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
         summary="Your batches, newest first, with their live status",
     )
     async def my_batches(
-        request: Request,
         user_id: Annotated[str, Depends(user)],
         correlation_id: CorrelationId,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -81,12 +97,7 @@ def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
         params: dict[str, str | int] = {"limit": limit, "offset": offset}
         if status is not None:
             params["status"] = status.value
-        document = await ras.get(
-            f"/batches/user/{quote(user_id, safe='')}",
-            app=request.app,
-            correlation_id=correlation_id,
-            params=params,
-        )
+        document = await ras_document(ras, f"/batches/user/{quote(user_id, safe='')}", correlation_id, params)
         return JSONResponse(
             document or {"batches": [], "pagination": {"limit": limit, "offset": offset, "total": 0}}
         )
@@ -98,12 +109,11 @@ def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
         summary="One of your batches with every essay's rank, score, grade, confidence and spelling metrics",
     )
     async def my_batch(
-        request: Request,
         batch_id: BatchId,
         user_id: Annotated[str, Depends(user)],
         correlation_id: CorrelationId,
     ) -> JSONResponse:
-        return JSONResponse(await own_batch(request, user_id, batch_id, correlation_id))
+        return JSONResponse(await own_batch(user_id, batch_id, correlation_id))
 
     @api.get(
         "/batches/{batch_id}/results.csv",
@@ -116,12 +126,11 @@ def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
         summary="Your batch's results as CSV, best first",
     )
     async def my_batch_csv(
-        request: Request,
         batch_id: BatchId,
         user_id: Annotated[str, Depends(user)],
         correlation_id: CorrelationId,
     ) -> Response:
-        document = await own_batch(request, user_id, batch_id, correlation_id)
+        document = await own_batch(user_id, batch_id, correlation_id)
         return Response(
             results_csv(document).encode("utf-8"),
             media_type="text/csv; charset=utf-8",

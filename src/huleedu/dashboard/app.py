@@ -2,7 +2,7 @@
 
 The page is static files served by us (no build step, no CDN). `/v1/batches` POST belongs to intake:
 in `huleedu up` both share the port; a separate `huleedu serve dashboard` needs a front proxy that
-sends submissions to intake and `HULEEDU_RAS_URL` pointing at RAS.
+sends submissions to intake and `HULEEDU_RAS_URL` pointing at RAS (bootstrap's RAS client reads it).
 """
 
 from pathlib import Path
@@ -12,7 +12,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huleedu.dashboard import api
-from huleedu.dashboard.ras_client import RasClient
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.security import teacher
 
@@ -51,11 +50,8 @@ class _PageHeaders:
 
 
 def build(adapters: Adapters) -> ServiceUnit:
-    settings = adapters.settings
-    ras = RasClient(settings)
-    adapters.on_close(ras.aclose)
     return ServiceUnit(
         name="dashboard",
-        routers=[api.router(ras, adapters.sessions, teacher(settings))],
+        routers=[api.router(adapters.ras, adapters.sessions, teacher(adapters.settings))],
         mounts={"/": _PageHeaders(StaticFiles(directory=STATIC_DIR, html=True))},
     )

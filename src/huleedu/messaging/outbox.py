@@ -2,8 +2,8 @@
 and the operator's view of rows the relay gave up on.
 
 The row becomes visible to the relay only when the caller commits; a rollback takes the event with
-it. On PostgreSQL the insert is joined by a `pg_notify` (delivered on commit) so a listening relay
-wakes at once; on SQLite the in-process `RelayWakeup` is set after the session commits.
+it. The outbox's `RelayWakeup` (given by bootstrap, one per database) wakes the relay at once when
+it commits; without one the relay finds the rows at its next poll.
 """
 
 from collections.abc import Sequence
@@ -11,17 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from huleedu.contracts.envelope import EventEnvelope
-from huleedu.messaging.relay import NOTIFY_CHANNEL, RelayWakeup
 from huleedu.messaging.tables import event_outbox
-from huleedu.storage.dialect import is_postgres_session
-
-# session.info key: (wakeup, service) pairs to signal once the session's transaction commits.
-_WAKE_AFTER_COMMIT = "huleedu.outbox.wake_after_commit"
+from huleedu.messaging.wakeup import RelayWakeup
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +57,8 @@ class Outbox:
         now = datetime.now(UTC)
         rows = [self._row(entry, now) for entry in entries]
         await session.execute(event_outbox.insert(), rows)  # executemany: compiled once, cached
-        if is_postgres_session(session):
-            # Delivered by PostgreSQL only if and when this transaction commits.
-            await session.execute(select(func.pg_notify(NOTIFY_CHANNEL, self.service)))
-        elif self._wakeup is not None:
-            _wake_after_commit(session.sync_session, self._wakeup, self.service)
+        if self._wakeup is not None:
+            await self._wakeup.written(session, self.service)
 
     def _row(self, entry: OutboxEntry, now: datetime) -> dict[str, Any]:
         envelope = entry.envelope
@@ -81,21 +73,6 @@ class Outbox:
             "headers": {name: value.decode() for name, value in envelope.record_headers().items()},
             "created_at": now,
         }
-
-
-def _wake_after_commit(session: Session, wakeup: RelayWakeup, service: str) -> None:
-    pending: list[tuple[RelayWakeup, str]] | None = session.info.get(_WAKE_AFTER_COMMIT)
-    if pending is None:
-        pending = session.info[_WAKE_AFTER_COMMIT] = []
-        # Once per transaction, however many rows it writes. After a rollback the hook stays for
-        # the session's next commit: a spurious wake-up costs the relay one empty pass.
-        event.listen(session, "after_commit", _signal_committed, once=True)
-    pending.append((wakeup, service))
-
-
-def _signal_committed(session: Session) -> None:
-    for wakeup, service in session.info.pop(_WAKE_AFTER_COMMIT, []):
-        wakeup.set(service)
 
 
 @dataclass(frozen=True, slots=True)

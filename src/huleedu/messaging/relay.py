@@ -23,16 +23,16 @@ Failures:
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import orjson
 import structlog
 from sqlalchemy import ColumnElement, FromClause, Row, Select, and_, bindparam, exists, or_, select, update
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from huleedu.messaging import metrics
@@ -41,14 +41,11 @@ from huleedu.messaging.errors import PublishError
 from huleedu.messaging.retry import backoff_seconds
 from huleedu.messaging.tables import event_outbox
 from huleedu.messaging.transient import is_transient
+from huleedu.messaging.wakeup import RelayWakeup
 from huleedu.storage.engine import Sessions
 
 log = structlog.get_logger(__name__)
 
-# The PostgreSQL channel an outbox write notifies (payload: the emitting service) on commit.
-NOTIFY_CHANNEL = "huleedu_outbox"
-# How the relay's LISTEN connection shows in pg_stat_activity.
-LISTENER_APPLICATION_NAME = "huleedu-outbox-listener"
 _ERROR_CHARS = 2000
 
 
@@ -97,28 +94,6 @@ def _claim_query(services: Sequence[str], batch_size: int, *, lock: bool) -> Sel
     return select(due, waits).order_by(due.c.id)
 
 
-class RelayWakeup:
-    """An in-process signal that outbox rows were committed, for relays that cannot LISTEN (SQLite).
-
-    Several relays may listen to one; each is woken only for the services it runs for.
-    """
-
-    def __init__(self) -> None:
-        self._listeners: list[tuple[frozenset[str], Callable[[], None]]] = []
-
-    def set(self, service: str | None = None) -> None:
-        """Wake the relays of `service` (every relay when None). Call from the event loop's thread."""
-        for services, wake in list(self._listeners):
-            if service is None or service in services:
-                wake()
-
-    def listen(self, services: Iterable[str], wake: Callable[[], None]) -> Callable[[], None]:
-        """Call `wake` when rows of one of `services` commit; returns the function that stops it."""
-        entry = (frozenset(services), wake)
-        self._listeners.append(entry)
-        return lambda: self._listeners.remove(entry)
-
-
 @dataclass(frozen=True, slots=True)
 class _Pass:
     selected: int = 0  # rows due, before holding back for per-key order
@@ -134,18 +109,14 @@ def is_broker_unavailable(outcome: Exception) -> bool:
     return is_transient(outcome)
 
 
-def asyncpg_dsn(url: str | URL) -> str:
-    """The plain `postgresql://` DSN asyncpg wants, from a SQLAlchemy `postgresql+asyncpg://` URL."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 class OutboxRelay:
     """Publishes the outbox rows of `services` to `bus` until `stop()`.
 
-    `database` is the engine (or its URL) behind `sessions`: it tells the dialect and, on
-    PostgreSQL, where to LISTEN. `ready` is set once the first pass ran (and, on PostgreSQL, the
-    listener is connected). On PostgreSQL any number of relays may run for the same services; on
-    SQLite run one relay per service and database (rows are not locked there).
+    `database` is the engine (or its URL) behind `sessions`: its dialect says whether rows are
+    locked while they are published. `wakeup` tells the relay at once that rows committed; without
+    one it polls. `ready` is set once the first pass ran and the wake-up listens (on PostgreSQL, once
+    its LISTEN connection is up). On PostgreSQL any number of relays may run for the same services;
+    on SQLite run one relay per service and database (rows are not locked there).
     """
 
     def __init__(
@@ -161,13 +132,12 @@ class OutboxRelay:
         backoff_initial_seconds: float = 0.5,
         backoff_max_seconds: float = 30.0,
         wakeup: RelayWakeup | None = None,
-        listener_check_seconds: float = 10.0,
     ) -> None:
         if not services:
             raise ValueError("a relay needs at least one service to publish for")
         self._sessions = sessions
-        self._url = database.url if isinstance(database, AsyncEngine) else make_url(database)
-        self._is_postgres = self._url.get_backend_name() == "postgresql"
+        url = database.url if isinstance(database, AsyncEngine) else make_url(database)
+        self._is_postgres = url.get_backend_name() == "postgresql"
         self._bus = bus
         self.services = tuple(services)
         self.batch_size = batch_size
@@ -176,11 +146,9 @@ class OutboxRelay:
         self.backoff_initial_seconds = backoff_initial_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self._wakeup = wakeup
-        self._listener_check_seconds = listener_check_seconds
         self._claim_query = _claim_query(self.services, batch_size, lock=self._is_postgres)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._listening = asyncio.Event()
         self.ready = asyncio.Event()
 
     # --- one pass ---
@@ -326,14 +294,11 @@ class OutboxRelay:
     # --- the loop ---
 
     async def run(self) -> None:
-        """Publish until `stop()`: at once when woken (NOTIFY or RelayWakeup), else every
+        """Publish until `stop()`: at once when the wake-up says rows committed, else every
         `poll_seconds`; back off while the broker or the database is unavailable."""
-        listener = asyncio.create_task(self._listen()) if self._is_postgres else None
-        unlisten = self._wakeup.listen(self.services, self._wake.set) if self._wakeup else None
         failures = 0
-        try:
-            if listener is not None:
-                await self._until(self._listening, self.poll_seconds)
+        async with self._wake_ups() as listening:
+            await self._until(listening, self.poll_seconds)
             while not self._stopping.is_set():
                 self._wake.clear()  # before the pass: a commit during the pass wakes the next one
                 try:
@@ -347,7 +312,7 @@ class OutboxRelay:
                     )
                     await self._until(self._stopping, self._backoff(failures))
                     continue
-                if listener is None or self._listening.is_set():
+                if listening.is_set():
                     self.ready.set()
                 if result.broker_unavailable:
                     failures += 1
@@ -358,13 +323,13 @@ class OutboxRelay:
                 if result.sent and result.selected == self.batch_size:
                     continue  # a full page went out; more may be due
                 await self._until(self._wake, self.poll_seconds)
-        finally:
-            if unlisten is not None:
-                unlisten()
-            if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
+
+    def _wake_ups(self) -> AbstractAsyncContextManager[asyncio.Event]:
+        if self._wakeup is not None:
+            return self._wakeup.listening(self.services, self._wake.set)
+        polling_only = asyncio.Event()
+        polling_only.set()
+        return contextlib.nullcontext(polling_only)
 
     def stop(self) -> None:
         """Ask `run()` to return after the pass in progress. Idempotent."""
@@ -374,55 +339,6 @@ class OutboxRelay:
     async def _until(self, event: asyncio.Event, timeout_seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout_seconds)
-
-    async def _listen(self) -> None:
-        """Hold a LISTEN connection (reconnecting when it drops) and wake the relay on NOTIFY."""
-        dsn = asyncpg_dsn(self._url)
-        failures = 0
-        while True:
-            try:
-                connection = await asyncpg.connect(
-                    dsn, timeout=10, server_settings={"application_name": LISTENER_APPLICATION_NAME}
-                )
-            except Exception as exc:
-                failures += 1
-                log.warning("outbox listener cannot connect", error=repr(exc), failures=failures)
-                await asyncio.sleep(self._backoff(failures))
-                continue
-            failures = 0
-            try:
-                await self._hold(connection)
-            except Exception as exc:  # whatever broke the connection, the listener must live on
-                log.warning("outbox listener connection lost", error=repr(exc))
-            finally:
-                self._listening.clear()
-                await _close(connection)
-
-    async def _hold(self, connection: asyncpg.Connection) -> None:
-        lost = asyncio.Event()
-        connection.add_termination_listener(lambda _connection: lost.set())
-        await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
-        self._listening.set()
-        self._wake.set()  # rows may have committed while we were not listening
-        while not lost.is_set():
-            await self._until(lost, self._listener_check_seconds)
-            if not lost.is_set():
-                # A connection dropped without a FIN shows up only when used.
-                await connection.execute("SELECT 1", timeout=self._listener_check_seconds)
-
-    def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
-        if payload in self.services:
-            self._wake.set()
-
-
-async def _close(connection: asyncpg.Connection) -> None:
-    try:
-        await asyncio.wait_for(connection.close(), 2)
-    except Exception:
-        connection.terminate()
-    except BaseException:  # cancelled while closing: do not leave the socket behind
-        connection.terminate()
-        raise
 
 
 def _describe(error: Exception) -> str:

@@ -1,8 +1,7 @@
 """The email worker as a service unit (`huleedu serve email`): one background task, no consumers.
-SMTP when `smtp_host` is set, else `.eml` files in `mail_dir`."""
+It sends through the mailer bootstrap chose: SMTP, or `.eml` files in `mail_dir`."""
 
 from huleedu.notifications.jobs import EmailJobs
-from huleedu.notifications.mailers import FolderMailer, Mailer, SmtpMailer
 from huleedu.notifications.rendering import Renderer
 from huleedu.notifications.worker import EmailWorker
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
@@ -14,15 +13,11 @@ def public_url(settings: Settings) -> str:
     return settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
 
 
-def mailer_for(settings: Settings) -> Mailer:
-    return SmtpMailer(settings) if settings.smtp_host else FolderMailer(settings.mail_dir)
-
-
 def email_worker(adapters: Adapters) -> EmailWorker:
     settings = adapters.settings
     return EmailWorker(
         EmailJobs(adapters.sessions),
-        mailer_for(settings),
+        adapters.mailer,
         Renderer(public_url(settings)),
         sender=settings.mail_from,
         max_attempts=settings.email_max_attempts,

@@ -1,8 +1,21 @@
 """Choose each adapter from configuration; nothing else in the package asks which mode we are in.
 
-`build_adapters` connects nothing: the runner (or a test) enters `Adapters` as an async context
-manager and, on exit, the bus is stopped (committing finished work), then Redis and the database pool
-are closed.
+`build_adapters` is the one place that reads the URLs of `Settings` to choose between the two
+adapters of a port; services receive the chosen ones in `Adapters`:
+
+    port                   embedded (URL unset)              production (URL set)
+    bus                    InMemoryBus                       KafkaBus           kafka_bootstrap_servers
+    cache, idempotency     memory of the process             Redis              redis_url
+    WebSocket backplane    MemoryBackplane                   RedisBackplane     redis_url
+    relay wake-up          InProcessWakeup (SQLite)          PostgresWakeup     database_url
+    mailer                 FolderMailer (.eml files)         SmtpMailer         smtp_host
+    content                LocalContentClient (database)     HttpContentClient  content_url
+    RAS client transport   this process's app, in process    the network        ras_url
+
+Nothing connects here: the runner (or a test) enters `Adapters` as an async context manager. On exit
+the bus stops first (consumers commit what they finished while every client is still open), then
+the rest closes in reverse order of creation: clients services made, the RAS client, Redis, the
+database pool.
 """
 
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,23 +24,51 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+import httpx
 from fastapi import APIRouter
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from huleedu.cache.cache import Cache
 from huleedu.cache.memory import MemoryCache
 from huleedu.cache.redis_cache import RedisCache, create_redis_client
+from huleedu.content.client import ContentAccess, HttpContentClient, LocalContentClient
 from huleedu.contracts.topics import Topics
+from huleedu.dashboard.ras_client import RasClient
 from huleedu.messaging.bus import EventBus
 from huleedu.messaging.consumer import EventConsumer, Route
 from huleedu.messaging.idempotency import IdempotencyGuard, MemoryIdempotency, RedisIdempotency
 from huleedu.messaging.kafka import KafkaBus
 from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
-from huleedu.messaging.relay import RelayWakeup
+from huleedu.messaging.wakeup import InProcessWakeup, PostgresWakeup, RelayWakeup
+from huleedu.notifications.mailers import FolderMailer, Mailer, SmtpMailer
 from huleedu.platform.settings import Settings
-from huleedu.storage.engine import Sessions, create_engine, session_factory
+from huleedu.storage.engine import Sessions, create_engine, is_postgres, session_factory
+from huleedu.websocket.backplane import Backplane, MemoryBackplane, slot_ttl_seconds
+from huleedu.websocket.redis_backplane import RedisBackplane
+
+# The base URL of the RAS client when it calls the app of its own process (never resolved).
+IN_PROCESS_RAS_URL = "http://ras.in-process"
+
+
+class ProcessApp:
+    """The HTTP app of this process, for adapters that call routes of their own process (the RAS
+    client of `huleedu up`). Such adapters are built before the app, which needs them; they hold
+    this, and `create_app` binds it to the app once built."""
+
+    def __init__(self) -> None:
+        self._app: ASGIApp | None = None
+
+    def bind(self, app: ASGIApp) -> None:
+        """Send every later call to `app` (the newest app built over these adapters)."""
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            # Reached only by a call made without any app over these adapters: a wiring error.
+            raise RuntimeError("no HTTP app was built over these adapters")
+        await self._app(scope, receive, send)
 
 
 @dataclass
@@ -41,7 +82,11 @@ class Adapters:
     cache: Cache
     guard_for: Callable[[str], IdempotencyGuard]  # service name -> its idempotency guard (one each)
     relay_wakeup: RelayWakeup
-    redis: Redis | None = None  # the one Redis client of the process, shared; None in embedded mode
+    mailer: Mailer
+    backplane: Backplane
+    content_for: Callable[[str], ContentAccess]  # service id -> how that service reaches texts
+    ras: RasClient  # RAS's query API, for the dashboard
+    app: ProcessApp  # this process's HTTP app, bound by `create_app`
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @property
@@ -54,7 +99,10 @@ class Adapters:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._stack.aclose()
+        try:
+            await self.bus.stop()
+        finally:
+            await self._stack.aclose()
 
     def consumer(self, service: str, group: str, routes: Sequence[Route[Any]]) -> EventConsumer:
         """A consumer of `routes` for `service`, on this process's bus, database and idempotency guard."""
@@ -69,7 +117,8 @@ class Adapters:
         )
 
     def on_close(self, action: Callable[[], Awaitable[object]]) -> None:
-        """Run `action` when the adapters close, before those registered earlier (LIFO)."""
+        """Run `action` when the adapters close, after the bus stopped and before the actions
+        registered earlier (LIFO)."""
         self._stack.push_async_callback(action)
 
 
@@ -85,6 +134,49 @@ class ServiceUnit:
     routers: list[APIRouter] = field(default_factory=list)
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     mounts: dict[str, ASGIApp] = field(default_factory=dict)
+
+
+def build_adapters(settings: Settings) -> Adapters:
+    """The adapters of `settings` (see the table above). Creating clients opens no connection."""
+    stack = AsyncExitStack()
+    engine = create_engine(settings.database_url)
+    stack.push_async_callback(engine.dispose)
+    redis = create_redis_client(settings.redis_url) if settings.redis_url else None
+    if redis is not None:
+        stack.push_async_callback(redis.aclose)
+    app = ProcessApp()
+    ras = _ras_client(settings, app)
+    stack.push_async_callback(ras.aclose)
+    return Adapters(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        bus=_bus(settings),
+        cache=(
+            RedisCache(redis, key_prefix=settings.redis_key_prefix)
+            if redis is not None
+            else MemoryCache(key_prefix=settings.redis_key_prefix)
+        ),
+        guard_for=_guards(settings, redis),
+        relay_wakeup=_relay_wakeup(settings),
+        mailer=SmtpMailer(settings) if settings.smtp_host else FolderMailer(settings.mail_dir),
+        backplane=_backplane(settings, redis),
+        content_for=_content(settings, stack),
+        ras=ras,
+        app=app,
+        _stack=stack,
+    )
+
+
+def _bus(settings: Settings) -> EventBus:
+    if settings.kafka_bootstrap_servers:
+        return KafkaBus(settings)
+    return InMemoryBus(
+        InMemoryBroker(partitions=settings.kafka_partitions),
+        max_batch_records=settings.kafka_max_batch_records,
+        retry_initial_seconds=settings.consumer_retry_initial_seconds,
+        retry_max_seconds=settings.consumer_retry_max_seconds,
+    )
 
 
 def _guards(settings: Settings, redis: Redis | None) -> Callable[[str], IdempotencyGuard]:
@@ -111,39 +203,61 @@ def _guards(settings: Settings, redis: Redis | None) -> Callable[[str], Idempote
     return guard_for
 
 
-def build_adapters(settings: Settings) -> Adapters:
-    """Kafka if `kafka_bootstrap_servers`, else the in-process bus; Redis if `redis_url`, else memory;
-    the database of `database_url` (PostgreSQL or SQLite). Creating clients opens no connection."""
-    engine = create_engine(settings.database_url)
-    redis = create_redis_client(settings.redis_url) if settings.redis_url else None
-    bus: EventBus = (
-        KafkaBus(settings)
-        if settings.kafka_bootstrap_servers
-        else InMemoryBus(
-            InMemoryBroker(partitions=settings.kafka_partitions),
-            max_batch_records=settings.kafka_max_batch_records,
-            retry_initial_seconds=settings.consumer_retry_initial_seconds,
-            retry_max_seconds=settings.consumer_retry_max_seconds,
+def _relay_wakeup(settings: Settings) -> RelayWakeup:
+    # PostgreSQL wakes relays in every process; SQLite has one process, and no NOTIFY.
+    if is_postgres(settings.database_url):
+        return PostgresWakeup(
+            settings.database_url,
+            backoff_initial_seconds=settings.relay_backoff_initial_seconds,
+            backoff_max_seconds=settings.relay_backoff_max_seconds,
         )
-    )
-    cache: Cache = (
-        RedisCache(redis, key_prefix=settings.redis_key_prefix)
-        if redis is not None
-        else MemoryCache(key_prefix=settings.redis_key_prefix)
-    )
-    adapters = Adapters(
-        settings=settings,
-        engine=engine,
-        sessions=session_factory(engine),
-        bus=bus,
-        cache=cache,
-        guard_for=_guards(settings, redis),
-        relay_wakeup=RelayWakeup(),
-        redis=redis,
-    )
-    # Closed in reverse: the bus first (consumers commit what finished), then Redis, then the pool.
-    adapters.on_close(engine.dispose)
+    return InProcessWakeup()
+
+
+def _backplane(settings: Settings, redis: Redis | None) -> Backplane:
+    ttl_seconds = slot_ttl_seconds(settings.ws_ping_seconds)
     if redis is not None:
-        adapters.on_close(redis.aclose)
-    adapters.on_close(bus.stop)
-    return adapters
+        return RedisBackplane(
+            redis,
+            key_prefix=settings.redis_key_prefix,
+            history_max_messages=settings.ws_history_max_messages,
+            history_seconds=settings.ws_history_seconds,
+            slot_ttl_seconds=ttl_seconds,
+        )
+    return MemoryBackplane(
+        history_max_messages=settings.ws_history_max_messages,
+        history_seconds=settings.ws_history_seconds,
+        slot_ttl_seconds=ttl_seconds,
+    )
+
+
+def _content(settings: Settings, stack: AsyncExitStack) -> Callable[[str], ContentAccess]:
+    """The local client (the caller's session) without `content_url`; with it, one HTTP client per
+    service id (which the content store must allow), made when first asked for."""
+    content_url = settings.content_url
+    if not content_url:
+        return lambda _service_id: LocalContentClient
+    clients: dict[str, HttpContentClient] = {}
+
+    def content_for(service_id: str) -> ContentAccess:
+        if service_id not in clients:
+            clients[service_id] = HttpContentClient(
+                content_url, api_key=settings.internal_api_key.get_secret_value(), service_id=service_id
+            )
+            stack.push_async_callback(clients[service_id].aclose)
+        client = clients[service_id]
+        return lambda _session: client
+
+    return content_for
+
+
+def _ras_client(settings: Settings, app: ProcessApp) -> RasClient:
+    api_key = settings.internal_api_key.get_secret_value()
+    if settings.ras_url:
+        return RasClient(settings.ras_url, api_key=api_key, timeout_seconds=settings.ras_timeout_seconds)
+    return RasClient(
+        IN_PROCESS_RAS_URL,
+        api_key=api_key,
+        timeout_seconds=settings.ras_timeout_seconds,
+        transport=httpx.ASGITransport(app=app),
+    )

@@ -1,74 +1,32 @@
-"""The `huleedu` command: run services, migrate, print a development token, export the contracts.
+"""The `huleedu` command: run services, migrate, print a development token, export the contracts,
+run the demo and the CJ tools (`huleedu cj ...`).
 
-Services are looked up in `runner.SERVICES`; sub-command groups of services (`huleedu cj ...`) and
-optional commands (`huleedu demo`) are added when their module exists. A bad `HULEEDU_*` setting is
-reported as the variable, its value and what is wrong, with exit code 2, never as a traceback.
+Services are looked up in `runner.SERVICES`. A bad `HULEEDU_*` setting is reported as the variable,
+its value and what is wrong, with exit code 2, never as a traceback (`cli_settings.py`).
 """
 
 import asyncio
-import importlib
-import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 
+from huleedu.cj_assessment.cli import app as cj_app
 from huleedu.contracts.export import export_contracts
 from huleedu.contracts.topics import DEFAULT_PREFIX, Topics
 from huleedu.platform import runner
+from huleedu.platform.cli_settings import USAGE_ERROR, load_settings, redacted
+from huleedu.platform.demo import demo
 from huleedu.platform.logging import configure_logging
 from huleedu.platform.security import DEFAULT_TTL_SECONDS, encode_token
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import is_sqlite
 from huleedu.storage.migrations import upgrade
 
-# Typer apps of services, mounted as `huleedu NAME ...` when their module exists.
-SUB_APPS = {"cj": "huleedu.cj_assessment.cli:app"}
-# Single commands living with their feature, added as `huleedu NAME` when their module exists.
-OPTIONAL_COMMANDS = {"demo": "huleedu.platform.demo:demo"}
-
-USAGE_ERROR = 2
-_SECRET_FIELDS = re.compile(r"secret|password|api_key", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
-
-
-def _shown(field: str, value: object) -> str:
-    if _SECRET_FIELDS.search(field):
-        return "<hidden>"
-    return _URL_PASSWORD.sub(r"\1***@", repr(value))
-
-
-def describe_settings_error(error: ValidationError | SettingsError) -> str:
-    """One line per bad variable: `HULEEDU_HTTP_PORT='70000': Input should be ...`."""
-    lines = ["Invalid configuration (HULEEDU_* environment variables):"]
-    if isinstance(error, SettingsError):
-        lines.append(f"  {error}")
-        return "\n".join(lines)
-    for item in error.errors(include_url=False):
-        field = str(item["loc"][0]) if item["loc"] else ""
-        variable = f"HULEEDU_{field.upper()}" if field else "<settings>"
-        lines.append(f"  {variable}={_shown(field, item.get('input'))}: {item['msg']}")
-    return "\n".join(lines)
-
-
-def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 with a readable report of what is wrong."""
-    try:
-        return Settings()
-    except (ValidationError, SettingsError) as exc:
-        typer.echo(describe_settings_error(exc), err=True)
-        raise typer.Exit(USAGE_ERROR) from None
-
-
-def _redacted(url: str) -> str:
-    return _URL_PASSWORD.sub(r"\1***@", url)
-
 
 def _migrate(settings: Settings) -> None:
     upgrade(settings.database_url)
-    typer.echo(f"database {_redacted(settings.database_url)} is migrated to the newest schema", err=True)
+    typer.echo(f"database {redacted(settings.database_url)} is migrated to the newest schema", err=True)
 
 
 def _run(names: list[str], settings: Settings, http: bool) -> None:
@@ -92,7 +50,7 @@ def serve(
     configure_logging(settings)
     try:
         runner.service_builder(name)
-    except (runner.UnknownService, runner.ServiceNotBuilt) as exc:
+    except runner.UnknownService as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(USAGE_ERROR) from None
     if migrate if migrate is not None else is_sqlite(settings.database_url):
@@ -106,15 +64,9 @@ def up(
     """Run every service in one process (embedded mode unless Kafka/Redis/PostgreSQL URLs are set)."""
     settings = load_settings()
     configure_logging(settings)
-    names, missing = runner.available_services()
-    for reason in missing.values():
-        typer.echo(f"skipped: {reason}", err=True)
-    if not names:
-        typer.echo("no service is built yet; nothing to run", err=True)
-        raise typer.Exit(USAGE_ERROR)
     if migrate:
         _migrate(settings)
-    _run(names, settings, http=True)
+    _run(list(runner.SERVICES), settings, http=True)
 
 
 def migrate() -> None:
@@ -147,20 +99,8 @@ def export(
     typer.echo(f"wrote {len(written)} files under {directory}", err=True)
 
 
-def _optional(target: str) -> Any:
-    """The object at `module:attribute`, or None when that module does not exist (yet)."""
-    module_name, _, attribute = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            return None
-        raise
-    return getattr(module, attribute, None)
-
-
 def build_cli() -> typer.Typer:
-    """The command tree, with the optional parts that exist in this installation."""
+    """The command tree."""
     app = typer.Typer(
         name="huleedu",
         help="HuleEdu Results: essay assessment results, from the services that make them to teachers.",
@@ -173,14 +113,8 @@ def build_cli() -> typer.Typer:
     contracts = typer.Typer(help="The event contracts (JSON Schema, AsyncAPI).", no_args_is_help=True)
     contracts.command("export")(export)
     app.add_typer(contracts, name="contracts")
-    for name, target in SUB_APPS.items():
-        sub_app = _optional(target)
-        if isinstance(sub_app, typer.Typer):
-            app.add_typer(sub_app, name=name)
-    for name, target in OPTIONAL_COMMANDS.items():
-        function = _optional(target)
-        if callable(function):
-            app.command(name)(function)
+    app.add_typer(cj_app, name="cj")
+    app.command("demo")(demo)
     return app
 
 

@@ -241,7 +241,8 @@ async def health(adapters: Adapters) -> tuple[bool, dict[str, Any]]:
 def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
     """One app serving every unit's routers (and mounts) plus `/healthz`, `/metrics` and `/docs`.
 
-    Connects nothing; the adapters must be entered by whoever serves the app.
+    Connects nothing; the adapters must be entered by whoever serves the app. Binds `adapters.app`
+    to it: adapters calling their own process's routes (the in-process RAS client) reach this app.
     """
     names = [unit.name for unit in units]
     service = names[0] if len(names) == 1 else "huleedu"
@@ -274,4 +275,5 @@ def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(_RequestContext)
+    adapters.app.bind(app)
     return app

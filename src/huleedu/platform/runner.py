@@ -10,7 +10,6 @@ finishes its pass, and the bus stops, committing the offsets of what finished.
 import asyncio
 import contextlib
 import importlib
-import inspect
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -26,9 +25,8 @@ from huleedu.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# `huleedu serve NAME` -> "module:function"; the function takes Adapters and returns a ServiceUnit
-# (or an awaitable of one). Imported only when the service is run, so a service that does not
-# exist yet is a clear error, not an ImportError at start-up.
+# `huleedu serve NAME` -> "module:function"; the function takes Adapters and returns a ServiceUnit.
+# A service's module is imported only when it is run: `huleedu token` need not load every service.
 SERVICES: dict[str, str] = {
     "intake": "huleedu.intake.app:build",
     "spellcheck": "huleedu.spellcheck.app:build",
@@ -44,35 +42,19 @@ HTTP_GRACE_SECONDS = 10
 RELAY_GRACE_SECONDS = 10.0
 
 
-class ServiceNotBuilt(LookupError):
-    """The service is registered but its code does not exist (yet)."""
-
-
 class UnknownService(LookupError):
     """No service of that name is registered."""
 
 
-def service_builder(name: str) -> Callable[[Adapters], Awaitable[ServiceUnit]]:
-    """The build function of service `name`. Raises UnknownService or ServiceNotBuilt."""
+def service_builder(name: str) -> Callable[[Adapters], ServiceUnit]:
+    """The build function of service `name`. Raises UnknownService."""
     if name not in SERVICES:
         raise UnknownService(f"unknown service {name!r}; known: {', '.join(sorted(SERVICES))}")
     module_name, _, attribute = SERVICES[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only the service's own module missing means "not built"; a missing dependency inside it
-        # is a real error and must surface as such.
-        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise ServiceNotBuilt(f"service {name} is not built yet ({module_name} does not exist)") from exc
-        raise
-    function = getattr(module, attribute, None)
-    if not callable(function):
-        raise ServiceNotBuilt(f"service {name} is not built yet ({SERVICES[name]} does not exist)")
+    function = getattr(importlib.import_module(module_name), attribute)
 
-    async def build(adapters: Adapters) -> ServiceUnit:
+    def build(adapters: Adapters) -> ServiceUnit:
         unit = function(adapters)
-        if inspect.isawaitable(unit):
-            unit = await unit
         if not isinstance(unit, ServiceUnit):
             raise TypeError(f"{SERVICES[name]} returned {type(unit).__name__}, not a ServiceUnit")
         return unit
@@ -80,21 +62,8 @@ def service_builder(name: str) -> Callable[[Adapters], Awaitable[ServiceUnit]]:
     return build
 
 
-async def build_unit(name: str, adapters: Adapters) -> ServiceUnit:
-    return await service_builder(name)(adapters)
-
-
-def available_services() -> tuple[list[str], dict[str, str]]:
-    """Registered services whose code exists, and the reason each of the others cannot run."""
-    ready, missing = [], {}
-    for name in SERVICES:
-        try:
-            service_builder(name)
-        except ServiceNotBuilt as exc:
-            missing[name] = str(exc)
-        else:
-            ready.append(name)
-    return ready, missing
+def build_unit(name: str, adapters: Adapters) -> ServiceUnit:
+    return service_builder(name)(adapters)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -288,5 +257,5 @@ async def _shut_down(
 async def run_services(names: Sequence[str], settings: Settings, *, http: bool = True) -> None:
     """Build the adapters and the named units and run them until a signal (`huleedu serve`/`up`)."""
     async with build_adapters(settings) as adapters:
-        units = [await build_unit(name, adapters) for name in names]
+        units = [build_unit(name, adapters) for name in names]
         await run_units(units, adapters, http=http)

@@ -1,7 +1,8 @@
 """Configuration from `HULEEDU_*` environment variables. No config file is required.
 
 The mode follows from what is set: a Kafka bootstrap list selects Kafka, a Redis URL selects Redis,
-an SMTP host selects SMTP; otherwise the embedded adapters are used.
+an SMTP host selects SMTP, a content or RAS URL selects HTTP; otherwise the embedded adapters are
+used. `bootstrap.py` makes that choice, and nothing else does.
 """
 
 from pathlib import Path

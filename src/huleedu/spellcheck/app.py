@@ -1,8 +1,7 @@
 """Spellcheck as a service unit: its consumer and its outbox rows (no routes of its own beyond
-/healthz and /metrics). Texts come through the content store, over HTTP when
+/healthz and /metrics). Texts come through the content client bootstrap chose: over HTTP when
 HULEEDU_CONTENT_URL is set, else from the shared database."""
 
-from huleedu.content.client import content_access
 from huleedu.messaging.outbox import Outbox
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.spellcheck.checker import Dictionaries
@@ -14,7 +13,7 @@ def build(adapters: Adapters) -> ServiceUnit:
     deps = Deps(
         outbox=Outbox(SERVICE, adapters.relay_wakeup),
         topics=adapters.topics,
-        content=content_access(adapters, SERVICE_ID),
+        content=adapters.content_for(SERVICE_ID),
         dictionaries=Dictionaries(),
     )
     consumer = adapters.consumer(SERVICE, CONSUMER_GROUP, routes(deps))

@@ -88,6 +88,12 @@ class Backplane(Protocol):
     async def release_slot(self, user_id: str, connection_id: str) -> None: ...
 
 
+def slot_ttl_seconds(ping_seconds: float) -> float:
+    """How long a connection slot lives unrenewed: it is renewed at every server ping, so three
+    missed pings (a crashed instance) free it."""
+    return 3 * ping_seconds + 5
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
