@@ -88,6 +88,7 @@ class EventConsumer:
 
     def attach(self) -> None:
         """Subscribe to every routed topic; consumption begins with `bus.start()`."""
+        metrics.register_consumer(self.service, self._routes)
         self._bus.subscribe(self.group, list(self._routes), self.handle_batch)
 
     async def handle_batch(self, records: Sequence[Record]) -> None:

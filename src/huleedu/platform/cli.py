@@ -25,7 +25,7 @@ from huleedu.storage.engine import is_sqlite
 from huleedu.storage.migrations import upgrade
 
 # Typer apps of services, mounted as `huleedu NAME ...` when their module exists.
-SUB_APPS = {"cj": "huleedu.cj_assessment.cli:app"}
+SUB_APPS = {"cj": "huleedu.cj_assessment.cli:app", "ops": "huleedu.operations.cli:app"}
 # Single commands living with their feature, added as `huleedu NAME` when their module exists.
 OPTIONAL_COMMANDS = {"demo": "huleedu.platform.demo:demo"}
 
