@@ -1,0 +1,32 @@
+"""Every metric the alerting rules and the dashboard of deploy/ name is in a live `/metrics` scrape of
+the services, right after they started and before any event: series that only traffic would create
+are created at start with zero values, so a dashboard shows them and `increase()` sees the first
+event. Every service runs on PostgreSQL, Redis and the broker, as in production."""
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from huleedu.platform.runner import available_services
+from support.deploy_files import alert_rules, dashboard_exprs, metric_names
+from support.running import production_settings, running
+
+
+async def test_every_metric_of_the_rules_and_the_dashboard_is_exported_by_the_running_services(
+    postgres_url: str, redis_url: str, redis_prefix: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    settings = production_settings(postgres_url, redis_url, redis_prefix, kafka_bootstrap, topic_prefix)
+    services, missing = available_services()
+    assert missing == {}
+    used = {name for rule in alert_rules() for name in metric_names(rule["expr"])}
+    used |= {name for expr in dashboard_exprs() for name in metric_names(expr)}
+
+    async with running(settings, services) as (_adapters, client):
+        # The HTTP histogram has series once the process answered a request; for Prometheus the
+        # first scrape is one, so its second scrape has them.
+        assert (await client.get("/metrics")).status_code == 200
+        scrape = await client.get("/metrics")
+    exported = {
+        sample.name for family in text_string_to_metric_families(scrape.text) for sample in family.samples
+    }
+
+    assert len(used) >= 20
+    assert sorted(used - exported) == []
