@@ -245,14 +245,4 @@ async def record_processed(session: AsyncSession, service: str, items: Sequence[
     return {row[0] for row in result}
 
 
-async def forget_processed_before(session: AsyncSession, cutoff: datetime) -> int:
-    """Prune the processed-event log (kept far longer than any redelivery window)."""
-    result = await session.execute(
-        processed_events.delete()
-        .where(processed_events.c.processed_at < cutoff)
-        .returning(processed_events.c.event_id)
-    )
-    return len(result.all())
-
-
-__all__ = ["EventConsumer", "EventMeta", "Handler", "Route", "forget_processed_before", "record_processed"]
+__all__ = ["EventConsumer", "EventMeta", "Handler", "Route", "record_processed"]
