@@ -4,9 +4,11 @@ email jobs), newer ones stay, and an event redelivered inside the idempotency wi
 recognised as a duplicate by the processed-event log after the cache forgot it."""
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 from sqlalchemy import Interval, func, literal, select, update
@@ -24,9 +26,20 @@ from huleedu.result_aggregator.worker import SERVICE as RAS
 from huleedu.storage.engine import Sessions
 from support.ras_events import registration, spellcheck_result
 from support.running import poll, running
+from support.servers import TansuBroker
 from support.services import service_settings
 
 ONE_SECOND = 1
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[TansuBroker]:
+    """A broker of this test alone: consumer groups of the services (named after them, whatever the
+    topic prefix) left by earlier tests cannot slow its members' joins."""
+    broker = TansuBroker(log_path=tmp_path / "tansu.log")
+    broker.start()
+    yield broker
+    broker.stop()
 
 
 def settings_for(
@@ -155,11 +168,13 @@ async def test_retention_at_one_second_deletes_the_old_run_keeps_the_new_and_sti
     postgres_url: str,
     redis_url: str,
     redis_prefix: str,
-    kafka_bootstrap: str,
+    private_broker: TansuBroker,
     topic_prefix: str,
     tmp_path: Path,
 ) -> None:
-    settings = settings_for(postgres_url, redis_url, redis_prefix, kafka_bootstrap, topic_prefix, tmp_path)
+    settings = settings_for(
+        postgres_url, redis_url, redis_prefix, private_broker.bootstrap, topic_prefix, tmp_path
+    )
     publisher = KafkaBus(settings)
     old_batch, old_events = batch_events(settings)
     new_batch, new_events = batch_events(settings)

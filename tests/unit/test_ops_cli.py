@@ -24,7 +24,6 @@ from huleedu.storage.engine import create_engine, session_factory
 from huleedu.storage.migrations import upgrade
 
 cli = CliRunner()
-NOW = datetime.now(UTC)
 
 
 class Ping(WireModel):
@@ -86,17 +85,20 @@ def add_rows(url: str, service: str, rows: list[dict[str, object]]) -> list[int]
     return asyncio.run(write())
 
 
+def ago(delta: timedelta) -> datetime:
+    """A moment `delta` before now, taken when the row is written."""
+    return datetime.now(UTC) - delta
+
+
 def parked(
     since: timedelta, error: str = "refused: UnknownError: [Error -1] UnknownError"
 ) -> dict[str, object]:
-    return {"created_at": NOW - since, "parked_at": NOW - since, "attempts": 10, "last_error": error}
+    return {"created_at": ago(since), "parked_at": ago(since), "attempts": 10, "last_error": error}
 
 
 def test_status_counts_pending_and_parked_rows_per_service(database: str) -> None:
-    add_rows(
-        database, "intake", [{"created_at": NOW - timedelta(minutes=12)}, {}, parked(timedelta(hours=2))]
-    )
-    add_rows(database, "result_aggregator", [{"published_at": NOW}])
+    add_rows(database, "intake", [{"created_at": ago(timedelta(minutes=12))}, {}, parked(timedelta(hours=2))])
+    add_rows(database, "result_aggregator", [{"published_at": ago(timedelta(0))}])
 
     text = cli.invoke(build_cli(), ["ops", "outbox", "status"])
     as_json = cli.invoke(build_cli(), ["ops", "outbox", "status", "--json"])
@@ -181,9 +183,9 @@ def test_prune_deletes_published_rows_older_than_asked_and_nothing_else(database
         database,
         "intake",
         [
-            {"published_at": NOW - timedelta(days=10)},
-            {"published_at": NOW - timedelta(hours=1)},
-            {"created_at": NOW - timedelta(days=10)},
+            {"published_at": ago(timedelta(days=10))},
+            {"published_at": ago(timedelta(hours=1))},
+            {"created_at": ago(timedelta(days=10))},
             parked(timedelta(days=10)),
         ],
     )
