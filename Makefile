@@ -17,9 +17,11 @@ $(STAMP): requirements.lock pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# Debian packages the browser tests need; installed only when missing (needs root, as on CI).
+# Debian packages the tests need, installed only when missing (needs root, as on CI): chromium for
+# the browser tests, prometheus for promtool (the alerting rules of deploy/ are checked and tested).
 system-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -126,12 +126,17 @@ def tansu_binary() -> str:
 @dataclass
 class TansuBroker:
     """A memory-only Tansu broker on a fixed port that can be stopped and started again (a restart
-    begins empty: topics and committed offsets are gone)."""
+    begins empty: topics and committed offsets are gone).
+
+    With `schema_registry`, a folder of `<topic>.json` JSON schemas (properties `key` and `value`),
+    the broker refuses records of those topics that do not match with INVALID_RECORD, and reads the
+    files again as they change."""
 
     port: int = field(default_factory=free_port)
     log_path: Path = field(
         default_factory=lambda: Path(os.environ.get("TMPDIR", "/tmp")) / "huleedu-tansu.log"
     )
+    schema_registry: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -146,21 +151,24 @@ class TansuBroker:
         if self.is_running:
             return
         url = f"tcp://127.0.0.1:{self.port}"
+        arguments = [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        directory = None
+        if self.schema_registry is not None:
+            # Tansu reads a file:// registry relative to its working directory.
+            directory = self.schema_registry.parent
+            arguments += ["--schema-registry", f"file://./{self.schema_registry.name}/"]
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [
-                tansu_binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            arguments, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=directory
         )
         log.close()
         try:

@@ -11,8 +11,15 @@ from collections.abc import Callable
 from enum import StrEnum
 
 import structlog
+from prometheus_client import Gauge
 
 log = structlog.get_logger(__name__)
+
+BREAKER_OPEN = Gauge(
+    "huleedu_cache_breaker_open",
+    "1 while a circuit breaker refuses calls to Redis (open, or half-open waiting for its probe), else 0.",
+    ["breaker"],
+)
 
 
 class BreakerState(StrEnum):
@@ -43,6 +50,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None  # None while closed
         self._probing = False
+        BREAKER_OPEN.labels(name).set(0)
 
     @property
     def state(self) -> BreakerState:
@@ -67,6 +75,7 @@ class CircuitBreaker:
     def record_success(self) -> None:
         if self._opened_at is not None:
             log.info("circuit closed", breaker=self.name)
+            BREAKER_OPEN.labels(self.name).set(0)
         self._failures = 0
         self._opened_at = None
         self._probing = False
@@ -76,5 +85,6 @@ class CircuitBreaker:
         if self._probing or (self._opened_at is None and self._failures >= self._threshold):
             if self._opened_at is None:
                 log.warning("circuit opened", breaker=self.name, failures=self._failures)
+                BREAKER_OPEN.labels(self.name).set(1)
             self._opened_at = self._clock()
             self._probing = False

@@ -88,6 +88,7 @@ class EventConsumer:
 
     def attach(self) -> None:
         """Subscribe to every routed topic; consumption begins with `bus.start()`."""
+        metrics.register_consumer(self.service, self._routes)
         self._bus.subscribe(self.group, list(self._routes), self.handle_batch)
 
     async def handle_batch(self, records: Sequence[Record]) -> None:
@@ -244,14 +245,4 @@ async def record_processed(session: AsyncSession, service: str, items: Sequence[
     return {row[0] for row in result}
 
 
-async def forget_processed_before(session: AsyncSession, cutoff: datetime) -> int:
-    """Prune the processed-event log (kept far longer than any redelivery window)."""
-    result = await session.execute(
-        processed_events.delete()
-        .where(processed_events.c.processed_at < cutoff)
-        .returning(processed_events.c.event_id)
-    )
-    return len(result.all())
-
-
-__all__ = ["EventConsumer", "EventMeta", "Handler", "Route", "forget_processed_before", "record_processed"]
+__all__ = ["EventConsumer", "EventMeta", "Handler", "Route", "record_processed"]

@@ -177,6 +177,8 @@ class RedisIdempotency:
         self._mark_done = client.register_script(_MARK_DONE)
         self._release_leases = client.register_script(_RELEASE_LEASES)
         self._outage = False
+        for op in ("claim", "mark_done", "release"):
+            FAIL_OPEN.labels(service, op)
 
     def key(self, event_id: str) -> str:
         return self._key_prefix + event_id

@@ -2,8 +2,11 @@
 
 Publishing: one producer with `acks="all"`; the idempotent producer only when configured (Tansu does
 not support it); every wait is bounded by `kafka_request_timeout_ms`, so a dead broker yields
-`PublishError(broker_unavailable=True)` outcomes, never a hang. Topics are created on first use
-(`kafka_partitions` each), and before consuming for every subscribed topic and its `.dlq`.
+`PublishError(broker_unavailable=True)` outcomes, never a hang. A record the broker refuses (an error
+answer about it, such as Tansu's INVALID_RECORD from its schema registry, which aiokafka knows only
+as UnknownError) or the client cannot send (too large) is a `PublishError(broker_unavailable=False)`:
+the record's fault, not an outage. Topics are created on first use (`kafka_partitions` each), and
+before consuming for every subscribed topic and its `.dlq`.
 
 Consuming: one `AIOKafkaConsumer` per `subscribe()`, offsets committed by hand per partition after
 the handler returned. A failing partition is rewound to its first unhandled record and paused for a
@@ -19,19 +22,17 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
-    InvalidTopicError,
+    BrokerResponseError,
     KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
     RecordTooLargeError,
     TopicAlreadyExistsError,
-    TopicAuthorizationFailedError,
     UnsupportedCodecError,
     for_code,
 )
 from aiokafka.structs import ConsumerRecord
 
 from huleedu.contracts.topics import DLQ_SUFFIX, dlq_topic
+from huleedu.messaging import metrics
 from huleedu.messaging.bus import BatchHandler, OutboundRecord, PublishOutcome, Record
 from huleedu.messaging.errors import PublishError
 from huleedu.messaging.retry import backoff_seconds
@@ -43,17 +44,8 @@ _LINGER_MS = 1  # enough to batch one publish() call's records, invisible in lat
 _JOIN_TIMEOUT_SESSIONS = 6  # a join waits for every member to rejoin: up to a session timeout or two
 _IDLE_POLL_MS = 1_000  # getmany's wait when nothing is paused; stop() cancels it anyway
 
-# Failures that are the record's own fault; any other failure means the broker is not there.
-_RECORD_ERRORS = (
-    InvalidTopicError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-    TopicAuthorizationFailedError,
-    UnsupportedCodecError,
-    TypeError,
-    ValueError,
-)
+# What the client itself refuses to send, about the record (size, encoding, types).
+_CLIENT_REFUSALS = (RecordTooLargeError, UnsupportedCodecError, TypeError, ValueError)
 
 
 def to_record(message: ConsumerRecord) -> Record:
@@ -74,13 +66,27 @@ def with_dead_letter_topics(topics: Iterable[str]) -> set[str]:
     return names | {dlq_topic(name) for name in names if not name.endswith(DLQ_SUFFIX)}
 
 
-def publish_error(exc: BaseException) -> PublishError:
+def is_refusal(exc: BaseException) -> bool:
+    """True when `exc` is an answer about the record: the broker refused it (an error code it will
+    not take back on a retry: invalid record, too large, bad or forbidden topic, ...) or the client
+    could not send it. Silence, a dropped connection, or a retriable code until the deadline
+    (leader moving, too few replicas) say nothing about the record: False."""
+    if isinstance(exc, _CLIENT_REFUSALS):
+        return True
+    return isinstance(exc, BrokerResponseError) and not exc.retriable
+
+
+def publish_error(exc: BaseException, *, unavailable: bool = False) -> PublishError:
+    """The port's error for `exc`; `unavailable` when the call failed before reaching any record."""
     if isinstance(exc, PublishError):
         return exc
     text = str(exc)
     if not text.startswith(type(exc).__name__):  # aiokafka's errors name themselves already
         text = f"{type(exc).__name__}: {text}"
-    error = PublishError(text, broker_unavailable=not isinstance(exc, _RECORD_ERRORS))
+    refused = not unavailable and is_refusal(exc)
+    if refused:
+        text = f"refused: {text}"
+    error = PublishError(text, broker_unavailable=not refused)
     error.__cause__ = exc
     return error
 
@@ -161,9 +167,12 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             for tp in revoked:
                 self._attempts.pop(tp, None)
                 self._paused_until.pop(tp, None)
+                metrics.partition_revoked(self._group, tp.topic, tp.partition)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         # Positions of a new assignment start at the committed offsets: nothing to restore.
+        for tp in assigned:
+            metrics.partition_assigned(self._group, tp.topic, tp.partition)
         self._settled.set()
 
     async def _consume(self) -> None:
@@ -197,6 +206,7 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         try:
             await self._handler([to_record(message) for message in messages])
         except Exception as exc:
+            self._report_lag(tp, messages[0].offset)
             attempt = self._attempts[tp] = self._attempts.get(tp, 0) + 1
             delay = backoff_seconds(
                 attempt,
@@ -218,6 +228,8 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             self._paused_until[tp] = asyncio.get_running_loop().time() + delay
             return
         self._attempts.pop(tp, None)
+        metrics.CONSUMED_RECORDS.labels(self._group, tp.topic).inc(len(messages))
+        self._report_lag(tp, messages[-1].offset + 1)
         timeout_seconds = self._settings.kafka_request_timeout_ms / 1000
         try:
             # aiokafka retries a commit for as long as the broker is away: bound it.
@@ -239,6 +251,11 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                 await asyncio.wait_for(
                     self._recreate_topics(with_dead_letter_topics(self._topics)), timeout_seconds
                 )
+
+    def _report_lag(self, tp: TopicPartition, next_offset: int) -> None:
+        end = self._consumer.highwater(tp)  # as of the last fetch of this partition
+        if end is not None:
+            metrics.partition_lag(self._group, tp.topic, tp.partition, end - next_offset)
 
     def _resume_due(self) -> int:
         """Resume partitions whose backoff is over; return how long getmany may wait (ms)."""
@@ -314,26 +331,69 @@ class KafkaBus:
         self._subscriptions.append((group, tuple(dict.fromkeys(topics)), handler))
 
     async def publish(self, records: Sequence[OutboundRecord]) -> list[PublishOutcome]:
-        """Sends in order and waits at most `kafka_request_timeout_ms` (plus a second) in all.
+        """Sends in order and waits at most `kafka_request_timeout_ms` (plus a second) in all, and
+        as long again when the broker refused some records (each is then asked about alone).
 
-        When a record cannot even be queued, it and every record after it fail: sending the later
-        ones would let them overtake it when the caller retries it."""
+        A broker answers for a partition's batch as a whole, so a record refused beside others may
+        be innocent: each refused record is sent once more on its own, and only those refused
+        again keep their refusal. When a record cannot even be queued, the later records of its key
+        are not sent: they would overtake it when the caller retries it."""
         if not records:
             return []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_seconds + 1.0
         try:
             producer = await asyncio.wait_for(self._started_producer(), self._timeout_seconds)
-            await asyncio.wait_for(
-                self._ensure_topics({record.topic for record in records}), max(deadline - loop.time(), 0)
+            refused_topics = await asyncio.wait_for(
+                self._create_topics({record.topic for record in records}), max(deadline - loop.time(), 0)
             )
         except Exception as exc:
             self._known_topics.clear()
-            return [publish_error(exc)] * len(records)
+            return [publish_error(exc, unavailable=True)] * len(records)
 
         outcomes: list[PublishOutcome] = [None] * len(records)
-        sent: list[tuple[int, asyncio.Future[object]]] = []
+        to_send = []
         for index, record in enumerate(records):
+            if record.topic in refused_topics:
+                outcomes[index] = publish_error(refused_topics[record.topic])
+            else:
+                to_send.append(index)
+        refused = await self._send(producer, records, to_send, outcomes, deadline)
+        if refused and len(to_send) > 1:
+            deadline = loop.time() + self._timeout_seconds + 1.0
+            refused_keys: set[bytes] = set()
+            for index in refused:
+                key = records[index].key
+                if key is not None and key in refused_keys:
+                    continue  # an earlier record of its key stays refused: this one must wait for it
+                await self._send(producer, records, [index], outcomes, deadline)
+                if outcomes[index] is not None and key is not None:
+                    refused_keys.add(key)
+        if any(outcome is not None for outcome in outcomes):
+            self._known_topics.clear()  # a restarted broker may have lost them
+        return outcomes
+
+    async def _send(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[OutboundRecord],
+        indexes: Sequence[int],
+        outcomes: list[PublishOutcome],
+        deadline: float,
+    ) -> list[int]:
+        """Send `records[i]` for each i of `indexes` in order and write its outcome; returns the
+        indexes the broker answered with a refusal."""
+        loop = asyncio.get_running_loop()
+        sent: list[tuple[int, asyncio.Future[object]]] = []
+        unsendable: dict[bytes, PublishError] = {}  # key -> why its first record could not be queued
+        for index in indexes:
+            record = records[index]
+            if record.key is not None and record.key in unsendable:
+                outcomes[index] = PublishError(
+                    f"not sent: an earlier record of its key was not ({unsendable[record.key]})",
+                    broker_unavailable=unsendable[record.key].broker_unavailable,
+                )
+                continue
             try:
                 future = await asyncio.wait_for(
                     producer.send(
@@ -342,9 +402,12 @@ class KafkaBus:
                     max(deadline - loop.time(), 0),
                 )
             except Exception as exc:
-                outcomes[index:] = [publish_error(exc)] * (len(records) - index)
-                break
+                error = outcomes[index] = publish_error(exc)
+                if record.key is not None:
+                    unsendable[record.key] = error
+                continue
             sent.append((index, future))
+        refused = []
         if sent:
             done, _ = await asyncio.wait(
                 [future for _, future in sent], timeout=max(deadline - loop.time(), 0)
@@ -353,15 +416,15 @@ class KafkaBus:
                 if future in done:
                     failure = future.exception()
                     outcomes[index] = None if failure is None else publish_error(failure)
+                    if failure is not None and is_refusal(failure):
+                        refused.append(index)
                 else:
                     future.add_done_callback(_consume_outcome)
                     outcomes[index] = PublishError(
                         f"no acknowledgement within {self._timeout_seconds + 1.0:.1f}s",
                         broker_unavailable=True,
                     )
-        if any(outcome is not None for outcome in outcomes):
-            self._known_topics.clear()  # a restarted broker may have lost them
-        return outcomes
+        return refused
 
     async def ping(self) -> None:
         """Raises when the broker does not answer a metadata request within the request timeout."""
@@ -374,9 +437,17 @@ class KafkaBus:
         await self._ensure_topics(names)
 
     async def _ensure_topics(self, names: Iterable[str]) -> None:
+        """Create the missing topics of `names`; raises the first refusal."""
+        refused = await self._create_topics(names)
+        if refused:
+            raise next(iter(refused.values()))
+
+    async def _create_topics(self, names: Iterable[str]) -> dict[str, KafkaError]:
+        """Create the missing topics of `names`; returns those the broker refused, with why.
+        Raises when the broker does not answer."""
         missing = sorted(set(names) - self._known_topics)
         if not missing:
-            return
+            return {}
         admin = await self._started_admin()
         response = await admin.create_topics(
             [
@@ -384,12 +455,14 @@ class KafkaBus:
                 for name in missing
             ]
         )
+        refused: dict[str, KafkaError] = {}
         for topic_error in response.topic_errors:
             topic, code = topic_error[0], topic_error[1]
             if code not in (0, TopicAlreadyExistsError.errno):
                 message = topic_error[2] if len(topic_error) > 2 else ""
-                raise for_code(code)(f"cannot create topic {topic}: {message}")
-        self._known_topics.update(missing)
+                refused[topic] = for_code(code)(f"cannot create topic {topic}: {message}")
+        self._known_topics.update(name for name in missing if name not in refused)
+        return refused
 
     async def _started_producer(self) -> AIOKafkaProducer:
         async with self._connecting:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from huleedu.messaging import metrics
 from huleedu.messaging.bus import BatchHandler, OutboundRecord, PublishOutcome, Record
 from huleedu.messaging.errors import PublishError
 from huleedu.messaging.retry import backoff_seconds
@@ -135,16 +136,19 @@ class _Worker:
             if self._revoked.is_set():
                 return
             self._partition.waiters.add(self._wake)
+            metrics.partition_assigned(self._group.name, *self._tp)
             try:
                 await self._deliver()
             finally:
                 self._partition.waiters.discard(self._wake)
+                metrics.partition_revoked(self._group.name, *self._tp)
 
     async def _deliver(self) -> None:
         position = self._group.committed.get(self._tp, self._partition.base)
         attempt = 0
         while not self._revoked.is_set():
             batch = self._partition.read(position, self._delivery.max_batch_records)
+            metrics.partition_lag(self._group.name, *self._tp, self._partition.end - position)
             if not batch:
                 # No await between the read and the wait: an append cannot slip in unseen.
                 self._wake.clear()
@@ -175,6 +179,7 @@ class _Worker:
             attempt = 0
             position = batch[-1].offset + 1
             self._group.committed[self._tp] = position
+            metrics.CONSUMED_RECORDS.labels(self._group.name, self._tp[0]).inc(len(batch))
 
 
 class _Member:

@@ -1,5 +1,6 @@
 """The transactional outbox: writing events in the transaction of the state change that caused them,
-and the operator's view of rows the relay gave up on.
+and the operator's view of rows not published yet (pending, or parked: given up on by the relay).
+Published rows are deleted by retention (huleedu.operations.retention).
 
 The row becomes visible to the relay only when the caller commits; a rollback takes the event with
 it. The outbox's `RelayWakeup` (given by bootstrap, one per database) wakes the relay at once when
@@ -8,10 +9,10 @@ it commits; without one the relay finds the rows at its next poll.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huleedu.contracts.envelope import EventEnvelope
@@ -90,13 +91,70 @@ class ParkedRow:
     parked_at: datetime
 
 
-# --- for operators ---
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    """The rows of one service that are not published: waiting for the relay, or parked."""
+
+    service: str
+    pending: int
+    parked: int
+    oldest_pending_at: datetime | None  # created_at of the first pending row, None when none waits
+
+    def oldest_pending_age_seconds(self, now: datetime) -> float:
+        if self.oldest_pending_at is None:
+            return 0.0
+        return max((now - self.oldest_pending_at).total_seconds(), 0.0)
 
 
-async def parked_rows(session: AsyncSession, services: Sequence[str]) -> list[ParkedRow]:
-    """Rows of `services` the relay gave up on, oldest first."""
+# --- for operators (`huleedu ops outbox ...`) and the outbox gauges ---
+
+
+def _is_pending() -> ColumnElement[bool]:
+    return and_(event_outbox.c.published_at.is_(None), event_outbox.c.parked_at.is_(None))
+
+
+def _is_parked() -> ColumnElement[bool]:
+    return and_(event_outbox.c.parked_at.is_not(None), event_outbox.c.published_at.is_(None))
+
+
+async def outbox_status(session: AsyncSession, services: Sequence[str] | None = None) -> list[OutboxStatus]:
+    """Pending and parked rows per service, by service name: every one of `services` (zeros
+    included), or, when None, every service that has such rows. Reads only the partial indexes of
+    pending and parked rows, however many rows were published."""
     table = event_outbox
-    result = await session.execute(
+    pending_query = select(table.c.service, func.count(), func.min(table.c.id)).where(_is_pending())
+    parked_query = select(table.c.service, func.count()).where(_is_parked())
+    if services is not None:
+        pending_query = pending_query.where(table.c.service.in_(services))
+        parked_query = parked_query.where(table.c.service.in_(services))
+    pending = {
+        service: (count, first_id)
+        for service, count, first_id in await session.execute(pending_query.group_by(table.c.service))
+    }
+    parked = dict((await session.execute(parked_query.group_by(table.c.service))).tuples().all())
+    # The first pending row by id is the oldest one: ids are handed out as rows are written.
+    first_ids = [first_id for _, first_id in pending.values()]
+    created = dict(
+        (await session.execute(select(table.c.service, table.c.created_at).where(table.c.id.in_(first_ids))))
+        .tuples()
+        .all()
+    )
+    names = sorted(set(services) if services is not None else set(pending) | set(parked))
+    return [
+        OutboxStatus(
+            service=name,
+            pending=pending.get(name, (0, None))[0],
+            parked=parked.get(name, 0),
+            oldest_pending_at=created.get(name),
+        )
+        for name in names
+    ]
+
+
+async def parked_rows(session: AsyncSession, services: Sequence[str] | None = None) -> list[ParkedRow]:
+    """Rows the relay gave up on (of `services`, or of every service), oldest first."""
+    table = event_outbox
+    query = (
         select(
             table.c.id,
             table.c.service,
@@ -108,33 +166,44 @@ async def parked_rows(session: AsyncSession, services: Sequence[str]) -> list[Pa
             table.c.created_at,
             table.c.parked_at,
         )
-        .where(table.c.service.in_(services), table.c.parked_at.is_not(None), table.c.published_at.is_(None))
+        .where(_is_parked())
         .order_by(table.c.id)
     )
-    return [ParkedRow(**row._asdict()) for row in result]
+    if services is not None:
+        query = query.where(table.c.service.in_(services))
+    return [ParkedRow(**row._asdict()) for row in await session.execute(query)]
 
 
 async def retry_parked(session: AsyncSession, ids: Sequence[int]) -> int:
-    """Make parked rows pending again with a fresh attempt budget; returns how many. The caller
-    commits; the relay picks them up at its next pass."""
-    table = event_outbox
-    result = await session.execute(
-        update(table)
-        .where(table.c.id.in_(ids), table.c.parked_at.is_not(None), table.c.published_at.is_(None))
-        .values(parked_at=None, attempts=0, next_attempt_at=None)
-        .returning(table.c.id)
-    )
-    return len(result.all())
+    """Make the parked rows of `ids` pending again; returns how many (see `retry_parked_rows`)."""
+    return len(await retry_parked_rows(session, ids=ids))
 
 
-async def prune_published(
-    session: AsyncSession, *, older_than_days: float, services: Sequence[str] | None = None
-) -> int:
-    """Delete rows published more than `older_than_days` ago; returns how many. The caller commits."""
+async def retry_parked_rows(
+    session: AsyncSession,
+    *,
+    ids: Sequence[int] | None = None,
+    services: Sequence[str] | None = None,
+    wakeup: RelayWakeup | None = None,
+) -> list[int]:
+    """Make parked rows pending again with a fresh attempt budget: those of `ids` (else every
+    parked row), of `services` (else of any service). Returns the ids made pending; an id that is
+    not a parked row is left alone. The caller commits; with a `wakeup` the commit wakes the relays
+    of those services at once (across processes on PostgreSQL), else they find the rows at their
+    next pass."""
     table = event_outbox
-    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
-    statement = table.delete().where(table.c.published_at.is_not(None), table.c.published_at < cutoff)
+    statement = update(table).where(_is_parked())
+    if ids is not None:
+        statement = statement.where(table.c.id.in_(ids))
     if services is not None:
         statement = statement.where(table.c.service.in_(services))
-    result = await session.execute(statement.returning(table.c.id))
-    return len(result.all())
+    result = await session.execute(
+        statement.values(parked_at=None, attempts=0, next_attempt_at=None).returning(
+            table.c.id, table.c.service
+        )
+    )
+    retried = result.tuples().all()
+    if wakeup is not None:
+        for service in sorted({service for _, service in retried}):
+            await wakeup.written(session, service)
+    return sorted(row_id for row_id, _ in retried)

@@ -14,11 +14,14 @@ acknowledged. Parked rows (failed `max_attempts` times for a reason of their own
 they inserted; they do when they lock the key's aggregate first, as every handler here does.
 
 Failures:
-    broker unavailable   the whole relay backs off (capped exponential); rows stay pending and are
-                         never parked for it, though their attempts and last_error record it
-    this record failed   the row backs off on its own (`next_attempt_at`) and is parked after
-                         `max_attempts`: visible to operators (`outbox.parked_rows`), retried on
-                         demand (`outbox.retry_parked`), never refetched on its own
+    broker unavailable   no answer (down, unreachable, timed out): the whole relay backs off (capped
+                         exponential); rows stay pending and are never parked for it, though their
+                         attempts and last_error record it
+    record refused       an answer about this record (the broker refused it, or the client cannot
+                         send it): an attempt of the row, which backs off on its own
+                         (`next_attempt_at`) while the relay goes on with the others, and is parked
+                         after `max_attempts`: visible to operators (`huleedu ops outbox parked`),
+                         retried on demand (`huleedu ops outbox retry`), never refetched on its own
 """
 
 import asyncio
@@ -149,6 +152,7 @@ class OutboxRelay:
         self._claim_query = _claim_query(self.services, batch_size, lock=self._is_postgres)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        metrics.register_relay(self.services)
         self.ready = asyncio.Event()
 
     # --- one pass ---

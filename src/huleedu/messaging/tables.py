@@ -42,6 +42,15 @@ Index(
     sqlite_where=text("published_at IS NULL AND parked_at IS NULL"),
 )
 
+# Parked rows (few, normally none): counted by operators and by the gauges every few seconds.
+Index(
+    "ix_event_outbox_parked",
+    event_outbox.c.service,
+    event_outbox.c.id,
+    postgresql_where=text("parked_at IS NOT NULL AND published_at IS NULL"),
+    sqlite_where=text("parked_at IS NOT NULL AND published_at IS NULL"),
+)
+
 # The database half of idempotency: a consumer inserts the event_id in the same transaction as the
 # handler's writes, so an event is applied at most once even when Redis forgot it.
 processed_events = Table(

@@ -23,6 +23,7 @@ from huleedu.notifications.rendering import Renderer, UnknownTemplate, compose
 log = structlog.get_logger(__name__)
 
 EMAILS = Counter("huleedu_emails_total", "Email send attempts, per outcome.", ["outcome"])
+OUTCOMES = ("sent", "retry", "failed", "uncertain", "interrupted")
 
 LEASE_MARGIN_SECONDS = 60.0
 
@@ -52,6 +53,8 @@ class EmailWorker:
         # A claim outlives any send (bounded by send_timeout), so only a dead worker's claim expires.
         self._lease_seconds = send_timeout_seconds + LEASE_MARGIN_SECONDS
         self._poll_seconds = poll_seconds
+        for outcome in OUTCOMES:  # from zero, so an alert on increase() sees the first failure
+            EMAILS.labels(outcome)
 
     async def run(self) -> None:
         """Until cancelled (the unit's background task)."""

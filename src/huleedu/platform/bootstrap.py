@@ -158,7 +158,7 @@ def build_adapters(settings: Settings) -> Adapters:
             else MemoryCache(key_prefix=settings.redis_key_prefix)
         ),
         guard_for=_guards(settings, redis),
-        relay_wakeup=_relay_wakeup(settings),
+        relay_wakeup=build_relay_wakeup(settings),
         mailer=SmtpMailer(settings) if settings.smtp_host else FolderMailer(settings.mail_dir),
         backplane=_backplane(settings, redis),
         content_for=_content(settings, stack),
@@ -203,7 +203,7 @@ def _guards(settings: Settings, redis: Redis | None) -> Callable[[str], Idempote
     return guard_for
 
 
-def _relay_wakeup(settings: Settings) -> RelayWakeup:
+def build_relay_wakeup(settings: Settings) -> RelayWakeup:
     # PostgreSQL wakes relays in every process; SQLite has one process, and no NOTIFY.
     if is_postgres(settings.database_url):
         return PostgresWakeup(

@@ -14,6 +14,7 @@ import typer
 from huleedu.cj_assessment.cli import app as cj_app
 from huleedu.contracts.export import export_contracts
 from huleedu.contracts.topics import DEFAULT_PREFIX, Topics
+from huleedu.operations.cli import app as ops_app
 from huleedu.platform import runner
 from huleedu.platform.cli_settings import USAGE_ERROR, load_settings, redacted
 from huleedu.platform.demo import demo
@@ -114,6 +115,7 @@ def build_cli() -> typer.Typer:
     contracts.command("export")(export)
     app.add_typer(contracts, name="contracts")
     app.add_typer(cj_app, name="cj")
+    app.add_typer(ops_app, name="ops")
     app.command("demo")(demo)
     return app
 

@@ -2,7 +2,8 @@
 their consumers, one outbox relay, background tasks and the HTTP server.
 
 Start order: consumers attach, the HTTP socket is bound (so a taken port fails before anything
-runs), the bus starts, then the relay, the background tasks and HTTP. On SIGINT/SIGTERM, or when
+runs), the bus starts, then the relay, the background tasks (the units' own, then retention and the
+database gauges of huleedu.operations.housekeeping) and HTTP. On SIGINT/SIGTERM, or when
 any of them dies, the reverse: HTTP stops taking requests, background tasks are cancelled, the relay
 finishes its pass, and the bus stops, committing the offsets of what finished.
 """
@@ -19,6 +20,7 @@ import structlog
 import uvicorn
 
 from huleedu.messaging.relay import OutboxRelay
+from huleedu.operations.housekeeping import housekeeping_jobs
 from huleedu.platform.bootstrap import Adapters, ServiceUnit, build_adapters
 from huleedu.platform.http import create_app
 from huleedu.platform.settings import Settings
@@ -173,6 +175,8 @@ async def run_units(
             for unit in units:
                 for job in unit.background:
                     spawn(f"{unit.name}:{getattr(job, '__name__', 'background')}", job())
+            for name, job in housekeeping_jobs(units, adapters):
+                spawn(name, job())
             if sock is not None:
                 config = uvicorn.Config(
                     create_app(units, adapters),

@@ -8,7 +8,7 @@ used. `bootstrap.py` makes that choice, and nothing else does.
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from huleedu.contracts.topics import Topics
@@ -55,8 +55,21 @@ class Settings(BaseSettings):
     relay_backoff_max_seconds: float = Field(default=30.0, gt=0)
 
     # idempotency
-    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     idempotency_lease_seconds: int = Field(default=60, ge=1)
+
+    # retention (a background task of every process, see huleedu.operations.retention)
+    # Processed event ids are the database half of idempotency: kept at least as long as the cache
+    # half (the validator below), and by default twice Kafka's default topic retention (7 days), so
+    # a consumer group rewound to the earliest offset still finds every id it could be sent again.
+    retention_processed_events_seconds: int = Field(default=14 * 24 * 3600, ge=1)
+    retention_outbox_seconds: int = Field(default=7 * 24 * 3600, ge=1, description="published rows")
+    retention_email_seconds: int = Field(default=30 * 24 * 3600, ge=1, description="sent or failed jobs")
+    retention_interval_seconds: float = Field(default=300.0, gt=0, description="pause between passes")
+    retention_batch_size: int = Field(default=1_000, ge=1, le=100_000, description="rows per delete")
+    metrics_sample_seconds: float = Field(
+        default=15.0, gt=0, description="refresh of the gauges read from the database (outbox, CJ jobs)"
+    )
 
     # HTTP
     http_host: str = "127.0.0.1"
@@ -148,6 +161,17 @@ class Settings(BaseSettings):
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("retention_processed_events_seconds")
+    @classmethod
+    def _keep_ids_while_the_cache_does(cls, value: int, info: ValidationInfo) -> int:
+        ttl = info.data.get("idempotency_ttl_seconds")
+        if ttl is not None and value < ttl:
+            raise ValueError(
+                f"must be at least HULEEDU_IDEMPOTENCY_TTL_SECONDS ({ttl}): a redelivered event is "
+                "recognised by the processed-event log once the cache has forgotten it"
+            )
         return value
 
     @field_validator("database_url")
