@@ -53,10 +53,11 @@ def describe_settings_error(error: ValidationError | SettingsError) -> str:
     return "\n".join(lines)
 
 
-def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 with a readable report of what is wrong."""
+def load_settings(*, development: bool = False) -> Settings:
+    """Settings from the environment, or exit 2 with a readable report of what is wrong.
+    `development` implies HULEEDU_ENV=development (the demo)."""
     try:
-        return Settings()
+        return Settings(env="development") if development else Settings()
     except (ValidationError, SettingsError) as exc:
         typer.echo(describe_settings_error(exc), err=True)
         raise typer.Exit(USAGE_ERROR) from None
@@ -135,7 +136,11 @@ def token(
     if not user.strip():
         typer.echo("--user must not be empty", err=True)
         raise typer.Exit(USAGE_ERROR)
-    typer.echo(encode_token(settings, user.strip(), ttl_seconds=ttl))
+    try:
+        typer.echo(encode_token(settings, user.strip(), ttl_seconds=ttl))
+    except ValueError as exc:
+        typer.echo(f"--user: {exc}", err=True)
+        raise typer.Exit(USAGE_ERROR) from None
 
 
 def export(

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huleedu.contracts.enums import HTTP_STATUS_OF, ErrorCode
 from huleedu.contracts.errors import ErrorBody, ErrorDetail
+from huleedu.platform.bodies import MAX_BODY_BYTES, BodyLimit, BodyTooLarge
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.logging import bind_correlation
 
@@ -156,6 +157,10 @@ class _RequestContext:
             with bind_correlation(correlation_id):
                 try:
                     await self.app(scope, receive, send_with_id)
+                except BodyTooLarge as exc:  # read outside a route (a mount): still the client's fault
+                    if response_started:
+                        raise
+                    await too_large(scope, exc)(scope, receive, send_with_id)
                 except Exception:
                     log.exception("unhandled error in request", operation=_operation(scope))
                     if response_started:
@@ -166,6 +171,21 @@ class _RequestContext:
             _correlation.reset(token)
             route = getattr(scope.get("route"), "path", "<unmatched>")
             HTTP_LATENCY.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
+
+
+def too_large(scope: Scope, exc: BodyTooLarge) -> JSONResponse:
+    return error_response(
+        scope,
+        ErrorCode.VALIDATION_ERROR,
+        str(exc),
+        status=413,
+        details={"fields": ["body"], "max_bytes": exc.max_bytes},
+    )
+
+
+async def _body_too_large(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BodyTooLarge)
+    return too_large(request.scope, exc)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -271,7 +291,9 @@ def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
             app.mount(path, asgi_app)
 
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(BodyTooLarge, _body_too_large)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(_RequestContext)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(_RequestContext)  # outermost: the correlation id is set for everything inside
     return app
