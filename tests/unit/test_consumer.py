@@ -18,6 +18,7 @@ from huleedu.messaging.consumer import EventConsumer, EventMeta, Route
 from huleedu.messaging.errors import PoisonEvent, PublishError, TransientError
 from huleedu.messaging.idempotency import Claim, MemoryIdempotency
 from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
+from huleedu.messaging.tables import dead_letters as dead_letters_table
 from huleedu.messaging.tables import processed_events
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.storage.metadata import metadata
@@ -116,7 +117,9 @@ def event_id(item: Record) -> str:
 async def sessions(tmp_path: Path) -> AsyncIterator[Sessions]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/consumer.sqlite")
     async with engine.begin() as connection:
-        await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[processed_events]))
+        await connection.run_sync(
+            lambda sync: metadata.create_all(sync, tables=[processed_events, dead_letters_table])
+        )
         await connection.run_sync(test_metadata.create_all)
     yield session_factory(engine)
     await engine.dispose()

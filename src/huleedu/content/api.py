@@ -12,7 +12,7 @@ from huleedu.content.store import ContentStore
 from huleedu.contracts.enums import ErrorCode
 from huleedu.platform.bodies import read_body
 from huleedu.platform.http import ApiError
-from huleedu.storage.engine import Sessions
+from huleedu.storage.engine import Sessions, reading
 from huleedu.storage.text import NO_NUL_PATTERN, unstorable_reason
 from huleedu.storage.unit_of_work import UnitOfWork
 
@@ -42,7 +42,7 @@ def router(sessions: Sessions, caller: Caller) -> APIRouter:
     async def read_text(
         text_storage_id: Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)],
     ) -> Response:
-        async with sessions() as session:
+        async with reading(sessions) as session:
             found = await ContentStore(session).get_many([text_storage_id])
         if text_storage_id not in found:
             raise ApiError(

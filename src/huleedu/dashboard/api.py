@@ -22,7 +22,7 @@ from huleedu.dashboard.results import csv_filename, results_csv, with_filenames
 from huleedu.intake.repository import IntakeRepository
 from huleedu.platform.http import ApiError, CorrelationId
 from huleedu.result_aggregator.views import MAX_OFFSET, MAX_PAGE_SIZE, BatchStatusView, UserBatchesView
-from huleedu.storage.engine import Sessions
+from huleedu.storage.engine import Sessions, reading
 from huleedu.storage.text import NO_NUL_PATTERN
 
 log = structlog.get_logger(__name__)
@@ -42,7 +42,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such batc
 async def intake_filenames(sessions: Sessions, batch_id: str) -> dict[str, str | None]:
     """essay_id -> filename from intake's table; empty when it cannot be read here."""
     try:
-        async with sessions() as session:
+        async with reading(sessions) as session:
             names = await IntakeRepository(session).filenames([batch_id])
     except Exception as exc:  # intake's table in another database: names are a nicety
         log.debug("intake filenames unavailable", batch_id=batch_id, error=repr(exc))

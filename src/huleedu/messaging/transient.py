@@ -5,7 +5,7 @@ import asyncio
 import redis.exceptions
 from sqlalchemy import exc as sa_exc
 
-from huleedu.messaging.errors import TransientError
+from huleedu.messaging.errors import PublishError, TransientError
 
 # PostgreSQL SQLSTATEs worth a retry: serialization failure, deadlock, lock not available,
 # connection exceptions (class 08), too many connections, admin shutdown, cannot connect now.
@@ -27,3 +27,12 @@ def is_transient(exc: BaseException) -> bool:
         return True
     cause = exc.__cause__
     return cause is not None and cause is not exc and is_transient(cause)
+
+
+def is_broker_unavailable(outcome: Exception) -> bool:
+    """True when a publish failure says nothing about the record itself (broker or network down):
+    worth retrying the same record. False when the record is refused for what it is (too large,
+    topic not allowed), which no retry changes."""
+    if isinstance(outcome, PublishError):
+        return outcome.broker_unavailable
+    return is_transient(outcome)

@@ -31,3 +31,9 @@ def check_storable(value: str) -> str:
     if reason is not None:
         raise ValueError(reason)
     return value
+
+
+def storable(value: str) -> str:
+    """`value` with every unstorable character replaced by U+FFFD (for text we must keep anyway,
+    such as the reason a record was dead-lettered)."""
+    return _UNSTORABLE.sub("\ufffd", value)
