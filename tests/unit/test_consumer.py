@@ -60,13 +60,22 @@ class Notes:
 
 class RefusableBus(InMemoryBus):
     """The embedded bus, made to refuse publishing while `refusing`, as a broker that is down
-    does (the in-process log itself never is)."""
+    does (the in-process log itself never is), or to refuse every record of the topics in
+    `forbidden` for what they are, as a broker refuses a topic we may not write to."""
 
     refusing = False
+    forbidden: frozenset[str] = frozenset()
 
     async def publish(self, records: Sequence[OutboundRecord]) -> list[PublishOutcome]:
         if self.refusing:
             return [PublishError("broker down", broker_unavailable=True) for _ in records]
+        if any(record.topic in self.forbidden for record in records):
+            return [
+                PublishError("TopicAuthorizationFailedError", broker_unavailable=False)
+                if record.topic in self.forbidden
+                else (await super().publish([record]))[0]
+                for record in records
+            ]
         return await super().publish(records)
 
 
@@ -339,3 +348,63 @@ async def test_an_event_leased_by_another_consumer_is_handed_back_until_the_leas
     await guard.release(leased)
     await consumer.handle_batch(records)
     assert await applied_notes(sessions) == ["a", "c", "b"]
+
+
+async def kept(sessions: Sessions) -> list[dict[str, object]]:
+    async with sessions() as session:
+        rows = await session.execute(select(dead_letters_table).order_by(dead_letters_table.c.source_offset))
+        return [dict(row) for row in rows.mappings()]
+
+
+async def test_a_record_too_large_for_the_dead_letter_topic_is_kept_whole_and_summarised_and_the_rest_applied(
+    consumer: EventConsumer, sessions: Sessions, memory_broker: InMemoryBroker
+) -> None:
+    records = fetch("a", "b")
+    huge = Record(TOPIC, 0, 2, b"key", b"\x00junk" * 400_000)  # 2 MB, not JSON
+    after = record("c", 3)
+
+    await consumer.handle_batch([records[0], huge, records[1], after])
+
+    assert await applied_notes(sessions) == ["a", "b", "c"]
+    [row] = await kept(sessions)
+    assert row["record_value"] == huge.value
+    assert (row["source_topic"], row["source_partition"], row["source_offset"]) == (TOPIC, 0, 2)
+    assert (row["dlq_form"], row["error_type"]) == ("summary", "undecodable")
+    [summary] = await dead_letters(memory_broker)
+    assert summary.header("dlq_form") == b"summary"
+    assert summary.header("dlq_value_bytes") == str(len(huge.value or b"")).encode()
+    assert summary.header("dlq_source_offset") == b"2"
+    assert len(summary.value or b"") < 10_000
+
+
+async def test_a_dead_letter_topic_that_refuses_the_record_for_good_leaves_it_kept_and_goes_on(
+    consumer: EventConsumer, sessions: Sessions, bus: RefusableBus, memory_broker: InMemoryBroker
+) -> None:
+    bus.forbidden = frozenset({dlq_topic(TOPIC)})
+    garbage = Record(TOPIC, 0, 1, b"key", b"{not json")
+
+    await consumer.handle_batch([record("a", 0), garbage, record("b", 2)])  # no retry: it goes on
+
+    assert await applied_notes(sessions) == ["a", "b"]
+    [row] = await kept(sessions)
+    assert row["record_value"] == b"{not json"
+    assert row["dlq_form"] is None
+    assert row["dlq_published_at"] is None
+    assert "TopicAuthorizationFailed" in str(row["dlq_error"])
+    assert await dead_letters(memory_broker) == []
+
+
+async def test_a_retried_fetch_dead_letters_each_bad_record_once(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes, memory_broker: InMemoryBroker
+) -> None:
+    records = [Record(TOPIC, 0, 0, b"key", b"junk 1"), Record(TOPIC, 0, 1, b"key", b"junk 2"), record("a", 2)]
+    notes.failures["a"] = [OSError("database away") for _ in range(8)]  # transient: retried 4 times
+
+    for _ in range(4):
+        with pytest.raises(TransientError):
+            await consumer.handle_batch(records)
+    await consumer.handle_batch(records)
+
+    assert await applied_notes(sessions) == ["a"]
+    assert [row["record_value"] for row in await kept(sessions)] == [b"junk 1", b"junk 2"]
+    assert [dead.value for dead in await dead_letters(memory_broker)] == [b"junk 1", b"junk 2"]

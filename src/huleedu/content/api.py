@@ -69,7 +69,9 @@ def router(sessions: Sessions, caller: Caller) -> APIRouter:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {TEXT: {"schema": {"type": "string", "minLength": 1}}},
+                "content": {
+                    TEXT: {"schema": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES}}
+                },
             }
         },
         summary="Store a UTF-8 text (idempotent); the id is its SHA-256",

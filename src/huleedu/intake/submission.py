@@ -83,7 +83,7 @@ class BatchSubmission(BaseModel):
         default=None,
         description="spellcheck and/or cj_assessment; default both",
         examples=[["spellcheck"]],
-        json_schema_extra={"maxItems": len(OFFERED_PHASES)},
+        json_schema_extra={"maxItems": len(OFFERED_PHASES), "items": {"type": "string", "maxLength": 32}},
     )
     notify_email: str | None = Field(
         default=None,

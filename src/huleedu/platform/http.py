@@ -272,10 +272,9 @@ def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
     app.state.service_name = service
     app.state.adapters = adapters
 
-    app.include_router(operations.router(adapters, service))
-    for unit in units:
-        for router in unit.routers:
-            app.include_router(router)
+    routers = [operations.router(adapters, service), *(router for unit in units for router in unit.routers)]
+    for router in routers:
+        app.include_router(router)
     for unit in units:  # after the routes: a mount at "/" (the dashboard) must not hide them
         for path, asgi_app in unit.mounts.items():
             app.mount(path, asgi_app)
@@ -284,7 +283,8 @@ def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
     app.add_exception_handler(BodyTooLarge, _body_too_large)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(AllowedMethods, refuse=_method_not_allowed)
+    routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
+    app.add_middleware(AllowedMethods, routes=routes, refuse=_method_not_allowed)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(_RequestContext)  # outermost: the correlation id is set for everything inside
     return app
