@@ -4,6 +4,7 @@ A service declares `Route`s (topic -> event model -> handler); `EventConsumer` t
 batch handler for the bus. The records of one fetch are handled in ONE database transaction (set-based
 dedupe, one commit), which is what makes ingest fast; if anything in the batch fails, the batch is
 rolled back and handled again one event at a time, so one bad event cannot hold back the others.
+A record given up on is dead-lettered by `messaging.dead_letters`, which never blocks the partition.
 """
 
 import time
