@@ -2,12 +2,14 @@
 one-by-one fallback, retries, dead letters, and both layers of deduplication."""
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huleedu.contracts.base import WireModel
@@ -20,6 +22,7 @@ from huleedu.messaging.idempotency import Claim, MemoryIdempotency
 from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
 from huleedu.messaging.tables import dead_letters as dead_letters_table
 from huleedu.messaging.tables import processed_events
+from huleedu.messaging.transient import is_transient
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.storage.metadata import metadata
 from huleedu.storage.unit_of_work import UnitOfWork
@@ -408,3 +411,43 @@ async def test_a_retried_fetch_dead_letters_each_bad_record_once(
     assert await applied_notes(sessions) == ["a"]
     assert [row["record_value"] for row in await kept(sessions)] == [b"junk 1", b"junk 2"]
     assert [dead.value for dead in await dead_letters(memory_broker)] == [b"junk 1", b"junk 2"]
+
+
+def sqlite_error(code: int, message: str) -> sa_exc.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code  # type: ignore[attr-defined]  # set by SQLite itself normally
+    return sa_exc.OperationalError("SELECT 1", {}, error)
+
+
+def test_only_sqlites_busy_locked_and_resource_errors_are_worth_a_retry() -> None:
+    assert is_transient(sqlite_error(5, "database is locked"))
+    assert is_transient(sqlite_error(6, "database table is locked"))
+    assert is_transient(sqlite_error(10 | (13 << 8), "disk I/O error"))  # an extended code
+    assert not is_transient(sqlite_error(1, "no such table: notes2"))
+    assert not is_transient(sqlite_error(1, "too many SQL variables"))
+
+
+async def test_a_handler_failing_on_a_permanent_sqlite_error_is_dead_lettered_not_retried_for_ever(
+    sessions: Sessions, bus: RefusableBus, guard: MemoryIdempotency, memory_broker: InMemoryBroker
+) -> None:
+    async def broken(event: NoteWritten, meta: EventMeta, uow: UnitOfWork) -> None:
+        await uow.session.execute(text("SELECT * FROM no_such_table"))
+
+    consumer = EventConsumer(
+        service="notes",
+        group="notes",
+        routes=[Route(TOPIC, NoteWritten, broken)],
+        bus=bus,
+        sessions=sessions,
+        guard=guard,
+        max_handler_attempts=2,
+    )
+    records = fetch("a")
+
+    with pytest.raises(TransientError, match="handler failed"):
+        await consumer.handle_batch(records)
+    await consumer.handle_batch(records)
+
+    [dead] = await dead_letters(memory_broker)
+    assert dead.header("dlq_error_type") == b"handler_failed"
+    assert b"no such table" in (dead.header("dlq_reason") or b"")
