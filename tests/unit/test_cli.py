@@ -112,3 +112,26 @@ def test_migrate_creates_the_schema_of_a_fresh_sqlite_database(
     with sqlite3.connect(database) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"event_outbox", "processed_events", "alembic_version"} <= tables
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("HULEEDU_JWT_SECRET", ""),
+        ("HULEEDU_INTERNAL_API_KEY", ""),
+        ("HULEEDU_ALLOWED_SERVICE_IDS", '["svc-a","svc-b"'),
+        ("HULEEDU_ALLOWED_SERVICE_IDS", ","),
+        ("HULEEDU_KAFKA_BOOTSTRAP_SERVERS", "not a host:port"),
+    ],
+)
+@pytest.mark.parametrize("command", [["up", "--no-migrate"], ["token", "--user", "t"], ["migrate"]])
+def test_a_setting_that_cannot_work_stops_every_command_with_exit_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch, command: list[str], variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    result = cli.invoke(build_cli(), command)
+
+    assert result.exit_code == 2, result.output
+    assert variable in result.output
+    assert "Traceback" not in result.output

@@ -2,12 +2,14 @@
 one-by-one fallback, retries, dead letters, and both layers of deduplication."""
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huleedu.contracts.base import WireModel
@@ -18,7 +20,9 @@ from huleedu.messaging.consumer import EventConsumer, EventMeta, Route
 from huleedu.messaging.errors import PoisonEvent, PublishError, TransientError
 from huleedu.messaging.idempotency import Claim, MemoryIdempotency
 from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
+from huleedu.messaging.tables import dead_letters as dead_letters_table
 from huleedu.messaging.tables import processed_events
+from huleedu.messaging.transient import is_transient
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.storage.metadata import metadata
 from huleedu.storage.unit_of_work import UnitOfWork
@@ -59,13 +63,22 @@ class Notes:
 
 class RefusableBus(InMemoryBus):
     """The embedded bus, made to refuse publishing while `refusing`, as a broker that is down
-    does (the in-process log itself never is)."""
+    does (the in-process log itself never is), or to refuse every record of the topics in
+    `forbidden` for what they are, as a broker refuses a topic we may not write to."""
 
     refusing = False
+    forbidden: frozenset[str] = frozenset()
 
     async def publish(self, records: Sequence[OutboundRecord]) -> list[PublishOutcome]:
         if self.refusing:
             return [PublishError("broker down", broker_unavailable=True) for _ in records]
+        if any(record.topic in self.forbidden for record in records):
+            return [
+                PublishError("TopicAuthorizationFailedError", broker_unavailable=False)
+                if record.topic in self.forbidden
+                else (await super().publish([record]))[0]
+                for record in records
+            ]
         return await super().publish(records)
 
 
@@ -116,7 +129,9 @@ def event_id(item: Record) -> str:
 async def sessions(tmp_path: Path) -> AsyncIterator[Sessions]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/consumer.sqlite")
     async with engine.begin() as connection:
-        await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[processed_events]))
+        await connection.run_sync(
+            lambda sync: metadata.create_all(sync, tables=[processed_events, dead_letters_table])
+        )
         await connection.run_sync(test_metadata.create_all)
     yield session_factory(engine)
     await engine.dispose()
@@ -336,3 +351,103 @@ async def test_an_event_leased_by_another_consumer_is_handed_back_until_the_leas
     await guard.release(leased)
     await consumer.handle_batch(records)
     assert await applied_notes(sessions) == ["a", "c", "b"]
+
+
+async def kept(sessions: Sessions) -> list[dict[str, object]]:
+    async with sessions() as session:
+        rows = await session.execute(select(dead_letters_table).order_by(dead_letters_table.c.source_offset))
+        return [dict(row) for row in rows.mappings()]
+
+
+async def test_a_record_too_large_for_the_dead_letter_topic_is_kept_whole_and_summarised_and_the_rest_applied(
+    consumer: EventConsumer, sessions: Sessions, memory_broker: InMemoryBroker
+) -> None:
+    records = fetch("a", "b")
+    huge = Record(TOPIC, 0, 2, b"key", b"\x00junk" * 400_000)  # 2 MB, not JSON
+    after = record("c", 3)
+
+    await consumer.handle_batch([records[0], huge, records[1], after])
+
+    assert await applied_notes(sessions) == ["a", "b", "c"]
+    [row] = await kept(sessions)
+    assert row["record_value"] == huge.value
+    assert (row["source_topic"], row["source_partition"], row["source_offset"]) == (TOPIC, 0, 2)
+    assert (row["dlq_form"], row["error_type"]) == ("summary", "undecodable")
+    [summary] = await dead_letters(memory_broker)
+    assert summary.header("dlq_form") == b"summary"
+    assert summary.header("dlq_value_bytes") == str(len(huge.value or b"")).encode()
+    assert summary.header("dlq_source_offset") == b"2"
+    assert len(summary.value or b"") < 10_000
+
+
+async def test_a_dead_letter_topic_that_refuses_the_record_for_good_leaves_it_kept_and_goes_on(
+    consumer: EventConsumer, sessions: Sessions, bus: RefusableBus, memory_broker: InMemoryBroker
+) -> None:
+    bus.forbidden = frozenset({dlq_topic(TOPIC)})
+    garbage = Record(TOPIC, 0, 1, b"key", b"{not json")
+
+    await consumer.handle_batch([record("a", 0), garbage, record("b", 2)])  # no retry: it goes on
+
+    assert await applied_notes(sessions) == ["a", "b"]
+    [row] = await kept(sessions)
+    assert row["record_value"] == b"{not json"
+    assert row["dlq_form"] is None
+    assert row["dlq_published_at"] is None
+    assert "TopicAuthorizationFailed" in str(row["dlq_error"])
+    assert await dead_letters(memory_broker) == []
+
+
+async def test_a_retried_fetch_dead_letters_each_bad_record_once(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes, memory_broker: InMemoryBroker
+) -> None:
+    records = [Record(TOPIC, 0, 0, b"key", b"junk 1"), Record(TOPIC, 0, 1, b"key", b"junk 2"), record("a", 2)]
+    notes.failures["a"] = [OSError("database away") for _ in range(8)]  # transient: retried 4 times
+
+    for _ in range(4):
+        with pytest.raises(TransientError):
+            await consumer.handle_batch(records)
+    await consumer.handle_batch(records)
+
+    assert await applied_notes(sessions) == ["a"]
+    assert [row["record_value"] for row in await kept(sessions)] == [b"junk 1", b"junk 2"]
+    assert [dead.value for dead in await dead_letters(memory_broker)] == [b"junk 1", b"junk 2"]
+
+
+def sqlite_error(code: int, message: str) -> sa_exc.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code  # type: ignore[attr-defined]  # set by SQLite itself normally
+    return sa_exc.OperationalError("SELECT 1", {}, error)
+
+
+def test_only_sqlites_busy_locked_and_resource_errors_are_worth_a_retry() -> None:
+    assert is_transient(sqlite_error(5, "database is locked"))
+    assert is_transient(sqlite_error(6, "database table is locked"))
+    assert is_transient(sqlite_error(10 | (13 << 8), "disk I/O error"))  # an extended code
+    assert not is_transient(sqlite_error(1, "no such table: notes2"))
+    assert not is_transient(sqlite_error(1, "too many SQL variables"))
+
+
+async def test_a_handler_failing_on_a_permanent_sqlite_error_is_dead_lettered_not_retried_for_ever(
+    sessions: Sessions, bus: RefusableBus, guard: MemoryIdempotency, memory_broker: InMemoryBroker
+) -> None:
+    async def broken(event: NoteWritten, meta: EventMeta, uow: UnitOfWork) -> None:
+        await uow.session.execute(text("SELECT * FROM no_such_table"))
+
+    consumer = EventConsumer(
+        service="notes",
+        group="notes",
+        routes=[Route(TOPIC, NoteWritten, broken)],
+        bus=bus,
+        sessions=sessions,
+        guard=guard,
+        max_handler_attempts=2,
+    )
+    records = fetch("a")
+
+    with pytest.raises(TransientError, match="handler failed"):
+        await consumer.handle_batch(records)
+    await consumer.handle_batch(records)
+
+    [dead] = await dead_letters(memory_broker)
+    assert dead.header("dlq_error_type") == b"handler_failed"
+    assert b"no such table" in (dead.header("dlq_reason") or b"")

@@ -110,3 +110,70 @@ def test_the_readme_documents_every_setting() -> None:
     ]
 
     assert undocumented == [], "add these to the configuration table of README.md"
+
+
+# --- values that could only fail later are refused now, naming the variable ---
+
+
+@pytest.mark.parametrize("name", ["jwt_secret", "internal_api_key"])
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_secret_is_refused_outside_development(name: str, value: str) -> None:
+    message = _error(**{name: value})
+
+    assert name in message
+    assert "must not be empty" in message
+
+
+@pytest.mark.parametrize("name", ["jwt_secret", "internal_api_key"])
+def test_development_mode_gives_an_empty_secret_its_development_value(name: str) -> None:
+    settings = Settings(env="development", **{name: ""})  # type: ignore[arg-type]
+
+    assert getattr(settings, name).get_secret_value() == getattr(Settings(), name).get_secret_value()
+
+
+def test_service_ids_may_be_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HULEEDU_ALLOWED_SERVICE_IDS", '["svc-a", "svc-b"]')
+
+    assert Settings().allowed_service_ids == ["svc-a", "svc-b"]
+
+
+@pytest.mark.parametrize(
+    "value", [",", " , ", "[]", '["svc-a","svc-b"', '"svc-a"', "svc-a,svc b", "[1, 2]", "svc-a]"]
+)
+def test_service_ids_that_name_nobody_or_hold_brackets_quotes_or_spaces_are_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("HULEEDU_ALLOWED_SERVICE_IDS", value)
+
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "allowed_service_ids" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "value", ["not a host:port", "k1", "k1:0", "k1:70000", "k1:9092,,k2:9092", "http://k1:9092", "k 1:9092"]
+)
+def test_a_broker_list_that_is_not_host_port_pairs_is_refused(value: str) -> None:
+    assert "kafka_bootstrap_servers" in _error(kafka_bootstrap_servers=value)
+
+
+def test_broker_lists_of_names_addresses_and_bracketed_ipv6_are_taken() -> None:
+    settings = Settings(kafka_bootstrap_servers="k1.example.org:9092, 10.0.0.2:9093,[::1]:9094")
+
+    assert settings.kafka_bootstrap_servers == "k1.example.org:9092,10.0.0.2:9093,[::1]:9094"
+
+
+@pytest.mark.parametrize("name", ["ras_url", "content_url", "public_url", "cj_llm_base_url"])
+def test_a_service_url_must_be_http_with_a_host(name: str) -> None:
+    assert name in _error(**{name: "ftp://x"})
+    assert name in _error(**{name: "localhost:8000"})
+
+
+def test_settings_that_contradict_each_other_are_refused() -> None:
+    assert "kafka_heartbeat_interval_ms" in _error(
+        kafka_session_timeout_ms="3000", kafka_heartbeat_interval_ms="3000"
+    )
+    assert "consumer_retry_max_seconds" in _error(
+        consumer_retry_initial_seconds="5", consumer_retry_max_seconds="1"
+    )
+    assert "mail_from" in _error(mail_from="HuleEdu Results")

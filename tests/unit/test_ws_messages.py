@@ -22,6 +22,13 @@ def test_cursors_parse_print_and_order_like_stream_ids() -> None:
             StreamId.parse(bad)
 
 
+def test_a_cursor_beyond_two_64_bit_numbers_or_of_other_digits_is_no_cursor() -> None:
+    assert StreamId.parse(f"{2**64 - 1}-{2**64 - 1}") == StreamId(2**64 - 1, 2**64 - 1)
+    for bad in (f"{2**64}-0", f"0-{2**64}", "²-0", "١٢-0", "9" * 5000 + "-0"):
+        with pytest.raises(ValueError, match="not a cursor"):
+            StreamId.parse(bad)
+
+
 def test_a_frame_is_event_id_and_data_with_data_passed_through() -> None:
     message = Message("u1", StreamId(7, 1), "batch_results_ready", '{"batch_id": "b1"}')
     assert orjson.loads(message.frame()) == {

@@ -10,8 +10,10 @@ from pydantic import BaseModel
 
 from huleedu.content.store import ContentStore
 from huleedu.contracts.enums import ErrorCode
+from huleedu.platform.bodies import read_body
 from huleedu.platform.http import ApiError
-from huleedu.storage.engine import Sessions
+from huleedu.storage.engine import Sessions, reading
+from huleedu.storage.text import NO_NUL_PATTERN, unstorable_reason
 from huleedu.storage.unit_of_work import UnitOfWork
 
 Caller = Callable[..., Awaitable[str]]
@@ -37,8 +39,10 @@ def router(sessions: Sessions, caller: Caller) -> APIRouter:
         responses={**ERRORS, 200: {"content": {TEXT: {}}}, 404: {"description": "unknown text"}},
         summary="The UTF-8 text stored under an id",
     )
-    async def read_text(text_storage_id: Annotated[str, Path(min_length=1, max_length=64)]) -> Response:
-        async with sessions() as session:
+    async def read_text(
+        text_storage_id: Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)],
+    ) -> Response:
+        async with reading(sessions) as session:
             found = await ContentStore(session).get_many([text_storage_id])
         if text_storage_id not in found:
             raise ApiError(
@@ -56,19 +60,24 @@ def router(sessions: Sessions, caller: Caller) -> APIRouter:
         "/content",
         status_code=201,
         response_model=StoredText,
-        responses={**ERRORS, 400: {"description": "body is not UTF-8 text or is too large"}},
-        openapi_extra={"requestBody": {"required": True, "content": {TEXT: {"schema": {"type": "string"}}}}},
+        responses={
+            **ERRORS,
+            400: {"description": "body is not UTF-8 text"},
+            413: {"description": f"body larger than {MAX_TEXT_BYTES} bytes"},
+            422: {"description": "empty text, or a NUL character in it"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    TEXT: {"schema": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES}}
+                },
+            }
+        },
         summary="Store a UTF-8 text (idempotent); the id is its SHA-256",
     )
     async def store_text(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_TEXT_BYTES:
-            raise ApiError(
-                ErrorCode.VALIDATION_ERROR,
-                f"text is {len(body)} bytes; at most {MAX_TEXT_BYTES}",
-                details={"fields": ["body"]},
-                status=400,
-            )
+        body = await read_body(request, MAX_TEXT_BYTES)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -78,6 +87,11 @@ def router(sessions: Sessions, caller: Caller) -> APIRouter:
                 details={"fields": ["body"]},
                 status=400,
             ) from exc
+        problem = "must not be empty" if not text else unstorable_reason(text)
+        if problem is not None:
+            raise ApiError(
+                ErrorCode.VALIDATION_ERROR, f"body {problem}", details={"fields": ["body"]}, status=422
+            )
         async with UnitOfWork(sessions) as uow:
             [text_id] = await ContentStore(uow.session).put_many([text])
             await uow.commit()

@@ -29,7 +29,7 @@ RECORD_HEADERS = {
     "content-type": "always application/json",
 }
 
-# Headers the consumer adds when it dead-letters a record (messaging/consumer.py).
+# Headers the consumer adds when it dead-letters a record (messaging/dead_letters.py).
 DLQ_HEADERS = {
     "dlq_reason": "why the record cannot be handled, field by field for an invalid event",
     "dlq_error_type": "empty_record | undecodable | invalid_envelope | invalid_event | handler_failed",
@@ -39,6 +39,10 @@ DLQ_HEADERS = {
     "dlq_consumer_group": "the consumer group that gave up on it",
     "dlq_service": "the service that gave up on it",
     "dlq_failed_at": "ISO-8601 UTC time of the decision",
+    "dlq_value_bytes": "size of the original value, as decimal text",
+    "dlq_value_sha256": "SHA-256 of the original value, hex",
+    "dlq_form": "full: this record is the original; summary: it was too large, and is kept whole in the"
+    " consuming service's dead_letters table",
 }
 
 
@@ -104,7 +108,7 @@ def asyncapi_document(topics: Topics) -> dict[str, Any]:
     )
     schemas["DeadLetterHeaders"] = _header_schema(
         {**RECORD_HEADERS, **DLQ_HEADERS},
-        "The original record's headers plus the reason it was dead-lettered.",
+        "The original record's headers (full form only) plus why and where from it was dead-lettered.",
     )
 
     channels: dict[str, Any] = {}
@@ -113,8 +117,14 @@ def asyncapi_document(topics: Topics) -> dict[str, Any]:
         DEAD_LETTER_MESSAGE: {
             "name": DEAD_LETTER_MESSAGE,
             "title": "Dead-lettered record",
-            "summary": "The original record, byte for byte (it may not even be JSON), plus reason headers.",
-            "payload": {"description": "the original record value, unchanged"},
+            "summary": "The original record, byte for byte (it may not even be JSON), plus reason headers;"
+            " a summary instead when the original does not fit the topic (dlq_form says which).",
+            "payload": {
+                "description": "full: the original record value, unchanged. summary: JSON"
+                ' {"dead_letter": {source_topic, source_partition, source_offset, consumer_group, service,'
+                " error_type, reason, failed_at, value_bytes, value_sha256, key_bytes, header_names,"
+                " kept_in}}"
+            },
             "headers": {"$ref": "#/components/schemas/DeadLetterHeaders"},
             "bindings": _kafka_key(),
         }

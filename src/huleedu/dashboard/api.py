@@ -21,13 +21,14 @@ from huleedu.dashboard.ras_client import RasClient, RasRefused, RasUnavailable
 from huleedu.dashboard.results import csv_filename, results_csv, with_filenames
 from huleedu.intake.repository import IntakeRepository
 from huleedu.platform.http import CORRELATION_HEADER, ApiError, CorrelationId
-from huleedu.result_aggregator.views import BatchStatusView, UserBatchesView
-from huleedu.storage.engine import Sessions
+from huleedu.result_aggregator.views import MAX_OFFSET, MAX_PAGE_SIZE, BatchStatusView, UserBatchesView
+from huleedu.storage.engine import Sessions, reading
+from huleedu.storage.text import NO_NUL_PATTERN
 
 log = structlog.get_logger(__name__)
 
 Caller = Callable[..., Awaitable[str]]
-BatchId = Annotated[str, Path(min_length=1, max_length=255)]
+BatchId = Annotated[str, Path(min_length=1, max_length=255, pattern=NO_NUL_PATTERN)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing, malformed, expired or foreign-signed bearer token"},
@@ -41,7 +42,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such batc
 async def intake_filenames(sessions: Sessions, batch_id: str) -> dict[str, str | None]:
     """essay_id -> filename from intake's table; empty when it cannot be read here."""
     try:
-        async with sessions() as session:
+        async with reading(sessions) as session:
             names = await IntakeRepository(session).filenames([batch_id])
     except Exception as exc:  # intake's table in another database: names are a nicety
         log.debug("intake filenames unavailable", batch_id=batch_id, error=repr(exc))
@@ -90,8 +91,8 @@ def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
     async def my_batches(
         user_id: Annotated[str, Depends(user)],
         correlation_id: CorrelationId,
-        limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
         status: Annotated[BatchClientStatus | None, Query(description="a client status")] = None,
     ) -> JSONResponse:
         params: dict[str, str | int] = {"limit": limit, "offset": offset}

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from huleedu.contracts.enums import ErrorCode
 from huleedu.essay_lifecycle.queries import BatchEssaysView, EssayQueries, EssayView
 from huleedu.platform.http import ApiError
+from huleedu.storage.text import NO_NUL_PATTERN
 
 Caller = Callable[..., Awaitable[str]]
 
@@ -15,7 +16,7 @@ ERRORS: dict[int | str, dict[str, str]] = {
     401: {"description": "missing or wrong X-Internal-API-Key"},
     403: {"description": "X-Service-ID not allowed"},
 }
-Id = Annotated[str, Path(min_length=1, max_length=255)]
+Id = Annotated[str, Path(min_length=1, max_length=255, pattern=NO_NUL_PATTERN)]
 
 
 def router(queries: EssayQueries, caller: Caller) -> APIRouter:
@@ -30,7 +31,13 @@ def router(queries: EssayQueries, caller: Caller) -> APIRouter:
     async def essay(
         essay_id: Id,
         batch_id: Annotated[
-            str | None, Query(max_length=255, description="the batch, if essay ids repeat across batches")
+            str | None,
+            Query(
+                min_length=1,
+                max_length=255,
+                pattern=NO_NUL_PATTERN,
+                description="the batch, if essay ids repeat across batches",
+            ),
         ] = None,
     ) -> EssayView:
         view = await queries.essay(essay_id, batch_id)

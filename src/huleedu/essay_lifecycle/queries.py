@@ -9,7 +9,7 @@ from sqlalchemy import select
 from huleedu.contracts.enums import EssayState, PhaseName
 from huleedu.contracts.enums import ProcessingStage as Stage
 from huleedu.essay_lifecycle.tables import els_essay_phases, els_essays, els_timeline
-from huleedu.storage.engine import Sessions
+from huleedu.storage.engine import Sessions, reading
 
 
 class TimelineEntry(BaseModel):
@@ -50,7 +50,7 @@ class EssayQueries:
         )
         if batch_id is not None:
             query = query.where(els_essays.c.batch_id == batch_id)
-        async with self._sessions() as session:
+        async with reading(self._sessions) as session:
             found = (await session.execute(query)).scalar_one_or_none()
         if found is None:
             return None
@@ -78,7 +78,7 @@ class EssayQueries:
             essays = essays.where(els_essays.c.essay_id.in_(essay_ids))
             phases = phases.where(els_essay_phases.c.essay_id.in_(essay_ids))
             timeline = timeline.where(els_timeline.c.essay_id.in_(essay_ids))
-        async with self._sessions() as session:
+        async with reading(self._sessions) as session:
             essay_rows = (await session.execute(essays.order_by(els_essays.c.essay_id))).all()
             phase_rows = (await session.execute(phases)).all()
             timeline_rows = (await session.execute(timeline)).all()

@@ -9,7 +9,6 @@ larger than 64 MiB; 422 listing every rule the submission breaks, each with its 
 database is unreachable. A refused submission stores nothing and announces nothing.
 """
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
@@ -23,20 +22,26 @@ from huleedu.intake import metrics
 from huleedu.intake.registration import Deps, register_batch
 from huleedu.intake.submission import (
     MAX_ANCHORS,
+    MAX_COMPARISONS,
+    MAX_EMAIL_CHARS,
     MAX_ESSAYS,
+    MAX_ID_CHARS,
+    MAX_LANGUAGE_CHARS,
+    MAX_TITLE_CHARS,
+    OFFERED_PHASES,
     BatchSubmission,
     InvalidSubmission,
     Submission,
     Violation,
     validate_submission,
 )
-from huleedu.intake.uploads import submission_from_form
+from huleedu.intake.uploads import MAX_FILE_BYTES, submission_from_form
 from huleedu.messaging.transient import is_transient
+from huleedu.platform.bodies import MAX_BODY_BYTES, BodyTooLarge, UnreadableJson, parse_json, read_body
 from huleedu.platform.http import ApiError, CorrelationId, field_path
 
 Caller = Callable[..., Awaitable[str]]
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
 MULTIPART = "multipart/form-data"
 JSON_TYPE = "application/json"
 
@@ -69,21 +74,40 @@ def _inline(schema: Any, definitions: dict[str, Any]) -> Any:
 
 
 def _form_schema() -> dict[str, Any]:
-    text = {"type": "string"}
-    files = {"type": "array", "items": {"type": "string", "format": "binary"}}
+    def text(max_length: int, min_length: int = 0) -> dict[str, Any]:
+        return {"type": "string", "minLength": min_length, "maxLength": max_length}
+
+    def files(max_items: int, min_items: int = 0) -> dict[str, Any]:
+        items = {"type": "string", "format": "binary"}
+        return {"type": "array", "items": items, "minItems": min_items, "maxItems": max_items}
+
     return {
         "type": "object",
         "required": ["title", "files"],
         "properties": {
-            "title": text,
-            "assignment_id": text,
-            "notify_email": text,
-            "language": text,
-            "max_comparisons_per_essay": {"type": "integer"},
-            "phases": {"type": "array", "items": text, "description": "repeated or comma-separated"},
-            "files": {**files, "description": ".txt (UTF-8) or .docx; one essay each, named by filename"},
-            "anchor_files": {**files, "description": "graded anchors for CJ (.txt or .docx)"},
-            "anchor_grades": {"type": "array", "items": text, "description": "one per anchor file, in order"},
+            "title": text(MAX_TITLE_CHARS, 1),
+            "assignment_id": text(MAX_ID_CHARS),
+            "notify_email": text(MAX_EMAIL_CHARS),
+            "language": text(MAX_LANGUAGE_CHARS),
+            "max_comparisons_per_essay": {"type": "integer", "minimum": 1, "maximum": MAX_COMPARISONS},
+            "phases": {
+                "type": "array",
+                "items": text(32),
+                "maxItems": len(OFFERED_PHASES),
+                "description": "repeated or comma-separated",
+            },
+            "files": {
+                **files(MAX_ESSAYS, 1),
+                "description": f".txt (UTF-8) or .docx, at most {MAX_FILE_BYTES} bytes; one essay each,"
+                " named by filename",
+            },
+            "anchor_files": {**files(MAX_ANCHORS), "description": "graded anchors for CJ (.txt or .docx)"},
+            "anchor_grades": {
+                "type": "array",
+                "items": text(2),
+                "maxItems": MAX_ANCHORS,
+                "description": "one per anchor file, in order",
+            },
         },
     }
 
@@ -111,30 +135,22 @@ def _refuse(invalid: InvalidSubmission) -> ApiError:
     )
 
 
-def _unreadable(message: str, *, status: int = 400) -> ApiError:
+def _unreadable(message: str) -> ApiError:
     metrics.SUBMISSIONS_REJECTED.labels("unreadable").inc()
-    return ApiError(ErrorCode.VALIDATION_ERROR, message, details={"fields": ["body"]}, status=status)
-
-
-def _check_declared_size(request: Request) -> None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _unreadable(f"body is {declared} bytes; at most {MAX_BODY_BYTES}", status=413)
+    return ApiError(ErrorCode.VALIDATION_ERROR, message, details={"fields": ["body"]}, status=400)
 
 
 async def _json_submission(request: Request) -> Submission:
-    _check_declared_size(request)
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise _unreadable(f"body is {len(body)} bytes; at most {MAX_BODY_BYTES}", status=413)
     try:
-        # surrogateescape: invalid UTF-8 inside a string survives parsing as lone surrogates, so the
-        # text rule can name the very field that holds it instead of refusing the whole body.
-        raw = json.loads(body.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff"))
-    except json.JSONDecodeError as exc:
-        raise _unreadable(
-            f"body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from exc
+        body = await read_body(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        metrics.SUBMISSIONS_REJECTED.labels("unreadable").inc()
+        raise
+    try:
+        raw = parse_json(body)
+    except UnreadableJson as exc:
+        raise _unreadable(str(exc)) from exc
+    del body  # the parsed value is all that is needed from here on
     if not isinstance(raw, dict):
         raise _refuse(InvalidSubmission([Violation((), "must be a JSON object", "model_type")]))
     try:
@@ -144,12 +160,17 @@ async def _json_submission(request: Request) -> Submission:
 
 
 async def _form_submission(request: Request) -> Submission:
-    _check_declared_size(request)
-    async with request.form(max_files=2 * (MAX_ESSAYS + MAX_ANCHORS), max_fields=1000) as form:
-        try:
-            return await submission_from_form(form)
-        except InvalidSubmission as invalid:
-            raise _refuse(invalid) from invalid
+    # The body limit is BodyLimit's, applied while the parser streams the body; files spool to
+    # disk past 1 MiB each.
+    try:
+        async with request.form(max_files=2 * (MAX_ESSAYS + MAX_ANCHORS), max_fields=1000) as form:
+            try:
+                return await submission_from_form(form)
+            except InvalidSubmission as invalid:
+                raise _refuse(invalid) from invalid
+    except BodyTooLarge:
+        metrics.SUBMISSIONS_REJECTED.labels("unreadable").inc()
+        raise
 
 
 def router(deps: Deps, user: Caller) -> APIRouter:

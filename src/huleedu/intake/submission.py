@@ -15,6 +15,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from huleedu.contracts.enums import PhaseName
+from huleedu.storage.text import unstorable_reason
 
 MAX_ESSAYS = 500
 MAX_ANCHORS = 100
@@ -24,6 +25,7 @@ MAX_ID_CHARS = 255
 MAX_FILENAME_CHARS = 255
 MAX_EMAIL_CHARS = 320
 MAX_COMPARISONS = 200
+MAX_LANGUAGE_CHARS = 12
 OFFERED_PHASES = (PhaseName.SPELLCHECK, PhaseName.CJ_ASSESSMENT)
 DEFAULT_LANGUAGE = "en"
 
@@ -35,37 +37,77 @@ FieldPath = tuple[str | int, ...]
 
 
 # --- the body (types only: value rules are below, so that all of them are reported together) ---
+# Strict: `true` or `5.0` is no integer, `1` no string. The bounds given as `json_schema_extra` are
+# the ones the rules below enforce: stated in the schema only, so that pydantic does not stop at one
+# of them before every other rule was checked.
+
+_STRICT = ConfigDict(extra="ignore", strict=True)
 
 
 class EssayIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
 
-    filename: str | None = Field(default=None, description="unique within the batch (ignoring case)")
-    text: str = Field(description="1 byte..100 KiB of UTF-8 after trimming whitespace")
+    filename: str | None = Field(
+        default=None,
+        description="unique within the batch (ignoring case)",
+        json_schema_extra={"maxLength": MAX_FILENAME_CHARS},
+    )
+    text: str = Field(
+        description="1 byte..100 KiB of UTF-8 after trimming whitespace",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_TEXT_BYTES},
+    )
 
 
 class AnchorIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
 
-    text: str = Field(description="a graded reference essay, same size rules as essays")
-    grade: str = Field(description="^([A-F][+-]?|U)$", examples=["B+"])
+    text: str = Field(
+        description="a graded reference essay, same size rules as essays",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_TEXT_BYTES},
+    )
+    grade: str = Field(description="^([A-F][+-]?|U)$", examples=["B+"], json_schema_extra={"maxLength": 2})
 
 
 class BatchSubmission(BaseModel):
-    """The JSON body of `POST /v1/batches`."""
+    """The JSON body of `POST /v1/batches`. No string may hold a NUL character (U+0000)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
 
-    title: str = Field(description="1..500 characters")
-    assignment_id: str | None = Field(default=None, description="up to 255 characters")
-    phases: list[str] | None = Field(
-        default=None, description="spellcheck and/or cj_assessment; default both", examples=[["spellcheck"]]
+    title: str = Field(
+        description="1..500 characters", json_schema_extra={"minLength": 1, "maxLength": MAX_TITLE_CHARS}
     )
-    notify_email: str | None = Field(default=None, description="where to email when results are ready")
-    language: str = Field(default=DEFAULT_LANGUAGE, description="language of the essays, e.g. en")
-    max_comparisons_per_essay: int | None = Field(default=None, description="CJ budget, 1..200")
-    essays: list[EssayIn] = Field(description="1..500 essays")
-    anchors: list[AnchorIn] = Field(default_factory=list, description="graded anchors for CJ, up to 100")
+    assignment_id: str | None = Field(
+        default=None, description="up to 255 characters", json_schema_extra={"maxLength": MAX_ID_CHARS}
+    )
+    phases: list[str] | None = Field(
+        default=None,
+        description="spellcheck and/or cj_assessment; default both",
+        examples=[["spellcheck"]],
+        json_schema_extra={"maxItems": len(OFFERED_PHASES), "items": {"type": "string", "maxLength": 32}},
+    )
+    notify_email: str | None = Field(
+        default=None,
+        description="where to email when results are ready",
+        json_schema_extra={"maxLength": MAX_EMAIL_CHARS},
+    )
+    language: str = Field(
+        default=DEFAULT_LANGUAGE,
+        description="language of the essays, e.g. en",
+        json_schema_extra={"maxLength": MAX_LANGUAGE_CHARS},
+    )
+    max_comparisons_per_essay: int | None = Field(
+        default=None,
+        description=f"CJ budget, 1..{MAX_COMPARISONS}",
+        json_schema_extra={"minimum": 1, "maximum": MAX_COMPARISONS},
+    )
+    essays: list[EssayIn] = Field(
+        description=f"1..{MAX_ESSAYS} essays", json_schema_extra={"minItems": 1, "maxItems": MAX_ESSAYS}
+    )
+    anchors: list[AnchorIn] = Field(
+        default_factory=list,
+        description=f"graded anchors for CJ, up to {MAX_ANCHORS}",
+        json_schema_extra={"maxItems": MAX_ANCHORS},
+    )
 
 
 # --- the accepted submission ---
@@ -142,8 +184,8 @@ class _Fail(Protocol):
 
 
 def _apply_rules(body: BatchSubmission, fail: _Fail) -> Submission:
-    # Texts are checked by their own rule; any other string must be valid Unicode too, or the
-    # database would refuse it later, after the teacher was told the batch was accepted.
+    # Texts are checked by their own rule; any other string must be storable too, or the database
+    # would refuse it later, after the teacher was told the batch was accepted.
     labels: list[tuple[FieldPath, str | None]] = [
         (("title",), body.title),
         (("assignment_id",), body.assignment_id),
@@ -151,10 +193,11 @@ def _apply_rules(body: BatchSubmission, fail: _Fail) -> Submission:
         (("language",), body.language),
         *((("essays", i, "filename"), essay.filename) for i, essay in enumerate(body.essays)),
         *((("anchors", i, "grade"), anchor.grade) for i, anchor in enumerate(body.anchors)),
+        *((("phases", i), phase) for i, phase in enumerate(body.phases or ())),
     ]
     for path, value in labels:
-        if value is not None and not _is_unicode(value):
-            fail(path, "is not valid UTF-8 text", "unicode")
+        if value is not None and (reason := unstorable_reason(value)) is not None:
+            fail(path, reason, "unicode")
 
     title = body.title.strip()
     if not title:
@@ -213,14 +256,6 @@ def _apply_rules(body: BatchSubmission, fail: _Fail) -> Submission:
     )
 
 
-def _is_unicode(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _optional(value: str | None) -> str | None:
     """Blank means absent."""
     if value is None:
@@ -248,11 +283,11 @@ def _phases(given: Sequence[str] | None, fail: _Fail) -> tuple[PhaseName, ...]:
 
 def _text(text: str, path: FieldPath, fail: _Fail) -> str:
     trimmed = text.strip()
-    try:
-        size = len(trimmed.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        fail(path, f"is not valid UTF-8 text ({exc.reason} at character {exc.start})", "unicode")
+    reason = unstorable_reason(trimmed)
+    if reason is not None:
+        fail(path, reason, "unicode")
         return trimmed
+    size = len(trimmed.encode("utf-8"))
     if size == 0:
         fail(path, "must not be empty (after trimming whitespace)", "too_short")
     elif size > MAX_TEXT_BYTES:

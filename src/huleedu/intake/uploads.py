@@ -7,13 +7,14 @@ Form fields: `title`, `assignment_id`, `notify_email`, `language`, `max_comparis
 """
 
 import asyncio
-import io
+import re
 from dataclasses import dataclass
 
-import docx
 from starlette.datastructures import FormData, UploadFile
 
+from huleedu.intake.docx_text import UnreadableDocx, docx_text
 from huleedu.intake.submission import (
+    MAX_COMPARISONS,
     FieldPath,
     InvalidSubmission,
     Submission,
@@ -24,6 +25,8 @@ from huleedu.intake.submission import (
 MAX_FILE_BYTES = 10 * 1024 * 1024  # a .docx holds far more than its text; the text rule still applies
 TEXT_SUFFIX = ".txt"
 DOCX_SUFFIX = ".docx"
+# Digits only, and few enough that int() is cheap; a longer number is out of range anyway.
+_SMALL_WHOLE_NUMBER = re.compile(r"\s*([0-9]{1,9})\s*")
 
 
 @dataclass(frozen=True)
@@ -31,15 +34,6 @@ class _Read:
     text: str | None  # None when the file could not be read; the violation says why
     filename: str | None
     violation: Violation | None = None
-
-
-def docx_text(data: bytes) -> str:
-    """The text of a .docx: its paragraphs, one per line. Raises ValueError if it is not one."""
-    try:
-        document = docx.Document(io.BytesIO(data))
-    except Exception as exc:  # python-docx raises zipfile, lxml and KeyError failures alike
-        raise ValueError(f"is not a readable .docx file ({type(exc).__name__})") from exc
-    return "\n".join(paragraph.text for paragraph in document.paragraphs)
 
 
 async def _read(item: str | UploadFile, path: FieldPath) -> _Read:
@@ -61,7 +55,7 @@ async def _read(item: str | UploadFile, path: FieldPath) -> _Read:
     if f".{suffix}" == DOCX_SUFFIX:
         try:
             return _Read(await asyncio.to_thread(docx_text, data), filename)
-        except ValueError as exc:
+        except UnreadableDocx as exc:
             return _Read(None, filename, Violation(path, f"{filename} {exc}", "value_error"))
     message = f"{filename or 'the file'} is neither a .txt nor a .docx file"
     return _Read(None, filename, Violation(path, message, "value_error"))
@@ -123,8 +117,12 @@ async def submission_from_form(form: FormData) -> Submission:
         raw["phases"] = [phase for phase in phases if phase]
     maximum = _field(form, "max_comparisons_per_essay")
     if maximum is not None:
-        if maximum.strip().isdigit():
-            raw["max_comparisons_per_essay"] = int(maximum)
+        if number := _SMALL_WHOLE_NUMBER.fullmatch(maximum):
+            raw["max_comparisons_per_essay"] = int(number.group(1))
+        elif maximum.strip().isascii() and maximum.strip().isdigit():
+            violations.append(
+                Violation(("max_comparisons_per_essay",), f"must be between 1 and {MAX_COMPARISONS}")
+            )
         else:
             violations.append(
                 Violation(("max_comparisons_per_essay",), "must be a whole number", "int_parsing")

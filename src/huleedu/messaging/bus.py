@@ -37,6 +37,12 @@ class OutboundRecord:
     headers: Mapping[str, bytes] = field(default_factory=dict)
 
 
+def record_size(record: OutboundRecord) -> int:
+    """Bytes of key, value and headers: what a broker's record size limit counts, near enough."""
+    headers = sum(len(name.encode()) + len(value) for name, value in record.headers.items())
+    return len(record.key or b"") + len(record.value) + headers
+
+
 # None when the broker acknowledged the record, else why it did not.
 PublishOutcome = Exception | None
 

@@ -4,6 +4,7 @@ A service declares `Route`s (topic -> event model -> handler); `EventConsumer` t
 batch handler for the bus. The records of one fetch are handled in ONE database transaction (set-based
 dedupe, one commit), which is what makes ingest fast; if anything in the batch fails, the batch is
 rolled back and handled again one event at a time, so one bad event cannot hold back the others.
+A record given up on is dead-lettered by `messaging.dead_letters`, which never blocks the partition.
 """
 
 import time
@@ -16,9 +17,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huleedu.contracts.base import WireModel
-from huleedu.contracts.topics import dlq_topic
 from huleedu.messaging import metrics
-from huleedu.messaging.bus import EventBus, OutboundRecord, Record
+from huleedu.messaging.bus import EventBus, Record
+from huleedu.messaging.dead_letters import DeadLetter, dead_letter
 from huleedu.messaging.envelope_codec import EventMeta, decode
 from huleedu.messaging.errors import PoisonEvent, TransientError
 from huleedu.messaging.idempotency import Claim, IdempotencyGuard
@@ -181,35 +182,18 @@ class EventConsumer:
                 await self._guard.mark_done([item.event_id])
 
     async def _dead_letter(self, record: Record, poison: PoisonEvent) -> None:
-        """Publish the original record to `<topic>.dlq` with the reason. If the DLQ cannot take it,
-        the batch is retried: a poison record is parked, never dropped."""
-        headers = dict(record.headers)
-        headers.update(
-            {
-                "dlq_reason": poison.reason[:4000].encode(),
-                "dlq_error_type": poison.error_type.encode(),
-                "dlq_source_topic": record.topic.encode(),
-                "dlq_source_partition": str(record.partition).encode(),
-                "dlq_source_offset": str(record.offset).encode(),
-                "dlq_consumer_group": self.group.encode(),
-                "dlq_service": self.service.encode(),
-                "dlq_failed_at": datetime.now(UTC).isoformat().encode(),
-            }
-        )
-        outbound = OutboundRecord(dlq_topic(record.topic), record.value or b"", record.key, headers)
-        [outcome] = await self._bus.publish([outbound])
-        if outcome is not None:
-            raise TransientError(f"dead-letter topic unavailable: {outcome!r}") from outcome
-        metrics.DEAD_LETTERED.labels(self.service, record.topic, poison.error_type).inc()
-        log.warning(
-            "dead-lettered",
-            service=self.service,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            error_type=poison.error_type,
+        """Keep the record in `dead_letters` and put it (or its summary) on `<topic>.dlq`; never
+        twice for one offset. Raises TransientError only while the broker is away: a record the
+        DLQ refuses for what it is stays in the table, and the partition goes on."""
+        letter = DeadLetter(
+            record=record,
             reason=poison.reason,
+            error_type=poison.error_type,
+            service=self.service,
+            group=self.group,
+            failed_at=datetime.now(UTC),
         )
+        await dead_letter(self._bus, self._sessions, letter)
 
 
 async def _run_handlers(items: Sequence[_Item], uow: UnitOfWork) -> None:

@@ -39,6 +39,24 @@ def validation_reason(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _unstorable_string(value: object) -> str | None:
+    """The path of the first string (key or value) holding NUL, which no database of ours stores."""
+    pending: list[tuple[str, object]] = [("<root>", value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    return path
+                pending.append((key if path == "<root>" else f"{path}.{key}", child))
+        elif isinstance(item, list):
+            pending.extend((f"{path}.{index}", child) for index, child in enumerate(item))
+    return None
+
+
 def decode(record: Record, model: type[WireModel]) -> tuple[WireModel, EventMeta]:
     """Decode a record's value as an envelope of `model`. Raises PoisonEvent with the reason."""
     if record.value is None:
@@ -49,6 +67,9 @@ def decode(record: Record, model: type[WireModel]) -> tuple[WireModel, EventMeta
         raise PoisonEvent(f"value is not JSON: {exc}", error_type="undecodable") from exc
     if not isinstance(raw, dict):
         raise PoisonEvent("value is not a JSON object", error_type="invalid_envelope")
+    # JSON can carry NUL only escaped; the cheap byte test spares the walk for every normal record.
+    if b"\\u0000" in record.value and (where := _unstorable_string(raw)) is not None:
+        raise PoisonEvent(f"{where}: contains a NUL character (U+0000)", error_type="invalid_event")
     try:
         envelope = EventEnvelope[model].model_validate(raw)  # type: ignore[valid-type]
     except ValidationError as exc:

@@ -23,13 +23,16 @@ from dataclasses import dataclass
 import structlog
 
 from huleedu.messaging import metrics
-from huleedu.messaging.bus import BatchHandler, OutboundRecord, PublishOutcome, Record
+from huleedu.messaging.bus import BatchHandler, OutboundRecord, PublishOutcome, Record, record_size
 from huleedu.messaging.errors import PublishError
 from huleedu.messaging.retry import backoff_seconds
 
 log = structlog.get_logger(__name__)
 
 TopicPartition = tuple[str, int]
+
+# Kafka's default limit of a record (producer's max.request.size, broker's message.max.bytes).
+MAX_RECORD_BYTES = 1024 * 1024
 
 # Kafka's rule, so a name that works here works in production too.
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -224,16 +227,24 @@ class InMemoryBroker:
 
     `retention_records` bounds each partition: once it holds twice that many records, the oldest are
     dropped down to `retention_records`, but never one that a group which ever subscribed to the
-    topic has yet to commit (only a group that subscribes later can miss them).
+    topic has yet to commit (only a group that subscribes later can miss them). A record larger than
+    `max_record_bytes` (key, value and headers; Kafka's default limit) is refused, as Kafka would.
     """
 
-    def __init__(self, *, partitions: int = 4, retention_records: int | None = 10_000) -> None:
+    def __init__(
+        self,
+        *,
+        partitions: int = 4,
+        retention_records: int | None = 10_000,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+    ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
         if retention_records is not None and retention_records < 1:
             raise ValueError("retention_records must be at least 1 (or None for no limit)")
         self.partitions = partitions
         self.retention_records = retention_records
+        self.max_record_bytes = max_record_bytes
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
 
@@ -245,6 +256,11 @@ class InMemoryBroker:
         return topic
 
     def _append(self, outbound: OutboundRecord) -> None:
+        size = record_size(outbound)
+        if size > self.max_record_bytes:
+            raise ValueError(
+                f"MessageSizeTooLargeError: the record is {size} bytes; at most {self.max_record_bytes}"
+            )
         topic = self._topic(outbound.topic)
         if outbound.key is None:
             index = topic.next_keyless % len(topic.partitions)

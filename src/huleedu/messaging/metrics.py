@@ -28,8 +28,13 @@ DUPLICATES_SKIPPED = Counter(
 )
 DEAD_LETTERED = Counter(
     "huleedu_events_dead_lettered_total",
-    "Records sent to a dead-letter topic, per reason.",
+    "Records given up on (kept in dead_letters, then sent to the DLQ topic), per reason.",
     ["service", "topic", "error_type"],
+)
+DEAD_LETTER_PUBLISHED = Counter(
+    "huleedu_dead_letters_published_total",
+    "Dead letters by the form the DLQ topic took: full, summary (too large), kept_only (refused).",
+    ["service", "topic", "form"],
 )
 HANDLER_RETRIES = Counter(
     "huleedu_handler_retries_total",

@@ -43,9 +43,9 @@ from huleedu.messaging.bus import EventBus, OutboundRecord, PublishOutcome
 from huleedu.messaging.errors import PublishError
 from huleedu.messaging.retry import backoff_seconds
 from huleedu.messaging.tables import event_outbox
-from huleedu.messaging.transient import is_transient
+from huleedu.messaging.transient import is_broker_unavailable
 from huleedu.messaging.wakeup import RelayWakeup
-from huleedu.storage.engine import Sessions
+from huleedu.storage.engine import Sessions, WriteTurn, begin_reading
 
 log = structlog.get_logger(__name__)
 
@@ -105,13 +105,6 @@ class _Pass:
     broker_unavailable: bool = False
 
 
-def is_broker_unavailable(outcome: Exception) -> bool:
-    """True when the failure says nothing about the record itself (broker or network down)."""
-    if isinstance(outcome, PublishError):
-        return outcome.broker_unavailable
-    return is_transient(outcome)
-
-
 class OutboxRelay:
     """Publishes the outbox rows of `services` to `bus` until `stop()`.
 
@@ -164,15 +157,23 @@ class OutboxRelay:
     async def _pass(self) -> _Pass:
         now = datetime.now(UTC)
         async with self._sessions() as session:
+            if not self._is_postgres:
+                # SQLite: nothing to lock, so the claim is a read that waits for no writer; it ends
+                # before we publish, and the marks are written in this process's write turn.
+                await begin_reading(session)
             selected, rows = await self._claim(session, now)
             if not self._is_postgres:
-                # SQLite: nothing to lock; end the read so writers are not held while we publish.
                 await session.commit()
             if not rows:
                 return _Pass(selected=selected)
             sent = await self._send(rows)
-            published, broker_unavailable = await self._record(session, sent, now)
-            await session.commit()
+            turn = WriteTurn(session)
+            await turn.begin()
+            try:
+                published, broker_unavailable = await self._record(session, sent, now)
+                await session.commit()
+            finally:
+                turn.end()
         return _Pass(selected, len(sent), published, broker_unavailable)
 
     async def _claim(self, session: AsyncSession, now: datetime) -> tuple[int, list[Row[Any]]]:

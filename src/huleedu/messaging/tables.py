@@ -1,6 +1,18 @@
-"""Tables of the messaging layer, shared by every service: the outbox and the processed-event log."""
+"""Tables of the messaging layer, shared by every service: the outbox, the processed-event log and
+the dead letters."""
 
-from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
 
 from huleedu.storage.metadata import JsonColumn, UtcDateTime, metadata
 
@@ -61,3 +73,36 @@ processed_events = Table(
     Column("topic", String(255), nullable=False),
     Column("processed_at", UtcDateTime, nullable=False, index=True),
 )
+
+# Every record a consumer gave up on, exactly as it was consumed (bytes of key and value, headers
+# with base64 values), with why and where from. Written before the record goes to `<topic>.dlq`, so
+# it is kept even when the dead-letter topic refuses it (too large, not authorised); one row per
+# (consumer group, topic, partition, offset), however often the fetch is retried. Replay tooling
+# reads the original from here, or from the DLQ record when `dlq_form` is "full".
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("service", String(64), nullable=False),
+    Column("consumer_group", String(255), nullable=False),
+    Column("source_topic", String(255), nullable=False),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("record_key", LargeBinary, nullable=True),
+    Column("record_value", LargeBinary, nullable=True),
+    Column("record_headers", JsonColumn, nullable=False),  # [[name, base64 of the value], ...]
+    Column("record_timestamp_ms", BigInteger, nullable=True),
+    Column("value_bytes", BigInteger, nullable=False),
+    Column("value_sha256", String(64), nullable=False),
+    Column("error_type", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("failed_at", UtcDateTime, nullable=False),
+    Column("dlq_topic", String(255), nullable=False),
+    Column("dlq_form", String(16), nullable=True),  # "full", "summary"; NULL: not on the DLQ
+    Column("dlq_published_at", UtcDateTime, nullable=True),
+    Column("dlq_error", Text, nullable=True),
+    UniqueConstraint(
+        "consumer_group", "source_topic", "source_partition", "source_offset", name="uq_dead_letters_source"
+    ),
+)
+Index("ix_dead_letters_failed_at", dead_letters.c.failed_at)

@@ -88,7 +88,11 @@ def token(
     if not user.strip():
         typer.echo("--user must not be empty", err=True)
         raise typer.Exit(USAGE_ERROR)
-    typer.echo(encode_token(settings, user.strip(), ttl_seconds=ttl))
+    try:
+        typer.echo(encode_token(settings, user.strip(), ttl_seconds=ttl))
+    except ValueError as exc:
+        typer.echo(f"--user: {exc}", err=True)
+        raise typer.Exit(USAGE_ERROR) from None
 
 
 def export(

@@ -39,10 +39,11 @@ def describe_settings_error(error: ValidationError | SettingsError) -> str:
     return "\n".join(lines)
 
 
-def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 with a readable report of what is wrong."""
+def load_settings(*, development: bool = False) -> Settings:
+    """Settings from the environment, or exit 2 with a readable report of what is wrong.
+    `development` implies HULEEDU_ENV=development (the demo)."""
     try:
-        return Settings()
+        return Settings(env="development") if development else Settings()
     except (ValidationError, SettingsError) as exc:
         typer.echo(describe_settings_error(exc), err=True)
         raise typer.Exit(USAGE_ERROR) from None

@@ -201,7 +201,7 @@ def demo(
 ) -> None:
     """Run the whole system with a sample batch of 24 essays and 6 anchors; print the results, the
     email file, the dashboard URL and a login token; keep serving until Ctrl-C."""
-    base = load_settings()
+    base = load_settings(development=True)  # the demo is development by definition
     wanted = port if port is not None else base.http_port
     chosen = wanted if wanted and _port_is_free(base.http_host, wanted) else _free_port(base.http_host)
     if wanted and chosen != wanted:

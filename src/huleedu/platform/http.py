@@ -6,9 +6,8 @@ response header, bound to every log line and put in every error body. Routes rea
 `CorrelationId` dependency and raise `ApiError` to refuse a request.
 """
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -18,21 +17,24 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
-from sqlalchemy import text
+from prometheus_client import Histogram
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huleedu.contracts.enums import HTTP_STATUS_OF, ErrorCode
 from huleedu.contracts.errors import ErrorBody, ErrorDetail
+from huleedu.messaging.transient import is_transient
+from huleedu.platform import operations
+from huleedu.platform.bodies import MAX_BODY_BYTES, BodyLimit, BodyTooLarge
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.logging import bind_correlation
+from huleedu.platform.methods import AllowedMethods
+from huleedu.platform.openapi import with_error_responses
 
 log = structlog.get_logger(__name__)
 
 CORRELATION_HEADER = "X-Correlation-ID"
-HEALTH_TIMEOUT_SECONDS = 2.0
 
 HTTP_LATENCY = Histogram(
     "huleedu_http_request_seconds",
@@ -156,16 +158,53 @@ class _RequestContext:
             with bind_correlation(correlation_id):
                 try:
                     await self.app(scope, receive, send_with_id)
-                except Exception:
-                    log.exception("unhandled error in request", operation=_operation(scope))
+                except BodyTooLarge as exc:  # read outside a route (a mount): still the client's fault
                     if response_started:
                         raise
-                    response = error_response(scope, ErrorCode.PROCESSING_ERROR, "internal error")
+                    await too_large(scope, exc)(scope, receive, send_with_id)
+                except Exception as exc:
+                    if response_started:
+                        log.exception("error after the response started", operation=_operation(scope))
+                        raise
+                    if is_transient(exc):  # the database or a peer is away: the client may retry
+                        log.warning("dependency unavailable", operation=_operation(scope), error=repr(exc))
+                        response = error_response(
+                            scope, ErrorCode.SERVICE_UNAVAILABLE, "a dependency is unavailable; try again"
+                        )
+                    else:
+                        log.exception("unhandled error in request", operation=_operation(scope))
+                        response = error_response(scope, ErrorCode.PROCESSING_ERROR, "internal error")
                     await response(scope, receive, send_with_id)
         finally:
             _correlation.reset(token)
             route = getattr(scope.get("route"), "path", "<unmatched>")
             HTTP_LATENCY.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
+
+
+def too_large(scope: Scope, exc: BodyTooLarge) -> JSONResponse:
+    return error_response(
+        scope,
+        ErrorCode.VALIDATION_ERROR,
+        str(exc),
+        status=413,
+        details={"fields": ["body"], "max_bytes": exc.max_bytes},
+    )
+
+
+def _method_not_allowed(scope: Scope, allow: str) -> Response:
+    return error_response(
+        scope,
+        ErrorCode.VALIDATION_ERROR,
+        f"{scope['method']} is not allowed here; allowed: {allow}",
+        status=405,
+        details={"allowed_methods": allow.split(", ")},
+        headers={"Allow": allow},
+    )
+
+
+async def _body_too_large(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BodyTooLarge)
+    return too_large(request.scope, exc)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -209,33 +248,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(request.scope, code, message, status=status, details=details, headers=exc.headers)
 
 
-async def _timed_check(check: Callable[[], Awaitable[object]]) -> dict[str, str]:
-    try:
-        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-            await check()
-    except Exception as exc:
-        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:500]}
-    return {"status": "ok"}
+class _Application(FastAPI):
+    """FastAPI whose OpenAPI document also tells the error bodies and 5xx answers (see openapi.py)."""
 
-
-async def health(adapters: Adapters) -> tuple[bool, dict[str, Any]]:
-    """Ping the database (SELECT 1), the cache and the bus at once; each check is bounded in time."""
-
-    async def database() -> None:
-        async with adapters.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-
-    names = ("database", "cache", "bus")
-    results = await asyncio.gather(
-        _timed_check(database), _timed_check(adapters.cache.ping), _timed_check(adapters.bus.ping)
-    )
-    adapter_names = (adapters.engine.dialect.name, type(adapters.cache).__name__, type(adapters.bus).__name__)
-    checks = {
-        name: {**result, "adapter": adapter}
-        for name, result, adapter in zip(names, results, adapter_names, strict=True)
-    }
-    healthy = all(result["status"] == "ok" for result in results)
-    return healthy, checks
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = with_error_responses(super().openapi())
+        return self.openapi_schema
 
 
 def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
@@ -246,7 +265,7 @@ def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
     """
     names = [unit.name for unit in units]
     service = names[0] if len(names) == 1 else "huleedu"
-    app = FastAPI(
+    app = _Application(
         title="HuleEdu Results" + (f": {', '.join(names)}" if names else ""),
         description="Essay assessment results from the services that make them to the teachers who wait.",
         version="1",
@@ -254,26 +273,20 @@ def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
     app.state.service_name = service
     app.state.adapters = adapters
 
-    @app.get("/healthz", tags=["operations"], summary="Database, cache and bus reachable?")
-    async def healthz() -> JSONResponse:
-        healthy, checks = await health(adapters)
-        body = {"status": "ok" if healthy else "unavailable", "service": service, "checks": checks}
-        return JSONResponse(body, status_code=200 if healthy else 503)
-
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this process")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    for unit in units:
-        for router in unit.routers:
-            app.include_router(router)
+    routers = [operations.router(adapters, service), *(router for unit in units for router in unit.routers)]
+    for router in routers:
+        app.include_router(router)
     for unit in units:  # after the routes: a mount at "/" (the dashboard) must not hide them
         for path, asgi_app in unit.mounts.items():
             app.mount(path, asgi_app)
 
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(BodyTooLarge, _body_too_large)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(_RequestContext)
+    routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
+    app.add_middleware(AllowedMethods, routes=routes, refuse=_method_not_allowed)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(_RequestContext)  # outermost: the correlation id is set for everything inside
     adapters.app.bind(app)
     return app

@@ -18,11 +18,13 @@ from fastapi.security import APIKeyHeader
 from huleedu.contracts.enums import ErrorCode
 from huleedu.platform.http import ApiError
 from huleedu.platform.settings import Settings
+from huleedu.storage.text import unstorable_reason
 
 ALGORITHM = "HS256"
 DEFAULT_TTL_SECONDS = 8 * 3600
 REQUIRED_CLAIMS = ["exp", "sub", "aud", "iss"]
 AUTHORIZATION_FIELD = "header.Authorization"  # named in the error details of a refused token
+MAX_USER_ID_CHARS = 255  # what every table keeps of a user id
 
 
 class InvalidToken(ValueError):
@@ -45,8 +47,8 @@ def encode_token(
     extra_claims: dict[str, Any] | None = None,
 ) -> str:
     """A signed HS256 token for `user_id` with the platform's audience and issuer."""
-    if not user_id:
-        raise ValueError("user_id must not be empty")
+    if not user_id or len(user_id) > MAX_USER_ID_CHARS or unstorable_reason(user_id) is not None:
+        raise ValueError(f"user_id must be 1..{MAX_USER_ID_CHARS} storable characters")
     if ttl_seconds <= 0:
         raise ValueError("ttl_seconds must be positive")
     issued = now or datetime.now(UTC)
@@ -87,6 +89,10 @@ def decode_token(settings: Settings, token: str) -> TokenClaims:
     user_id = claims.get("sub")
     if not isinstance(user_id, str) or not user_id:
         raise InvalidToken("token subject must be a non-empty user id")
+    if len(user_id) > MAX_USER_ID_CHARS or unstorable_reason(user_id) is not None:
+        raise InvalidToken(
+            f"token subject must be a user id of at most {MAX_USER_ID_CHARS} storable characters"
+        )
     return TokenClaims(user_id=user_id, expires_at=datetime.fromtimestamp(claims["exp"], UTC), claims=claims)
 
 

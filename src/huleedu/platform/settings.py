@@ -3,19 +3,39 @@
 The mode follows from what is set: a Kafka bootstrap list selects Kafka, a Redis URL selects Redis,
 an SMTP host selects SMTP, a content or RAS URL selects HTTP; otherwise the embedded adapters are
 used. `bootstrap.py` makes that choice, and nothing else does.
+
+A value that cannot work is refused here, naming the variable (the CLI exits with code 2), rather
+than later as a traceback or, worse, silently: an empty secret, a service id with brackets in it, an
+allow-list that lets nobody in, a broker address that is no `host:port`.
 """
 
+import json
+import re
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from huleedu.contracts.topics import Topics
 
+DEV_INTERNAL_API_KEY = "dev-internal-key"
+DEV_JWT_SECRET = "dev-jwt-secret-change-me-0123456789"
+SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
+HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HULEEDU_", extra="ignore", frozen=True)
+
+    # First: the validators of the secrets read it.
+    env: Literal["production", "development"] = Field(
+        default="production",
+        description="development: an empty secret or key falls back to its development value",
+    )
 
     # where things live
     database_url: str = Field(
@@ -77,7 +97,7 @@ class Settings(BaseSettings):
     public_url: str | None = Field(default=None, description="base URL used in links (emails)")
 
     # security
-    internal_api_key: SecretStr = Field(default=SecretStr("dev-internal-key"))
+    internal_api_key: SecretStr = Field(default=SecretStr(DEV_INTERNAL_API_KEY))
     allowed_service_ids: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "huleedu-bff",
@@ -89,7 +109,7 @@ class Settings(BaseSettings):
             "huleedu-cj",
         ]
     )
-    jwt_secret: SecretStr = Field(default=SecretStr("dev-jwt-secret-change-me-0123456789"))
+    jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET))
     jwt_audience: str = "huleedu-platform"
     jwt_issuer: str = "huleedu-identity-service"
 
@@ -159,8 +179,87 @@ class Settings(BaseSettings):
     @field_validator("allowed_service_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+        """Comma-separated, or the JSON list that pydantic-settings users write."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                listed = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"starts like a JSON list but is not one ({exc.msg})") from exc
+            if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
+                raise ValueError("a JSON list of service ids must hold strings only")
+            return [item.strip() for item in listed]
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("allowed_service_ids")
+    @classmethod
+    def _known_ids(cls, ids: list[str]) -> list[str]:
+        if not ids:
+            raise ValueError("names no service id, so no service could call an internal route")
+        for service_id in ids:
+            if not SERVICE_ID.fullmatch(service_id):
+                raise ValueError(
+                    f"{service_id!r} is not a service id (1-64 letters, digits, '.', '_', ':' or '-';"
+                    " separate ids with commas, or write a JSON list)"
+                )
+        return list(dict.fromkeys(ids))
+
+    @field_validator("internal_api_key", "jwt_secret")
+    @classmethod
+    def _secret_set(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if value.get_secret_value().strip():
+            return value
+        if info.data.get("env") == "development":
+            default = DEV_INTERNAL_API_KEY if info.field_name == "internal_api_key" else DEV_JWT_SECRET
+            return SecretStr(default)
+        raise ValueError("must not be empty (HULEEDU_ENV=development uses the development value instead)")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        servers = [server.strip() for server in value.split(",")]
+        for server in servers:
+            match = HOST_PORT.fullmatch(server)
+            if match is None or not 1 <= int(match.group(3)) <= 65535:
+                raise ValueError(f"{server!r} is not host:port (write host:port[,host:port])")
+        return ",".join(servers)
+
+    @field_validator("content_url", "ras_url", "cj_llm_base_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if "@" not in parseaddr(value)[1]:
+            raise ValueError("must hold an email address, e.g. 'Results <results@example.org>'")
+        return value
+
+    @field_validator("kafka_heartbeat_interval_ms")
+    @classmethod
+    def _heartbeat_within_session(cls, value: int, info: ValidationInfo) -> int:
+        session = info.data.get("kafka_session_timeout_ms")
+        if isinstance(session, int) and value >= session:
+            raise ValueError(f"must be shorter than HULEEDU_KAFKA_SESSION_TIMEOUT_MS ({session})")
+        return value
+
+    @field_validator("consumer_retry_max_seconds", "relay_backoff_max_seconds", "email_retry_max_seconds")
+    @classmethod
+    def _max_not_below_initial(cls, value: float, info: ValidationInfo) -> float:
+        initial_name = str(info.field_name).replace("_max_", "_initial_")
+        initial = info.data.get(initial_name)
+        if isinstance(initial, int | float) and value < initial:
+            raise ValueError(f"must not be below HULEEDU_{initial_name.upper()} ({initial})")
         return value
 
     @field_validator("retention_processed_events_seconds")
@@ -188,9 +287,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
-    @field_validator(
-        "kafka_bootstrap_servers", "smtp_host", "content_url", "ras_url", "cj_llm_base_url", "cj_llm_model"
-    )
+    @field_validator("smtp_host", "cj_llm_model")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None

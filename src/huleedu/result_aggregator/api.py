@@ -13,11 +13,13 @@ from huleedu.contracts.enums import BatchClientStatus, ErrorCode
 from huleedu.platform.http import ApiError
 from huleedu.result_aggregator import metrics
 from huleedu.result_aggregator.queries import BatchQueries
-from huleedu.result_aggregator.views import BatchStatusView, UserBatchesView
+from huleedu.result_aggregator.views import MAX_OFFSET, MAX_PAGE_SIZE, BatchStatusView, UserBatchesView
+from huleedu.storage.text import NO_NUL_PATTERN
 
 Caller = Callable[..., Awaitable[str]]
 
 JSON = "application/json"
+Identifier = Annotated[str, Path(min_length=1, max_length=255, pattern=NO_NUL_PATTERN)]
 ERRORS: dict[int | str, dict[str, str]] = {
     401: {"description": "missing or wrong X-Internal-API-Key"},
     403: {"description": "X-Service-ID not allowed"},
@@ -34,7 +36,7 @@ def router(queries: BatchQueries, caller: Caller) -> APIRouter:
         responses={**ERRORS, 404: {"description": "unknown batch"}},
         summary="Full status of one batch with its essays",
     )
-    async def batch_status(batch_id: Annotated[str, Path(min_length=1, max_length=255)]) -> Response:
+    async def batch_status(batch_id: Identifier) -> Response:
         started = time.perf_counter()
         document = await queries.batch_status(batch_id)
         metrics.API_LATENCY.labels("batch_status").observe(time.perf_counter() - started)
@@ -51,9 +53,9 @@ def router(queries: BatchQueries, caller: Caller) -> APIRouter:
         summary="A user's batches, newest first",
     )
     async def user_batches(
-        user_id: Annotated[str, Path(min_length=1, max_length=255)],
-        limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        user_id: Identifier,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
         status: Annotated[BatchClientStatus | None, Query(description="a client status")] = None,
     ) -> Response:
         started = time.perf_counter()

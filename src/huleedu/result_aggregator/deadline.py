@@ -10,7 +10,7 @@ import structlog
 
 from huleedu.result_aggregator.handlers import Deps, expire_batch
 from huleedu.result_aggregator.repository import BatchRepository
-from huleedu.storage.engine import Sessions
+from huleedu.storage.engine import Sessions, reading
 from huleedu.storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -20,7 +20,7 @@ SWEEP_BATCH = 100
 
 async def expire_overdue_batches(sessions: Sessions, deps: Deps) -> int:
     """Complete every open batch past its deadline, one transaction each. Returns how many."""
-    async with sessions() as session:
+    async with reading(sessions) as session:
         overdue = await BatchRepository(session).open_batches_past_deadline(deps.clock(), SWEEP_BATCH)
     expired = 0
     for batch in overdue:

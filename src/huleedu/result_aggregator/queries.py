@@ -17,7 +17,7 @@ from huleedu.contracts.enums import (
 )
 from huleedu.result_aggregator.cache import ResultsCache
 from huleedu.result_aggregator.tables import batch_results, essay_results
-from huleedu.storage.engine import Sessions
+from huleedu.storage.engine import Sessions, reading
 
 SUMMARY_COLUMNS = (
     batch_results.c.batch_id,
@@ -144,7 +144,7 @@ class BatchQueries:
         return document
 
     async def _load_batch_status(self, batch_id: str) -> bytes | None:
-        async with self._sessions() as session:
+        async with reading(self._sessions) as session:
             batch = (
                 (await session.execute(select(*SUMMARY_COLUMNS).where(batch_results.c.batch_id == batch_id)))
                 .mappings()
@@ -178,7 +178,7 @@ class BatchQueries:
         condition = [batch_results.c.user_id == user_id]
         if status is not None:
             condition.append(batch_results.c.status.in_([s.value for s in internal_statuses(status)]))
-        async with self._sessions() as session:
+        async with reading(self._sessions) as session:
             total = (
                 await session.execute(select(func.count()).select_from(batch_results).where(*condition))
             ).scalar_one()

@@ -13,6 +13,11 @@ from huleedu.contracts.enums import (
     ProcessingStage,
 )
 
+# Bounds of the list query, shared with the dashboard that forwards it: beyond them a 422 names the
+# parameter (an offset past 2**63 once reached the database and failed there).
+MAX_PAGE_SIZE = 100
+MAX_OFFSET = 1_000_000
+
 
 class PhaseResultView(BaseModel):
     phase_name: PhaseName

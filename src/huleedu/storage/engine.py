@@ -1,14 +1,28 @@
-"""Async engine and session factory for `postgresql+asyncpg://` and `sqlite+aiosqlite://` URLs."""
+"""Async engine and session factory for `postgresql+asyncpg://` and `sqlite+aiosqlite://` URLs.
 
-from collections.abc import Callable
+SQLite takes one writer at a time. We make that the design instead of a race settled by retries:
+a transaction that will write (a `UnitOfWork`, see `write_turn`) first waits for the process's
+write turn (an asyncio lock, first come first served), then begins IMMEDIATE, taking SQLite's lock
+at once; a transaction that only reads (`reading`) begins deferred and, in WAL mode, reads its
+snapshot without waiting for any writer. PostgreSQL needs neither.
+"""
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 
 import orjson
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 Sessions = Callable[[], AsyncSession]
+
+# Execution option of a connection whose transaction only reads (SQLite: BEGIN deferred).
+READ_ONLY = "huleedu_read_only"
+_READ_ONLY_OPTIONS: Mapping[str, bool] = {READ_ONLY: True}
 
 
 def is_postgres(url: str) -> bool:
@@ -31,7 +45,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **_JSON)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     if is_postgres(url):
         return create_async_engine(
@@ -41,9 +55,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-    # WAL lets readers run beside the one writer; busy_timeout makes writers queue, not fail.
-    # We open transactions ourselves (BEGIN IMMEDIATE below): a deferred transaction that reads,
-    # then writes after another writer committed, would fail instead of waiting.
+    # WAL lets readers run beside the one writer; busy_timeout makes a writer of another process
+    # queue, not fail. We open transactions ourselves (below).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -52,9 +65,69 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection: Connection) -> None:
-    # Take the write lock at the start: SQLite then serialises writers like row locks would.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(connection: Connection) -> None:
+    # Unless the transaction only reads, take the write lock at the start: a deferred transaction
+    # that reads, then writes after another writer committed, would fail instead of waiting.
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_write_turns: "weakref.WeakKeyDictionary[Engine, asyncio.Lock]" = weakref.WeakKeyDictionary()
+
+
+def _write_turn_of(session: AsyncSession) -> asyncio.Lock | None:
+    """The write-turn lock of the session's SQLite database; None on PostgreSQL."""
+    bind = session.bind
+    engine = bind.sync_engine if isinstance(bind, AsyncEngine) else None
+    if engine is None or engine.dialect.name != "sqlite":
+        return None
+    lock = _write_turns.get(engine)
+    if lock is None:
+        lock = _write_turns[engine] = asyncio.Lock()
+    return lock
+
+
+class WriteTurn:
+    """This process's turn to write to a SQLite database, held from `begin` to `end`."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._lock = _write_turn_of(session)
+        self._held = False
+
+    async def begin(self) -> None:
+        """Wait for the turn, then begin the session's transaction (IMMEDIATE) in it."""
+        if self._lock is None:
+            return
+        await self._lock.acquire()
+        self._held = True
+        try:
+            await self._session.connection()
+        except BaseException:
+            self.end()
+            raise
+
+    def end(self) -> None:
+        """Give the turn to the next writer (idempotent); call once the transaction has ended."""
+        if self._held and self._lock is not None:
+            self._held = False
+            self._lock.release()
+
+
+async def begin_reading(session: AsyncSession) -> None:
+    """Begin the session's transaction as one that only reads: on SQLite it waits for no writer
+    (and must not write). Call it before the session's first statement."""
+    await session.connection(execution_options=_READ_ONLY_OPTIONS)
+
+
+@asynccontextmanager
+async def reading(sessions: Sessions) -> AsyncIterator[AsyncSession]:
+    """A session for reads only (see begin_reading)."""
+    async with sessions() as session:
+        await begin_reading(session)
+        yield session
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

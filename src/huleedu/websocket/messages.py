@@ -11,6 +11,7 @@ carries everything the notification does, and more) and drops the notification o
 frame's history key is the batch id, so even a re-announced batch reaches a teacher once.
 """
 
+import re
 from dataclasses import dataclass
 from typing import NamedTuple, Self
 
@@ -24,6 +25,9 @@ SESSION, PING, PONG, ERROR = "session", "ping", "pong", "error"
 RESERVED = frozenset({SESSION, PING, PONG, ERROR})
 
 
+_STREAM_ID_PART = re.compile(r"[0-9]{1,20}")  # ASCII digits: int() of other digits may fail or be slow
+
+
 class StreamId(NamedTuple):
     ms: int
     seq: int
@@ -32,7 +36,9 @@ class StreamId(NamedTuple):
     def parse(cls, text: str) -> Self:
         """`"1712345678901-0"` -> StreamId. Raises ValueError for anything else."""
         ms, dash, seq = text.strip().partition("-")
-        if not dash or not ms.isdigit() or not seq.isdigit():
+        if not dash or not _STREAM_ID_PART.fullmatch(ms) or not _STREAM_ID_PART.fullmatch(seq):
+            raise ValueError(f"not a cursor: {text[:60]!r}")
+        if int(ms) >= 2**64 or int(seq) >= 2**64:  # Redis stream ids are two 64-bit numbers
             raise ValueError(f"not a cursor: {text[:60]!r}")
         return cls(int(ms), int(seq))
 
