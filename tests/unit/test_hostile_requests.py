@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from huleedu.platform.runner import available_services
+from huleedu.platform.runner import SERVICES
 from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.views import MAX_OFFSET
 from support.services import (
@@ -33,7 +33,7 @@ def settings(sqlite_template: Path, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def system(settings: Settings) -> AsyncIterator[Services]:
-    names, _ = available_services()
+    names = list(SERVICES)
     async with running_services(settings, names) as services:
         yield services
 
