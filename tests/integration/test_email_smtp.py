@@ -29,10 +29,10 @@ from huleedu.storage.migrations import upgrade
 from huleedu.storage.unit_of_work import UnitOfWork
 from support import ras_events as ev
 from support import servers
-from support.gateway import eventually
 from support.ras_app import RasProcess, ras_process, ras_settings
+from support.waiting import eventually
 
-WAIT_SECONDS = 15.0
+WAIT_SECONDS = 30.0
 
 
 class Mailbox:
@@ -139,7 +139,7 @@ async def drain(sender: EmailWorker, done: Callable[[], Awaitable[bool]]) -> Non
         await sender.run_once()
         return await done()
 
-    await eventually(passed)
+    await eventually(passed, what="the worker's passes to get the job done")
 
 
 async def test_each_finished_batch_sends_one_email_with_both_parts(
@@ -203,7 +203,7 @@ async def test_a_restarted_worker_never_sends_an_email_again(
     await finish_batch(ras, "smtp-5", "five@example.org")
     async with build_adapters(settings) as adapters:
         dying = asyncio.create_task(email_worker(adapters).run_once())
-        await asyncio.to_thread(box.holding.wait, WAIT_SECONDS)
+        assert await asyncio.to_thread(box.holding.wait, WAIT_SECONDS), "the server never got the email"
         dying.cancel()
         await asyncio.gather(dying, return_exceptions=True)
     box.release.set()

@@ -21,10 +21,10 @@ from huleedu.platform.bootstrap import build_adapters
 from huleedu.platform.settings import Settings
 from huleedu.storage.unit_of_work import UnitOfWork
 from support import ras_events as ev
-from support.gateway import eventually
 from support.ras_app import RasProcess, ras_process, ras_settings
 from support.servers import free_port
 from support.services import copy_sqlite, migrated_sqlite
+from support.waiting import eventually
 
 TEACHER_EMAIL = "teacher@example.org"
 
@@ -156,7 +156,7 @@ async def test_a_refused_send_is_retried_with_backoff_until_it_goes_through(
         async def retried() -> bool:
             return await second.run_once() > 0  # the retry is due after its backoff
 
-        await eventually(retried)
+        await eventually(retried, what="the retry to go through once due")
     [job] = await jobs(settings)
     assert (job["status"], job["attempts"]) == ("sent", 2)
     assert len(emails(settings.mail_dir)) == 1
@@ -174,7 +174,7 @@ async def test_a_send_refused_too_often_is_failed_with_the_reason(
             await stubborn.run_once()
             return bool((await jobs(settings))[0]["status"] != "pending")
 
-        await eventually(given_up)
+        await eventually(given_up, what="the job to be given up")
     [job] = await jobs(settings)
     assert (job["status"], job["attempts"]) == ("failed", settings.email_max_attempts)
     assert job["last_error"].startswith("refused 3 times: cannot write")
