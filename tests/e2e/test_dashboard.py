@@ -15,10 +15,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import orjson
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, WebSocketRoute, expect
 
 from huleedu.demo_data import sample
 from huleedu.messaging.memory import InMemoryBus
@@ -26,8 +28,10 @@ from huleedu.platform.bootstrap import Adapters, build_adapters
 from huleedu.platform.runner import SERVICES, build_unit, run_units
 from huleedu.platform.settings import Settings
 from huleedu.storage.migrations import upgrade_async
+from support import gateway as gw
 from support.servers import free_port
 from support.services import SERVICE_ID, service_settings, teacher_headers
+from support.waiting import eventually
 
 ADA, BOB = "teacher-ada", "teacher-bob"
 GRADE = re.compile(r"^([A-F][+-]?|U)$")
@@ -198,35 +202,141 @@ async def test_a_teacher_watches_a_batch_complete_live_and_downloads_its_results
     await bob_context.close()
 
 
-async def test_a_dashboard_whose_socket_keeps_dropping_resumes_and_still_sees_the_batch_complete(
+@dataclass
+class Connection:
+    """One socket the page opened, and the frames passed on to it (as JSON) until it was dropped."""
+
+    url: str
+    page: WebSocketRoute
+    server: WebSocketRoute | None = None
+    frames: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    dropped: bool = False
+
+    @property
+    def since(self) -> str | None:
+        return parse_qs(urlsplit(self.url).query).get("since", [None])[0]
+
+    def last_cursor(self) -> str | None:
+        """The cursor the page holds from this socket: the id of the last frame that had one."""
+        return next((frame["id"] for frame in reversed(self.frames) if frame.get("id")), None)
+
+
+class SocketLine:
+    """Playwright between the page and the gateway: every socket the page opens passes through,
+    its frames recorded. The test drops the newest one when it chooses, and may hold the page's
+    next ones back (to the page such a socket is still connecting)."""
+
+    def __init__(self) -> None:
+        self.connections: list[Connection] = []
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def route(self, page_side: WebSocketRoute) -> None:
+        connection = Connection(page_side.url, page_side)
+        self.connections.append(connection)
+        await self.open.wait()
+        connection.server = page_side.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            if not connection.dropped:
+                connection.frames.append(orjson.loads(message))
+                page_side.send(message)
+
+        connection.server.on_message(to_page)
+
+    async def drop(self) -> None:
+        """Close the newest socket at both ends, as a failing network would (the page hears 1006)."""
+        dropped = self.connections[-1]
+        assert dropped.server is not None
+        dropped.dropped = True  # from here on the page gets nothing more from it
+        await dropped.page.close(code=1006, reason="dropped by the test")
+        await dropped.server.close(code=1000, reason="dropped by the test")
+
+    async def next_connection(self, after: int) -> Connection:
+        await eventually(lambda: len(self.connections) > after, what=f"socket number {after + 1}")
+        return self.connections[after]
+
+
+async def test_a_dashboard_whose_socket_drops_resumes_with_its_cursor_and_still_sees_the_batch_complete(
     chromium: Browser, tmp_path: Path
 ) -> None:
-    """The gateway closes a socket whose client was silent for the idle timeout; with a tiny timeout
-    (and server pings far apart) every socket of the page drops within a second or two, so the
-    page must keep resuming with `since`, and the history of two messages cannot cover every gap."""
-    async with whole_system(
-        tmp_path, ws_idle_timeout_seconds=1.0, ws_ping_seconds=60.0, ws_history_max_messages=2
-    ) as system:
+    """The test drops the page's socket itself: once while the batch is processing (the page
+    resumes with its cursor and has missed nothing it cannot replay), and once for the whole of the
+    CJ run, held offline until the history of one message no longer reaches back to the page's
+    cursor (the session frame says so, and the page reloads what it shows from the API)."""
+    async with whole_system(tmp_path, ws_history_max_messages=1) as system:
         context = await chromium.new_context()
         context.set_default_timeout(DEADLINE_MS)
         page = await context.new_page()
-        script_errors: list[str] = []
-        page.on("pageerror", lambda error: script_errors.append(str(error)))
-        sockets: list[str] = []
-        page.on("websocket", lambda socket: sockets.append(socket.url))
-        reloads: list[str] = []
-        page.on("load", lambda loaded: reloads.append(loaded.url))
-        await sign_in(page, system, ADA)
-        reloads.clear()
+        line = SocketLine()
+        try:
+            script_errors: list[str] = []
+            page.on("pageerror", lambda error: script_errors.append(str(error)))
+            await page.route_web_socket(re.compile(r"/ws(\?|$)"), line.route)
+            reloads: list[str] = []
+            page.on("load", lambda loaded: reloads.append(loaded.url))
+            await sign_in(page, system, ADA)
+            reloads.clear()
+            [first] = line.connections
+            assert first.since is None
 
-        await submit_batch(page, "Resumed batch")
-        await expect(page.locator("#batch")).to_have_attribute("data-status", "processing")
-        await system.start_cj()
+            await submit_batch(page, "Resumed batch")
+            await expect(page.locator("#batch")).to_have_attribute("data-status", "processing")
+            batch_id = await page.locator("#batch").get_attribute("data-batch-id")
+            assert batch_id
 
-        await expect(page.locator("#batch")).to_have_attribute("data-status", "completed_successfully")
-        await expect(page.locator("#essays tbody tr td.grade")).to_have_count(4)
-        assert reloads == []
-        resumed = [url for url in sockets if re.search(r"[?&]since=\d+-\d+", url)]
-        assert resumed, f"the page never resumed with a cursor: {sockets}"
-        assert script_errors == []
-        await context.close()
+            # Drop 1: the page comes back at once, with the cursor of the last frame it got.
+            await line.drop()
+            second = await line.next_connection(1)
+            assert first.last_cursor() is not None
+            assert second.since == first.last_cursor()
+            await expect(page.locator("#live")).to_have_attribute("data-state", "live")
+            [session] = second.frames[:1]
+            assert session["event"] == "session"
+            assert session["data"]["complete"] is True
+
+            # Drop 2: the page is held offline while CJ finishes the batch, until what it missed
+            # is more than the history holds.
+            line.open.clear()
+            await line.drop()
+            third = await line.next_connection(2)
+            assert second.last_cursor() is not None
+            assert third.since == second.last_cursor()
+            await system.start_cj()
+            async with httpx.AsyncClient(
+                base_url=system.url, headers=teacher_headers(system.settings, ADA)
+            ) as api:
+                await eventually(
+                    lambda: batch_status(api, batch_id),
+                    until=lambda status: status == "completed_successfully",
+                    what="the batch to complete",
+                )
+            await eventually(
+                lambda: resume_is_complete(system, third.since),
+                until=lambda complete: complete is False,
+                what="the history to move past the page's cursor",
+            )
+            line.open.set()
+
+            await expect(page.locator("#batch")).to_have_attribute("data-status", "completed_successfully")
+            await expect(page.locator("#essays tbody tr td.grade")).to_have_count(4)
+            [session] = third.frames[:1]
+            assert session["event"] == "session"
+            assert session["data"]["complete"] is False
+            assert reloads == []
+            assert script_errors == []
+        finally:
+            line.open.set()  # no route handler left waiting
+            await context.close()
+
+
+async def batch_status(api: httpx.AsyncClient, batch_id: str) -> str | None:
+    response = await api.get(f"/v1/batches/{batch_id}")
+    return str(response.json()["overall_status"]) if response.status_code == 200 else None
+
+
+async def resume_is_complete(system: System, since: str | None) -> bool:
+    """What a socket resuming from `since` would be told: whether the history still reaches it."""
+    async with gw.teacher_socket(system.settings, ADA, since=since) as probe:
+        session = await probe.frame()
+    return bool(session["data"]["complete"])

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from bus_support import Changes, Collector, keyed, publish_acknowledged
+from bus_support import Collector, keyed, publish_acknowledged
 
 from huleedu.contracts.envelope import EventEnvelope
 from huleedu.contracts.events import BatchEssaysRegisteredV1
@@ -27,6 +27,7 @@ from huleedu.storage.engine import create_engine, session_factory
 from huleedu.storage.metadata import metadata
 from huleedu.storage.unit_of_work import UnitOfWork
 from support.servers import TansuBroker
+from support.waiting import eventually
 
 NewBus = Callable[[], EventBus]
 
@@ -90,7 +91,7 @@ async def test_records_of_one_key_arrive_in_the_order_they_were_published(
         await publish_acknowledged(
             bus, [r for key in keys for r in keyed(topic, key, range(number, number + 5))]
         )
-    await collector.wait_until(lambda: len(collector.handled) >= 240)
+    await eventually(lambda: len(collector.handled) >= 240, what="240 records handled")
 
     by_key: dict[str, list[str]] = defaultdict(list)
     partitions: dict[str, set[int]] = defaultdict(set)
@@ -106,8 +107,7 @@ async def test_two_consumers_in_one_group_split_the_partitions_and_see_every_rec
     new_bus: NewBus, topic_prefix: str
 ) -> None:
     topic = f"{topic_prefix}.work"
-    changes = Changes()
-    first, second = Collector(changes=changes), Collector(changes=changes)
+    first, second = Collector(), Collector()
     first_bus, second_bus = new_bus(), new_bus()
     first_bus.subscribe(f"{topic_prefix}-workers", [topic], first)
     second_bus.subscribe(f"{topic_prefix}-workers", [topic], second)
@@ -121,7 +121,7 @@ async def test_two_consumers_in_one_group_split_the_partitions_and_see_every_rec
     def seen() -> list[str]:
         return first.values() + second.values()
 
-    await first.wait_until(lambda: set(seen()) == set(expected))
+    await eventually(lambda: set(seen()) == set(expected), what="every record handled")
 
     assert sorted(seen()) == expected  # each exactly once
     first_partitions = {record.partition for record in first.handled}
@@ -149,7 +149,7 @@ async def test_a_group_whose_members_stopped_one_after_the_other_can_be_joined_a
     third_bus.subscribe(group, [topic], collector)
     await third_bus.start()
     await publish_acknowledged(third_bus, keyed(topic, "k", range(3)))
-    await collector.wait_until(lambda: len(collector.handled) >= 3)
+    await eventually(lambda: len(collector.handled) >= 3, what="3 records handled")
     assert collector.values() == ["k:0", "k:1", "k:2"]
 
 
@@ -159,11 +159,7 @@ async def test_members_joining_and_leaving_while_records_flow_lose_nothing_and_r
     topic = f"{topic_prefix}.flow"
     keys = [f"key-{index}" for index in range(12)]
     producer = new_bus()
-    changes = Changes()
-    first, second = (
-        Collector(work_seconds=0.005, changes=changes),
-        Collector(work_seconds=0.005, changes=changes),
-    )
+    first, second = Collector(work_seconds=0.005), Collector(work_seconds=0.005)
     first_bus, second_bus = new_bus(), new_bus()
     first_bus.subscribe(f"{topic_prefix}-workers", [topic], first)
     second_bus.subscribe(f"{topic_prefix}-workers", [topic], second)
@@ -182,17 +178,22 @@ async def test_members_joining_and_leaving_while_records_flow_lose_nothing_and_r
     publisher = asyncio.create_task(publish_while_flowing())
     try:
         await first_bus.start()
-        await first.wait_until(lambda: len(first.handled) >= 24)
+        await eventually(lambda: len(first.handled) >= 24, what="24 records handled by the first")
         await second_bus.start()  # a rebalance while first has handlers in flight
-        await second.wait_until(lambda: len(second.handled) >= 24)
+        await eventually(lambda: len(second.handled) >= 24, what="24 records handled by the second")
         await first_bus.stop()  # and another: second takes everything over
         handled_by_second = len(second.handled)
-        await second.wait_until(lambda: len(second.handled) >= handled_by_second + 24)
+        await eventually(
+            lambda: len(second.handled) >= handled_by_second + 24,
+            what="24 more records handled by the second alone",
+        )
     finally:
         flowing = False
         await publisher
     expected = {f"{key}:{n}" for key in keys for n in range(rounds)}
-    await second.wait_until(lambda: set(first.values()) | set(second.values()) == expected)
+    await eventually(
+        lambda: set(first.values()) | set(second.values()) == expected, what="every record published handled"
+    )
 
     assert sorted(first.values() + second.values()) == sorted(expected)  # each exactly once
     for collector in (first, second):
@@ -214,8 +215,8 @@ async def test_every_group_receives_every_record(new_bus: NewBus, topic_prefix: 
     records = [r for index in range(10) for r in keyed(topic, f"key-{index}", range(5))]
     await publish_acknowledged(bus, records)
     expected = sorted((record.value or b"").decode() for record in records)
-    await readers.wait_until(lambda: len(readers.handled) >= len(expected))
-    await auditors.wait_until(lambda: len(auditors.handled) >= len(expected))
+    await eventually(lambda: len(readers.handled) >= len(expected), what="every record read by the readers")
+    await eventually(lambda: len(auditors.handled) >= len(expected), what="every record read by the auditors")
 
     assert sorted(readers.values()) == expected
     assert sorted(auditors.values()) == expected
@@ -238,7 +239,7 @@ async def test_a_record_whose_handler_raised_is_delivered_again_and_the_order_ho
     bus.subscribe(f"{topic_prefix}-readers", [topic], collector)
     await bus.start()
     await publish_acknowledged(bus, keyed(topic, "k", range(10)))
-    await collector.wait_until(lambda: len(collector.handled) >= 10)
+    await eventually(lambda: len(collector.handled) >= 10, what="10 records handled")
 
     assert collector.values() == [f"k:{n}" for n in range(10)]
     assert collector.values(collector.delivered).count("k:3") >= 2
@@ -253,14 +254,14 @@ async def test_a_record_whose_handler_kept_failing_is_delivered_after_the_consum
     first_bus.subscribe(f"{topic_prefix}-readers", [topic], failing)
     await first_bus.start()
     await publish_acknowledged(first_bus, keyed(topic, "k", range(10)))
-    await failing.wait_until(lambda: failing.values(failing.delivered).count("k:5") >= 2)
+    await eventually(lambda: failing.values(failing.delivered).count("k:5") >= 2, what="k:5 delivered twice")
     await first_bus.stop()
 
     healthy = Collector()
     second_bus = new_bus()
     second_bus.subscribe(f"{topic_prefix}-readers", [topic], healthy)
     await second_bus.start()
-    await healthy.wait_until(lambda: "k:9" in healthy.values())
+    await eventually(lambda: "k:9" in healthy.values(), what="k:9 handled after the restart")
 
     after_restart = healthy.values()
     assert after_restart == sorted(after_restart, key=lambda value: int(value.split(":")[1]))
@@ -277,7 +278,7 @@ async def test_a_consumer_that_stopped_resumes_after_what_it_had_handled(
     first_bus.subscribe(f"{topic_prefix}-readers", [topic], first)
     await first_bus.start()
     await publish_acknowledged(first_bus, keyed(topic, "k", range(10)))
-    await first.wait_until(lambda: len(first.handled) >= 10)
+    await eventually(lambda: len(first.handled) >= 10, what="10 records handled")
     await first_bus.stop()  # commits what the handler finished
 
     second = Collector()
@@ -285,7 +286,7 @@ async def test_a_consumer_that_stopped_resumes_after_what_it_had_handled(
     second_bus.subscribe(f"{topic_prefix}-readers", [topic], second)
     await publish_acknowledged(second_bus, keyed(topic, "k", range(10, 20)))
     await second_bus.start()
-    await second.wait_until(lambda: "k:19" in second.values())
+    await eventually(lambda: "k:19" in second.values(), what="k:19 handled")
 
     assert second.values() == [f"k:{n}" for n in range(10, 20)]
 
@@ -299,7 +300,7 @@ async def test_a_record_without_key_or_headers_is_consumed(new_bus: NewBus, topi
     await publish_acknowledged(
         bus, [OutboundRecord(topic, b"bare"), OutboundRecord(topic, b"x", b"k", {"h": b"1"})]
     )
-    await collector.wait_until(lambda: len(collector.handled) >= 2)
+    await eventually(lambda: len(collector.handled) >= 2, what="2 records handled")
 
     by_value = {record.value: record for record in collector.handled}
     assert by_value[b"bare"].headers == ()
@@ -325,11 +326,9 @@ async def test_a_malformed_record_goes_to_the_dead_letter_topic_and_the_consumer
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
     handled: list[tuple[str, EventMeta]] = []
-    changes = Changes()
 
     async def register_batch(event: BatchEssaysRegisteredV1, meta: EventMeta, uow: UnitOfWork) -> None:
         handled.append((event.batch_id, meta))
-        await changes.notify()
 
     bus = new_bus()
     EventConsumer(
@@ -355,8 +354,8 @@ async def test_a_malformed_record_goes_to_the_dead_letter_topic_and_the_consumer
     ]
     # One key: one partition, so "goes on" means the record after the bad ones is handled.
     await publish_acknowledged(bus, [OutboundRecord(topic, value, b"same-key") for value in values])
-    await dead.wait_until(lambda: len(dead.handled) >= 3)
-    await changes.wait_until(lambda: len(handled) >= 2)
+    await eventually(lambda: len(dead.handled) >= 3, what="3 dead letters")
+    await eventually(lambda: len(handled) >= 2, what="the 2 valid records handled")
     await engine.dispose()
 
     assert [batch_id for batch_id, _ in handled] == ["batch-1", "batch-2"]

@@ -2,7 +2,6 @@
 RedisCache's behaviour when Redis is gone or hangs: CacheUnavailable at once, then a circuit breaker."""
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -13,6 +12,7 @@ from huleedu.cache.cache import Cache, CacheUnavailable
 from huleedu.cache.memory import MemoryCache
 from huleedu.cache.redis_cache import RedisCache, create_redis_client
 from support.servers import free_port
+from support.waiting import eventually
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -23,14 +23,6 @@ async def cache(request: pytest.FixtureRequest, redis_url: str, redis_prefix: st
     client = create_redis_client(redis_url)
     yield RedisCache(client, key_prefix=redis_prefix)
     await client.aclose()
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], *, within_seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + within_seconds
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within_seconds}s")
-        await asyncio.sleep(0.05)
 
 
 class ManualClock:
@@ -50,9 +42,10 @@ def state(breaker: CircuitBreaker) -> BreakerState:
 
 
 async def test_a_stored_value_is_read_back_until_its_ttl_runs_out(cache: Cache) -> None:
-    await cache.set("short", b"brief", ttl_seconds=1)
+    # Two seconds: time enough for the reads below on a loaded machine, and little to wait out.
+    await cache.set("short", b"brief", ttl_seconds=2)
     await cache.set("long", b"lasting", ttl_seconds=300)
-    await cache.incr("counter", ttl_seconds=1)
+    await cache.incr("counter", ttl_seconds=2)
 
     assert await cache.get("short") == b"brief"
     assert await cache.get_many(["short", "missing", "long"]) == [b"brief", None, b"lasting"]
@@ -60,7 +53,7 @@ async def test_a_stored_value_is_read_back_until_its_ttl_runs_out(cache: Cache) 
     async def short_lived_entries_are_gone() -> bool:
         return await cache.get_many(["short", "counter"]) == [None, None]
 
-    await eventually(short_lived_entries_are_gone)
+    await eventually(short_lived_entries_are_gone, what="the entries with a 2 s TTL to expire")
     assert await cache.get("long") == b"lasting"
     assert await cache.incr("counter") == [1]  # an expired counter counts from zero again
 

@@ -11,7 +11,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from huleedu.cj_assessment.judges.llm import LLMJudge, LLMJudgeSettings
 from huleedu.cj_assessment.judges.port import EssayText, JudgeError, Side
 from huleedu.cj_assessment.model import EssayInput
 from huleedu.contracts.enums import CJAssessmentStatus
+from support.waiting import eventually
 
 _ESSAY = re.compile(r"Essay ([AB]):\n<<<\n(.*?)\n>>>", re.DOTALL)
 
@@ -39,7 +39,10 @@ class ChatServer:
 
     script: list[str] = field(default_factory=list)  # ok | malformed | slow | 429 | 500 | 401
     retry_after: str = "1"
-    hold_seconds: float = 0.0  # how long every answer takes (to overlap concurrent requests)
+    # Answers wait until this many requests have been in flight at once, then take `hold_seconds`
+    # (simulated latency, not synchronisation): requests the judge sends together do overlap.
+    overlap: int = 0
+    hold_seconds: float = 0.0
     base_url: str = ""
     requests: list[tuple[float, dict[str, Any], dict[str, str]]] = field(default_factory=list)
     in_flight: int = 0
@@ -53,8 +56,12 @@ class ChatServer:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
+            if self.overlap:
+                await eventually(
+                    lambda: self.most_in_flight >= self.overlap, what=f"{self.overlap} requests in flight"
+                )
             if self.hold_seconds:
-                await asyncio.sleep(self.hold_seconds)
+                await asyncio.sleep(self.hold_seconds)  # simulated latency, not synchronisation
             if behaviour == "slow":  # longer than any judge timeout here; released at teardown
                 await asyncio.wait_for(self.release.wait(), timeout=30)
             if behaviour == "429":
@@ -97,11 +104,12 @@ async def chat_server() -> AsyncIterator[ChatServer]:
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the chat server did not start"
+
+    def started() -> bool:
         assert not serving.done(), "the chat server stopped while starting"
-        await asyncio.sleep(0.01)
+        return bool(server.started)
+
+    await eventually(started, what="the chat server to start")
     state.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     yield state
     state.release.set()
@@ -115,7 +123,9 @@ def _judge(server: ChatServer, **overrides: Any) -> LLMJudge:
         "base_url": server.base_url,
         "model": "test-model",
         "api_key": "sk-test",
-        "timeout_seconds": 0.3,
+        # Far above a local answer (milliseconds) even on a loaded machine; short enough that a
+        # test of the timeout does not wait long for it.
+        "timeout_seconds": 1.0,
         "max_attempts": 3,
         "backoff_initial_seconds": 0.01,
         "backoff_max_seconds": 0.05,
@@ -202,7 +212,7 @@ async def test_a_refused_request_is_not_retried(chat_server: ChatServer) -> None
 
 
 async def test_no_more_requests_are_in_flight_than_the_concurrency_limit(chat_server: ChatServer) -> None:
-    chat_server.hold_seconds = 0.05
+    chat_server.overlap, chat_server.hold_seconds = 2, 0.05
     async with _judge(chat_server, max_concurrency=2) as judge:
         verdicts = await asyncio.gather(*(judge.compare(SHORT, LONG) for _ in range(6)))
     assert all(v.winner is Side.B for v in verdicts)
@@ -210,10 +220,15 @@ async def test_no_more_requests_are_in_flight_than_the_concurrency_limit(chat_se
 
 
 async def test_request_starts_are_spaced_by_the_rate_limit(chat_server: ChatServer) -> None:
+    began = time.monotonic()
     async with _judge(chat_server, requests_per_minute=600) as judge:  # one every 0.1 s
         await asyncio.gather(*(judge.compare(SHORT, LONG) for _ in range(4)))
-    starts = sorted(when for when, _, _ in chat_server.requests)
-    assert all(later - earlier >= 0.09 for earlier, later in pairwise(starts))
+    arrivals = sorted(when for when, _, _ in chat_server.requests)
+    # A request arrives no sooner than it starts, and the n-th may start no sooner than n spacings
+    # after the first could: bounds that a loaded machine only makes later, never earlier. (The
+    # gaps between arrivals would also take in how long each request took to arrive.)
+    assert len(arrivals) == 4
+    assert all(arrival - began >= n * 0.1 for n, arrival in enumerate(arrivals))
 
 
 async def test_the_engine_ranks_a_batch_through_the_llm_judge_despite_misbehaviour(

@@ -18,9 +18,10 @@ from huleedu.demo_data.sample import anchors, essays
 from huleedu.messaging.bus import OutboundRecord
 from huleedu.messaging.tables import event_outbox
 from huleedu.storage.engine import Sessions, create_engine, session_factory
-from support.running import DEADLINE_SECONDS, poll, production_settings, running
+from support.running import production_settings, running
 from support.thin_events import THIN_CJ_KEYS, keys_of
 from support.topic_reader import TopicReader
+from support.waiting import eventually
 
 STUDENTS = 30
 BUDGET = 20  # the default comparisons per essay
@@ -86,7 +87,7 @@ async def test_a_30_essay_request_with_6_anchors_is_announced_once_thin_and_once
                     and reader.of_batch(topics.cj_assessment_result, batch_id)
                 )
 
-            await reader.wait_until(both_arrived, seconds=DEADLINE_SECONDS)
+            await eventually(both_arrived, what="the thin and the rich CJ event")
             print(f"\nrequest published -> both events read: {time.perf_counter() - sent_at:.2f} s")
 
             # Exactly once at the source: two outbox rows, both acknowledged by the broker (the relay
@@ -102,7 +103,7 @@ async def test_a_30_essay_request_with_6_anchors_is_announced_once_thin_and_once
                     ).all()
                 return [row.topic for row in rows] if all(row.published_at for row in rows) else None
 
-            assert sorted(await poll(published)) == sorted(
+            assert sorted(await eventually(published, what="both outbox rows published")) == sorted(
                 [topics.cj_assessment_completed, topics.cj_assessment_result]
             )
             async with adapters.sessions() as session:
@@ -171,7 +172,7 @@ async def test_two_concurrent_claims_of_one_batch_on_postgresql_let_exactly_one_
             assert await CJJobs(first).claim(batch_id, uuid4(), uuid4(), uuid4())
             # The second claim waits on the first's uncommitted row; once that commits, it yields.
             racing = asyncio.create_task(CJJobs(second).claim(batch_id, uuid4(), uuid4(), uuid4()))
-            await poll(lambda: blocked(sessions))
+            await eventually(lambda: blocked(sessions), what="the racing claim to wait for the lock")
             await first.commit()
             assert await racing is False
             await second.rollback()
@@ -180,7 +181,7 @@ async def test_two_concurrent_claims_of_one_batch_on_postgresql_let_exactly_one_
         async with sessions() as first, sessions() as second:
             assert await CJJobs(first).claim(other, uuid4(), uuid4(), uuid4())
             racing = asyncio.create_task(CJJobs(second).claim(other, uuid4(), uuid4(), uuid4()))
-            await poll(lambda: blocked(sessions))
+            await eventually(lambda: blocked(sessions), what="the racing claim to wait for the lock")
             await first.rollback()  # the first run failed: the batch is free again
             assert await racing is True
             await second.commit()

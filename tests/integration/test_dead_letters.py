@@ -19,8 +19,9 @@ from huleedu.messaging.kafka import KafkaBus
 from huleedu.messaging.tables import dead_letters
 from huleedu.platform.settings import Settings
 from support import ras_events as ev
-from support.running import poll, production_settings, running
+from support.running import production_settings, running
 from support.services import INTERNAL_HEADERS
+from support.waiting import eventually
 
 JUNK_BYTES = 3 * 1024 * 1024
 SECONDS = 30.0  # "within seconds": a blocked partition never gets there
@@ -75,7 +76,7 @@ async def test_an_oversized_junk_record_is_kept_and_the_next_record_of_its_key_g
             response = await client.get(f"/internal/v1/batches/{batch_id}/status", headers=INTERNAL_HEADERS)
             return True if response.status_code == 200 else None
 
-        await poll(registered, seconds=SECONDS)
+        await eventually(registered, what="registered", seconds=SECONDS)
 
         async with adapters.sessions() as session:
             rows = (
@@ -108,7 +109,7 @@ async def test_an_oversized_junk_record_is_kept_and_the_next_record_of_its_key_g
         async def marker_read() -> bool | None:
             return True if any(record.value == marker for record in reader.records) else None
 
-        await poll(marker_read, seconds=SECONDS)
+        await eventually(marker_read, what="marker read", seconds=SECONDS)
     letters = [
         record for record in reader.records if record.key == batch_id.encode() and record.value != marker
     ]

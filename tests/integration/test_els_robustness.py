@@ -15,9 +15,10 @@ from huleedu.contracts.topics import Topics
 from huleedu.essay_lifecycle.tables import els_deferred_events
 from huleedu.messaging.bus import EventBus, OutboundRecord
 from support import ras_events as ev
-from support.running import poll, production_settings, running
+from support.running import production_settings, running
 from support.services import INTERNAL_HEADERS
 from support.thin_events import cj_completed, spellcheck_completed
+from support.waiting import eventually
 
 
 async def publish(bus: EventBus, *events: EventEnvelope[WireModel] | OutboundRecord) -> None:
@@ -66,11 +67,11 @@ async def test_out_of_order_unknown_and_duplicate_thin_events_leave_els_consiste
         # 1. CJ finishes a batch ELS has not seen registered: kept, not lost.
         cj_early = cj_completed(topics, early, early_essays[:2], early_essays[2:])
         await publish(adapters.bus, cj_early, cj_early)
-        assert await poll(deferred) == 1
+        assert await eventually(deferred, what="the early CJ outcome to be kept") == 1
 
         # 2. A registered batch receives an outcome for an essay it does not have, a duplicate, and junk.
         await publish(adapters.bus, ev.registration(topics, known, known_essays))
-        assert await poll(lambda: essays(known))
+        assert await eventually(lambda: essays(known), what="the known batch to be registered")
         duplicate = spellcheck_completed(topics, known, known_essays[0])
         await publish(
             adapters.bus,
@@ -85,7 +86,7 @@ async def test_out_of_order_unknown_and_duplicate_thin_events_leave_els_consiste
             found = await essays(known)
             return True if found and found[known_essays[0]]["phases"]["spellcheck"] == "completed" else None
 
-        await poll(spellchecked)
+        await eventually(spellchecked, what="the first essay to be spellchecked")
         await publish(adapters.bus, cj_completed(topics, known, [*known_essays, f"{known}-stranger"]))
 
         # 3. The late registration picks up the kept CJ outcome; later events still flow.
@@ -100,7 +101,7 @@ async def test_out_of_order_unknown_and_duplicate_thin_events_leave_els_consiste
                 return None
             return found
 
-        early_final = await poll(
+        early_final = await eventually(
             lambda: settled(
                 early,
                 {
@@ -108,10 +109,12 @@ async def test_out_of_order_unknown_and_duplicate_thin_events_leave_els_consiste
                     early_essays[1]: "assessed",
                     early_essays[2]: "assessment_failed",
                 },
-            )
+            ),
+            what="the early batch to settle",
         )
-        known_final = await poll(
-            lambda: settled(known, {known_essays[0]: "assessed", known_essays[1]: "content_assigned"})
+        known_final = await eventually(
+            lambda: settled(known, {known_essays[0]: "assessed", known_essays[1]: "content_assigned"}),
+            what="the known batch to settle",
         )
 
     await engine.dispose()
@@ -128,7 +131,9 @@ async def test_out_of_order_unknown_and_duplicate_thin_events_leave_els_consiste
     late = early_final[early_essays[0]]
     assert [t["phase"] for t in late["timeline"]] == [None, "cj_assessment", "spellcheck"]
     assert late["timeline"][1]["event_id"] == str(cj_early.event_id)
-    assert await poll(lambda: _none_deferred(postgres_url, early))
+    assert await eventually(
+        lambda: _none_deferred(postgres_url, early), what="no deferred event left of the early batch"
+    )
 
 
 async def _none_deferred(postgres_url: str, batch_id: str) -> bool | None:

@@ -8,9 +8,10 @@ from typing import Any
 from huleedu.content.store import text_storage_id
 from huleedu.spellcheck.checker import PROCESSOR_VERSION
 from support.essays import misspelt_essay
-from support.running import DEADLINE_SECONDS, poll, production_settings, running
+from support.running import production_settings, running
 from support.services import INTERNAL_HEADERS, teacher_headers
 from support.topic_reader import TopicReader
+from support.waiting import eventually
 
 ESSAYS = 30
 
@@ -54,7 +55,7 @@ async def test_a_30_essay_batch_is_registered_spellchecked_and_tracked(
                     and len(reader.of_batch(topics.cj_assessment_requested, batch_id)) >= 1
                 )
 
-            await reader.wait_until(everything_arrived, seconds=DEADLINE_SECONDS)
+            await eventually(everything_arrived, what="every spellcheck outcome and the CJ request")
 
             # Registration and requests, once each, with the batch's correlation id.
             [registered] = reader.of_batch(topics.batch_essays_registered, batch_id)
@@ -98,7 +99,7 @@ async def test_a_30_essay_batch_is_registered_spellchecked_and_tracked(
                 done = len(essays) == ESSAYS and all(e["phases"]["spellcheck"] == "completed" for e in essays)
                 return essays if done else None
 
-            essays = await poll(tracked)
+            essays = await eventually(tracked, what="ELS to track every spellchecked essay")
             assert sorted(e["essay_id"] for e in essays) == sorted(essay_ids)
             for essay in essays:
                 assert essay["state"] == "content_assigned"  # CJ is still to come

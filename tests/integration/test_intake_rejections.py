@@ -14,9 +14,10 @@ from huleedu.content.tables import content_texts
 from huleedu.intake.tables import intake_batches
 from huleedu.messaging.tables import event_outbox
 from huleedu.platform.security import encode_token
-from support.running import DEADLINE_SECONDS, production_settings, running
+from support.running import production_settings, running
 from support.services import service_settings
 from support.topic_reader import TopicReader
+from support.waiting import eventually
 
 
 def essays(n: int, marker: str) -> list[dict[str, Any]]:
@@ -137,8 +138,9 @@ async def test_bad_submissions_are_refused_and_leave_nothing_in_the_database_or_
             assert accepted.status_code == 202
             batch_id = accepted.json()["batch_id"]
             watched = list(reader.envelopes)
-            await reader.wait_until(
-                lambda: all(reader.of_batch(topic, batch_id) for topic in watched), seconds=DEADLINE_SECONDS
+            await eventually(
+                lambda: all(reader.of_batch(topic, batch_id) for topic in watched),
+                what="the accepted batch on every watched topic",
             )
             for topic in watched:
                 assert [envelope["data"]["batch_id"] for envelope in reader.envelopes[topic]] == [batch_id]

@@ -26,8 +26,8 @@ from huleedu.messaging.relay import OutboxRelay
 from huleedu.messaging.tables import event_outbox
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import Sessions, create_engine, session_factory
-from support.running import poll
 from support.servers import TansuBroker
+from support.waiting import eventually
 
 HULEEDU = Path(sys.executable).with_name("huleedu")
 TOPIC = "refusals.ping.v1"
@@ -159,7 +159,7 @@ async def test_refused_records_are_parked_shown_retried_after_the_fix_and_arrive
                 arrived = good_ids <= set(collector.event_ids)
                 return True if arrived and await parked_count(sessions, service) == len(refused) else None
 
-            await poll(all_good_arrived_and_refused_parked)
+            await eventually(all_good_arrived_and_refused_parked, what="all good arrived and refused parked")
             assert not refused_ids & set(collector.event_ids)
 
             code, out, err = await ops(postgres_url, "outbox", "parked", "--service", service, "--json")
@@ -193,7 +193,7 @@ async def test_refused_records_are_parked_shown_retried_after_the_fix_and_arrive
                 [outcome] = await bus.publish([record])
                 return True if outcome is None else None
 
-            await poll(broker_takes_it)
+            await eventually(broker_takes_it, what="broker takes it")
             code, out, err = await ops(
                 postgres_url, "outbox", "retry", "--all", "--service", service, "--json"
             )
@@ -203,7 +203,7 @@ async def test_refused_records_are_parked_shown_retried_after_the_fix_and_arrive
             async def everything_arrived() -> bool | None:
                 return True if good_ids | refused_ids <= set(collector.event_ids) else None
 
-            await poll(everything_arrived)
+            await eventually(everything_arrived, what="everything arrived")
             await asyncio.sleep(0.5)  # a duplicate would be on its way in the same fetch
             ours = [event_id for event_id in collector.event_ids if event_id != str(probe.event_id)]
             assert sorted(ours) == sorted(good_ids | refused_ids)

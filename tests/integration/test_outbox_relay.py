@@ -4,7 +4,7 @@ kept, through rollbacks, broker outages, concurrent relays and a lost LISTEN con
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.envelope import EventEnvelope
-from huleedu.messaging.bus import Record
+from huleedu.messaging.bus import OutboundRecord, Record
 from huleedu.messaging.kafka import KafkaBus
 from huleedu.messaging.outbox import Outbox, OutboxEntry, parked_rows
 from huleedu.messaging.relay import OutboxRelay
@@ -24,8 +24,12 @@ from huleedu.messaging.wakeup import LISTENER_APPLICATION_NAME, PostgresWakeup
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import create_engine, session_factory
 from support.servers import TansuBroker
+from support.waiting import WAIT_SECONDS, eventually
 
 Sessions = async_sessionmaker[AsyncSession]
+# A poll interval no test outlives: a row published in time was published because a NOTIFY woke
+# the relay (stop() wakes it too, so it costs nothing at the end).
+NEVER_POLLS = 3600.0
 
 
 class Ping(WireModel):
@@ -100,8 +104,8 @@ class Consumer:
     async def stop(self) -> None:
         await self._bus.stop()
 
-    async def wait_for(self, count: int, *, seconds: float = 30) -> list[Record]:
-        await until(lambda: len(self.records) >= count, seconds=seconds, what=f"{count} records")
+    async def wait_for(self, count: int) -> list[Record]:
+        await eventually(lambda: len(self.records) >= count, what=f"{count} records")
         return self.records
 
     def event_ids(self) -> list[str]:
@@ -122,7 +126,7 @@ async def consuming(settings: Settings, topic: str) -> AsyncIterator[Consumer]:
 async def running(relay: OutboxRelay, bus: KafkaBus) -> AsyncIterator[OutboxRelay]:
     task = asyncio.create_task(relay.run())
     try:
-        await asyncio.wait_for(relay.ready.wait(), 15)
+        await asyncio.wait_for(relay.ready.wait(), WAIT_SECONDS)
         yield relay
     finally:
         relay.stop()
@@ -142,20 +146,6 @@ def relay_for(
     }
     parameters.update(options)
     return OutboxRelay(sessions, engine, bus, services, **parameters), bus
-
-
-async def until(condition: Callable[[], bool], *, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def until_async(condition: Callable[[], Awaitable[bool]], *, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def commit(
@@ -230,34 +220,33 @@ async def test_rows_wait_while_the_broker_is_down_and_arrive_once_in_key_order_a
     await commit(sessions, outbox, topic, *[(event, f"batch-{n % 2}") for n, event in enumerate(before)])
     relay, bus = relay_for(sessions, engine, settings, [service], max_attempts=1)
     async with running(relay, bus):
-        await until_async(
-            lambda: _all_published(sessions, service), seconds=30, what="the first rows to be published"
-        )
+        await eventually(lambda: _all_published(sessions, service), what="the first rows to be published")
         broker.stop()
         during = [envelope(service, topic, n) for n in range(4, 10)]
         for n, event in enumerate(during, start=4):
             await commit(sessions, outbox, topic, (event, f"batch-{n % 2}"))
 
-        await until_async(
-            lambda: _min_attempts(sessions, service, 2), seconds=30, what="the relay to try while down"
-        )
+        await eventually(lambda: _min_attempts(sessions, service, 2), what="the relay to try while down")
         pending = [row for row in await outbox_rows(sessions, service) if row["published_at"] is None]
         broker.start()
-        await until_async(
-            lambda: _all_published(sessions, service), seconds=60, what="rows to be published after restart"
-        )
+        await eventually(lambda: _all_published(sessions, service), what="rows to be published after restart")
 
     # Tried more often than max_attempts, yet not parked: the broker's absence is not the row's fault.
     assert [row["event_id"] for row in pending] == [str(event.event_id) for event in during]
     assert all(row["parked_at"] is None for row in pending)
     # The restarted broker lost what it had; what arrives now is exactly the rows that were pending.
+    # The relay has stopped: a marker per key, sent now, comes after anything it sent with that key.
+    markers = {parity: envelope(service, topic, 100 + parity) for parity in (0, 1)}
+    await publish_directly(settings, topic, [(markers[parity], f"batch-{parity}") for parity in (0, 1)])
     async with consuming(settings, topic) as consumer:
-        await consumer.wait_for(len(during))
-        await asyncio.sleep(0.5)  # a duplicate would be on its way in the same fetch
-    assert sorted(consumer.event_ids()) == sorted(str(event.event_id) for event in during)
+        await consumer.wait_for(len(during) + len(markers))
+    assert sorted(consumer.event_ids()) == sorted(
+        str(event.event_id) for event in [*during, *markers.values()]
+    )
     assert by_key(consumer.records) == {
         f"batch-{parity}".encode(): [
-            str(e.event_id) for n, e in enumerate(during, start=4) if n % 2 == parity
+            *(str(e.event_id) for n, e in enumerate(during, start=4) if n % 2 == parity),
+            str(markers[parity].event_id),
         ]
         for parity in (0, 1)
     }
@@ -278,19 +267,25 @@ async def test_a_relay_backs_off_while_the_broker_is_down_instead_of_retrying_in
     relay, bus = relay_for(
         sessions, engine, settings, [service], backoff_initial_seconds=0.1, backoff_max_seconds=0.5
     )
-    async with running(relay, bus):
-        await until_async(
-            lambda: _min_attempts(sessions, service, 1), seconds=10, what="a first failed attempt"
-        )
-        attempts_then = await _attempts(sessions, service)
-        await asyncio.sleep(2.0)
-        attempts_later = await _attempts(sessions, service)
-        broker.start()
-        await until_async(lambda: _all_published(sessions, service), seconds=30, what="the row published")
 
-    # Waits of 0.05-0.1, 0.1-0.2, 0.2-0.4, then 0.25-0.5 s allow at most a dozen tries in two
-    # seconds; a relay retrying in a loop makes hundreds.
-    assert 1 <= attempts_later - attempts_then <= 12
+    async def tries() -> tuple[float, int]:
+        """When we asked, and how many tries the row had had by then (or more)."""
+        asked_at = time.monotonic()
+        return asked_at, await _attempts(sessions, service)
+
+    async with running(relay, bus):
+        since, tried = await eventually(tries, until=lambda seen: seen[1] >= 1, what="a first try")
+        await eventually(
+            tries, until=lambda seen: seen[1] >= tried + 4, what="four more tries while the broker is down"
+        )
+        took = time.monotonic() - since
+        broker.start()
+        await eventually(lambda: _all_published(sessions, service), what="the row published")
+
+    # After its n-th failed try the relay waits at least shortest_wait(n) before the next. Tries
+    # tried+1 .. tried+4 all came after `since`, so the three waits between them did too. A relay
+    # retrying in a loop makes those tries in milliseconds.
+    assert took >= sum(shortest_wait(failures, 0.1, 0.5) for failures in range(tried + 1, tried + 4))
 
 
 async def test_two_relays_running_at_once_publish_each_row_once_in_key_order(
@@ -311,12 +306,15 @@ async def test_two_relays_running_at_once_publish_each_row_once_in_key_order(
             await commit(sessions, outbox, topic, *events)
             written.extend(events)
         await consumer.wait_for(len(written))
-        await until_async(lambda: _all_published(sessions, service), seconds=30, what="every row marked")
-        await asyncio.sleep(0.5)  # a duplicate would be on its way
+        await eventually(lambda: _all_published(sessions, service), what="every row marked")
+        # Every send is done once its row is marked: a marker per key comes after any duplicate.
+        markers = [(envelope(service, topic, 1000 + n), f"batch-{n}") for n in range(11)]
+        await commit(sessions, outbox, topic, *markers)
+        await consumer.wait_for(len(written) + len(markers))
 
-    assert sorted(consumer.event_ids()) == sorted(str(event.event_id) for event, _ in written)
+    assert sorted(consumer.event_ids()) == sorted(str(event.event_id) for event, _ in [*written, *markers])
     expected: dict[bytes | None, list[str]] = {}
-    for event, key in written:
+    for event, key in [*written, *markers]:
         expected.setdefault(key.encode(), []).append(str(event.event_id))
     assert by_key(consumer.records) == expected
 
@@ -337,9 +335,11 @@ async def test_a_relay_leaves_the_rows_of_other_services_alone(
     relay, bus = relay_for(sessions, engine, settings, [service])
     async with running(relay, bus), consuming(settings, topic) as consumer:
         await consumer.wait_for(1)
-        await asyncio.sleep(0.5)
+        # Theirs has an earlier id and the same key: published at all, it would come before this.
+        await commit(sessions, Outbox(service), topic, (marker := envelope(service, topic, 3), "batch-1"))
+        await consumer.wait_for(2)
 
-    assert consumer.event_ids() == [str(ours.event_id)]
+    assert consumer.event_ids() == [str(ours.event_id), str(marker.event_id)]
     [row] = await outbox_rows(sessions, other)
     assert row["published_at"] is None
     assert row["attempts"] == 0
@@ -381,11 +381,11 @@ async def test_a_notification_wakes_the_relay_long_before_its_poll_interval(
     topic: str,
     wakeup: PostgresWakeup,
 ) -> None:
-    relay, bus = relay_for(sessions, engine, settings, [service], poll_seconds=30)
+    relay, bus = relay_for(sessions, engine, settings, [service], poll_seconds=NEVER_POLLS)
     async with running(relay, bus), consuming(settings, topic) as consumer:
         event = envelope(service, topic, 1)
         await commit(sessions, Outbox(service, wakeup), topic, (event, "batch-1"))
-        await consumer.wait_for(1, seconds=10)
+        await consumer.wait_for(1)
 
     assert consumer.event_ids() == [str(event.event_id)]
 
@@ -398,20 +398,44 @@ async def test_the_relay_listens_again_after_its_connection_is_killed(
     topic: str,
     wakeup: PostgresWakeup,
 ) -> None:
-    relay, bus = relay_for(sessions, engine, settings, [service], poll_seconds=30)
+    relay, bus = relay_for(sessions, engine, settings, [service], poll_seconds=NEVER_POLLS)
     async with running(relay, bus), consuming(settings, topic) as consumer:
         [killed] = await _listener_pids(engine)
         async with engine.connect() as connection:
             await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
-        await until_async(
-            lambda: _has_new_listener(engine, killed), seconds=15, what="the listener to reconnect"
-        )
-        await asyncio.sleep(0.2)  # let the reconnect's own catch-up pass finish first
-        event = envelope(service, topic, 1)
+        await eventually(lambda: _has_new_listener(engine, killed), what="the listener to reconnect")
+        # A reconnect runs one catch-up pass of its own, which may publish this first row. Once the
+        # row is out, that pass has read the outbox: only a NOTIFY can bring the next one.
+        caught_up = envelope(service, topic, 1)
+        await commit(sessions, Outbox(service, wakeup), topic, (caught_up, "batch-1"))
+        await consumer.wait_for(1)
+        event = envelope(service, topic, 2)
         await commit(sessions, Outbox(service, wakeup), topic, (event, "batch-1"))
-        await consumer.wait_for(1, seconds=10)
+        await consumer.wait_for(2)
 
-    assert consumer.event_ids() == [str(event.event_id)]
+    assert consumer.event_ids() == [str(caught_up.event_id), str(event.event_id)]
+
+
+def shortest_wait(failures: int, initial_seconds: float, max_seconds: float) -> float:
+    """The least backoff the relay waits after `failures` failed passes (jitter scales by 0.5-1)."""
+    return 0.5 * min(max_seconds, initial_seconds * 2 ** (failures - 1))
+
+
+async def publish_directly(
+    settings: Settings, topic: str, events: Sequence[tuple[EventEnvelope[Ping], str]]
+) -> None:
+    """Publish `events` (with their keys) as a producer of our own, not through the outbox."""
+    bus = KafkaBus(settings)
+    try:
+        outcomes = await bus.publish(
+            [
+                OutboundRecord(topic, event.to_bytes(), key.encode(), event.record_headers())
+                for event, key in events
+            ]
+        )
+        assert outcomes == [None] * len(events), outcomes
+    finally:
+        await bus.stop()
 
 
 async def _all_published(sessions: Sessions, service: str) -> bool:

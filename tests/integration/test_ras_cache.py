@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from huleedu.cache.cache import Cache
 from huleedu.cache.memory import MemoryCache
 from huleedu.cache.redis_cache import RedisCache, create_redis_client
 from huleedu.result_aggregator.cache import ResultsCache
 from support.servers import PrivateRedis
+from support.waiting import eventually
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -41,6 +43,11 @@ class Loader:
         return self.value
 
 
+def coalesced() -> float:
+    """How many reads so far were answered by another reader's load (single flight)."""
+    return REGISTRY.get_sample_value("huleedu_ras_cache_coalesced_total", {"route": "batch_status"}) or 0.0
+
+
 async def read(cache: ResultsCache, loader: Loader) -> bytes | None:
     return await cache.read("batch_status", cache.batch_version("b1"), cache.batch_prefix("b1"), loader)
 
@@ -64,9 +71,14 @@ async def test_concurrent_misses_of_one_key_load_once(backend: Cache) -> None:
     cache = ResultsCache(backend)
     loader = Loader(b"doc")
     loader.release.clear()
+    joined_before = coalesced()
     readers = [asyncio.create_task(read(cache, loader)) for _ in range(10)]
     await loader.entered.wait()
-    await asyncio.sleep(0.05)  # let every reader reach the in-flight load
+    await eventually(
+        lambda: coalesced() - joined_before,
+        until=lambda joined: joined >= 9,
+        what="9 readers joining the load",
+    )
     loader.release.set()
     assert await asyncio.gather(*readers) == [b"doc"] * 10
     assert loader.calls == 1
@@ -91,9 +103,14 @@ async def test_a_cache_outage_falls_back_to_the_database_and_no_missed_invalidat
         redis.start()
         await RedisCache(client).set(cache.batch_prefix("b1") + "0", b"v1", 300)
         served = []
-        for _ in range(40):  # while the missed invalidation catches up, and after
+
+        async def caught_up() -> bool:  # reading all along, until the missed increment has landed
             served.append(await read(cache, Loader(b"v3")))
-            await asyncio.sleep(0.05)
+            return int(await client.get(cache.batch_version("b1")) or 0) >= 1
+
+        await eventually(caught_up, what="the missed invalidation to reach Redis")
+        for _ in range(5):  # and after
+            served.append(await read(cache, Loader(b"v3")))
         assert b"v1" not in served
         assert served[-1] == b"v3"
         assert int(await client.get(cache.batch_version("b1")) or 0) >= 1  # the increment landed

@@ -18,11 +18,13 @@ from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.tables import batch_results, essay_results
 from huleedu.storage.engine import create_engine, session_factory
 from support.processes import ServiceProcess
-from support.ras_load import ReadyCollector, Workload, publish_all, workload
+from support.ras_load import ReadyCollector, Workload, publish_all, publish_sentinels, workload
 from support.servers import PrivateRedis
+from support.waiting import eventually
 
 BATCHES = 50
 ESSAYS = 20
+MIDWAY_ESSAY_ROWS = 100  # of BATCHES * ESSAYS
 
 
 @pytest.fixture
@@ -80,6 +82,22 @@ async def row_counts(postgres_url: str, load: Workload, topics: Topics) -> tuple
         await engine.dispose()
 
 
+async def unpublished_announcements(postgres_url: str, load: Workload, topics: Topics) -> int:
+    engine = create_engine(postgres_url)
+    try:
+        async with session_factory(engine)() as session:
+            waiting = await session.scalar(
+                select(func.count()).where(
+                    event_outbox.c.topic == topics.batch_results_ready,
+                    event_outbox.c.aggregate_id.in_(load.batch_ids),
+                    event_outbox.c.published_at.is_(None),
+                )
+            )
+            return waiting or 0
+    finally:
+        await engine.dispose()
+
+
 async def run_load(
     tmp_path: Path,
     postgres_url: str,
@@ -104,17 +122,44 @@ async def run_load(
         half = len(load.events) // 2
         await publish_all(bus, load.events[:half])
         if disrupt:
-            await asyncio.sleep(1.0)  # let the workers get into the middle of it
+            # In the middle of it: the workers have stored part of the first half.
+            await eventually(
+                lambda: row_counts(postgres_url, load, topics),
+                until=lambda counts: counts[2] >= MIDWAY_ESSAY_ROWS,
+                what=f"the workers to store {MIDWAY_ESSAY_ROWS} essay rows",
+            )
             assert private_redis is not None
             private_redis.stop()
             workers[0].kill()
+            at_kill = await row_counts(postgres_url, load, topics)
         await publish_all(bus, load.events[half:])
         if disrupt:
-            await asyncio.sleep(1.0)
+            # The survivor carries on alone, without Redis, before the killed worker comes back.
+            await eventually(
+                lambda: row_counts(postgres_url, load, topics),
+                until=lambda counts: counts != at_kill,
+                what="the surviving worker to store something",
+            )
             await asyncio.to_thread(workers[0].start, healthy=False)  # Redis is still down
-        arrived = await collector.wait_for(set(load.batch_ids), timeout_seconds=150)
-        assert arrived == set(load.batch_ids), f"missing {len(load.batch_ids) - len(arrived)} batches"
-        await asyncio.sleep(2.0)  # anything announced twice would show up now
+        await eventually(
+            lambda: collector.batches(set(load.batch_ids)),
+            until=lambda arrived: arrived == set(load.batch_ids),
+            what="every batch announced",
+            seconds=150,
+        )
+        # Every announcement marked published means every send of one, a repeat included, is done:
+        # a sentinel per batch (same key, so same partition) now comes after any repeat.
+        await eventually(
+            lambda: unpublished_announcements(postgres_url, load, topics),
+            until=lambda unpublished: unpublished == 0,
+            what="every announcement marked published",
+        )
+        await publish_sentinels(bus, topics.batch_results_ready, load.batch_ids)
+        await eventually(
+            lambda: collector.sentinels,
+            until=lambda seen: seen >= set(load.batch_ids),
+            what="a sentinel behind every batch's announcements",
+        )
     finally:
         await bus.stop()
         await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in workers))

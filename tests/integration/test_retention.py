@@ -25,9 +25,10 @@ from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.worker import SERVICE as RAS
 from huleedu.storage.engine import Sessions
 from support.ras_events import registration, spellcheck_result
-from support.running import poll, running
+from support.running import running
 from support.servers import TansuBroker
 from support.services import service_settings
+from support.waiting import eventually
 
 ONE_SECOND = 1
 
@@ -186,13 +187,13 @@ async def test_retention_at_one_second_deletes_the_old_run_keeps_the_new_and_sti
             sessions = adapters.sessions
             # The old run: a batch registered, spellchecked, announced and emailed; an hour ago.
             await publish(publisher, old_events, old_batch)
-            await poll(lambda: finished(sessions, old_batch, old_ids))
+            await eventually(lambda: finished(sessions, old_batch, old_ids), what="finished")
             await age_by(sessions, old_batch, old_ids, timedelta(hours=1))
 
             # The new run, from `started` on.
             started = datetime.now(UTC)
             await publish(publisher, new_events, new_batch)
-            await poll(lambda: finished(sessions, new_batch, new_ids))
+            await eventually(lambda: finished(sessions, new_batch, new_ids), what="finished")
             before = deleted_so_far()
             kept_before = await batch_rows(sessions, new_batch, new_ids)
 
@@ -231,7 +232,7 @@ async def test_retention_at_one_second_deletes_the_old_run_keeps_the_new_and_sti
             async def skipped() -> bool | None:
                 return True if database_duplicates() > duplicates else None
 
-            await poll(skipped)
+            await eventually(skipped, what="skipped")
             assert await batch_rows(sessions, new_batch, new_ids) == kept_before  # no second email, no event
     finally:
         await publisher.stop()

@@ -3,6 +3,7 @@
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,8 +14,9 @@ from huleedu.cache.redis_cache import create_redis_client
 from huleedu.websocket.backplane import RESYNC, Backplane, MemoryBackplane, Resync
 from huleedu.websocket.messages import ORIGIN, Message, Outgoing, StreamId
 from huleedu.websocket.redis_backplane import RedisBackplane
+from support.waiting import eventually
 
-WAIT_SECONDS = 10.0
+WAIT_SECONDS = 30.0
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -43,6 +45,11 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     yield two
     for client in clients:
         await client.aclose()
+
+
+def now_ms() -> int:
+    """The wall clock as both backplanes stamp message ids (Redis reads the same host clock)."""
+    return time.time_ns() // 1_000_000
 
 
 def news(user: str, key: str, event: str = "news", data: str = '{"n": 1}') -> Outgoing:
@@ -122,13 +129,15 @@ async def test_messages_older_than_the_history_age_are_trimmed(make: Any) -> Non
     one, _ = make(history_seconds=2)
     start = (await one.read("u1", None)).cursor
     old = await one.append(news("u1", "old"))
-    # The age limit is what is under test: time has to pass. The history is never silent for the
-    # whole age, or Redis would let it expire altogether.
-    await asyncio.sleep(1.2)
-    middle = await one.append(news("u1", "middle"))
-    await asyncio.sleep(1.2)
-    new = await one.append(news("u1", "new"))
     assert old is not None
+    # The age limit is what is under test: time has to pass, and the clock says when it has (a
+    # message's id is the millisecond it was stored). `middle` comes half an age after `old`, `new`
+    # as soon as `old` is past the age: the history is never silent for the whole age (Redis would
+    # let it expire altogether), and `middle` is a whole second short of it.
+    await eventually(now_ms, until=lambda now: now >= old.id.ms + 1000, what="half the age to pass")
+    middle = await one.append(news("u1", "middle"))
+    await eventually(now_ms, until=lambda now: now > old.id.ms + 2000, what="the age of `old` to pass")
+    new = await one.append(news("u1", "new"))
     assert middle is not None
     assert new is not None
     replay = await one.read("u1", start)

@@ -4,7 +4,7 @@ teacher's socket that reads frames with a deadline, and the events the gateway c
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
@@ -30,27 +30,20 @@ WAIT_SECONDS = 30.0
 Frame = dict[str, Any]
 
 
-async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float = WAIT_SECONDS) -> None:
-    """Poll `check` until it is true; TimeoutError after `within` seconds. For state that offers
-    nothing to wait on (a count in another component, a row in a table)."""
-    async with asyncio.timeout(within):
-        while True:
-            outcome = check()
-            if outcome if isinstance(outcome, bool) else await outcome:
-                return
-            await asyncio.sleep(0.01)
-
-
 @asynccontextmanager
 async def serving(units: Sequence[ServiceUnit], adapters: Adapters) -> AsyncIterator[None]:
     """Run `units` (consumers, relay, background tasks, HTTP on `settings.http_port`) until exit."""
     stop, started = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_units(units, adapters, stop=stop, started=started, handle_signals=False))
     waiting = asyncio.create_task(started.wait())
-    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([task, waiting], timeout=WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
     if task.done():
-        waiting.cancel()
         task.result()  # raises why it could not start
+    if not started.is_set():
+        stop.set()
+        await task
+        raise AssertionError(f"the units did not start within {WAIT_SECONDS:g} s")
     try:
         yield
     finally:

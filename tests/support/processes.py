@@ -5,13 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from support.servers import free_port
+from support.waiting import eventually_sync
 
 
 def huleedu_command() -> list[str]:
@@ -59,18 +59,18 @@ class ServiceProcess:
         self.wait_answering(wait_seconds, healthy=healthy)
 
     def wait_answering(self, seconds: float, *, healthy: bool = True) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        """AssertionError when it does not answer within `seconds`; RuntimeError if it exits."""
+
+        def answers() -> bool:
             if self._process is not None and self._process.poll() is not None:
                 raise RuntimeError(f"huleedu serve {self.name} exited with {self._process.returncode}")
             try:
                 status = httpx.get(f"{self.url}/healthz", timeout=1.0).status_code
-                if status == 200 or not healthy:
-                    return
             except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"huleedu serve {self.name} not answering after {seconds}s")
+                return False
+            return status == 200 or not healthy
+
+        eventually_sync(answers, what=f"huleedu serve {self.name} to answer /healthz", seconds=seconds)
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, no final commit."""

@@ -64,17 +64,34 @@ async def publish_all(bus: EventBus, events: Sequence[EventEnvelope[WireModel]],
             raise RuntimeError(f"broker refused {len(failed)} records: {failed[0]!r}")
 
 
+SENTINEL = "sentinel"
+
+
+async def publish_sentinels(bus: EventBus, topic: str, batch_ids: Sequence[str]) -> None:
+    """A record per batch on `topic`, keyed like the batch's own records: once a reader has it, it
+    has had everything sent to that partition before it."""
+    records = [OutboundRecord(topic, orjson.dumps({SENTINEL: b}), b.encode()) for b in batch_ids]
+    failed = [outcome for outcome in await bus.publish(records) if outcome is not None]
+    if failed:
+        raise RuntimeError(f"broker refused {len(failed)} sentinels: {failed[0]!r}")
+
+
 class ReadyCollector:
-    """Collects BatchResultsReadyV1 records (subscribe with a fresh group before start)."""
+    """Collects BatchResultsReadyV1 records (subscribe with a fresh group before start), and apart
+    from them the batch ids of `sentinel` records (see `publish_sentinels`)."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, str]] = []  # (batch_id, event_id)
         self.arrived_at: dict[str, float] = {}
+        self.sentinels: set[str] = set()
         self._changed = asyncio.Event()
 
     async def handle(self, records: Sequence[Record]) -> None:
         for record in records:
             envelope = orjson.loads(record.value or b"{}")
+            if SENTINEL in envelope:
+                self.sentinels.add(envelope[SENTINEL])
+                continue
             batch_id = envelope["data"]["batch_id"]
             self.records.append((batch_id, envelope["event_id"]))
             self.arrived_at.setdefault(batch_id, time.monotonic())

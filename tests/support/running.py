@@ -1,11 +1,9 @@
 """Service units running for real in a test (consumers, relay, background tasks) on PostgreSQL,
-Redis and the broker, with an in-process client of their HTTP app, and bounded polling."""
+Redis and the broker, with an in-process client of their HTTP app."""
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVar
 
 import httpx
 
@@ -16,7 +14,6 @@ from huleedu.platform.settings import Settings
 from support.services import service_settings
 
 DEADLINE_SECONDS = 60.0
-T = TypeVar("T")
 
 
 def production_settings(
@@ -60,14 +57,3 @@ async def running(
             waiting.cancel()
             stop.set()
             await task
-
-
-async def poll(check: Callable[[], Awaitable[T | None]], *, seconds: float = DEADLINE_SECONDS) -> T:
-    """Call `check()` until it returns something other than None; AssertionError after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await check()
-        if result is not None:
-            return result
-        assert time.monotonic() < deadline, f"condition not met within {seconds} s"
-        await asyncio.sleep(0.2)

@@ -6,13 +6,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import redis
+
+from support.waiting import eventually_sync
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "HULEEDU_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -38,14 +39,18 @@ def free_port() -> int:
 
 
 def wait_for_port(host: str, port: int, timeout_seconds: float) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_seconds}s")
+    """AssertionError when nothing listens on `host:port` after `timeout_seconds`."""
+    eventually_sync(
+        lambda: _listens(host, port), what=f"something to listen on {host}:{port}", seconds=timeout_seconds
+    )
+
+
+def _listens(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 # --- PostgreSQL ---
@@ -172,8 +177,8 @@ class TansuBroker:
         )
         log.close()
         try:
-            wait_for_port("127.0.0.1", self.port, 15)
-        except TimeoutError as exc:
+            wait_for_port("127.0.0.1", self.port, 30)
+        except AssertionError as exc:
             self.stop()
             raise ServerMissing(f"the Tansu broker did not start; see {self.log_path}") from exc
 
@@ -219,7 +224,7 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for_port("127.0.0.1", self.port, 10)
+        wait_for_port("127.0.0.1", self.port, 30)
 
     def stop(self) -> None:
         if self._process is not None:

@@ -1,9 +1,8 @@
 """Reading topics in a test as an outside observer would: a consumer group of its own from the
-earliest offset, every record decoded, and a bounded wait for what the test expects to see."""
+earliest offset, every record decoded (wait for what should arrive with `support.waiting`)."""
 
-import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -11,8 +10,6 @@ import orjson
 from huleedu.messaging.bus import Record
 from huleedu.messaging.kafka import KafkaBus
 from huleedu.platform.settings import Settings
-
-WAIT_SECONDS = 60.0
 
 
 class TopicReader:
@@ -23,7 +20,6 @@ class TopicReader:
         self.undecodable: list[Record] = []
         self._bus = KafkaBus(settings)
         self._bus.subscribe(f"reader-{uuid.uuid4().hex[:8]}", list(topics), self._collect)
-        self._changed = asyncio.Condition()
 
     async def _collect(self, records: Sequence[Record]) -> None:
         for record in records:
@@ -31,8 +27,6 @@ class TopicReader:
                 self.envelopes[record.topic].append(orjson.loads(record.value or b""))
             except orjson.JSONDecodeError:
                 self.undecodable.append(record)
-        async with self._changed:
-            self._changed.notify_all()
 
     async def start(self) -> None:
         await self._bus.start()
@@ -44,8 +38,3 @@ class TopicReader:
         return [
             envelope for envelope in self.envelopes[topic] if envelope["data"].get("batch_id") == batch_id
         ]
-
-    async def wait_until(self, condition: Callable[[], bool], *, seconds: float = WAIT_SECONDS) -> None:
-        """Raises TimeoutError if `condition` is still false after `seconds`."""
-        async with asyncio.timeout(seconds), self._changed:
-            await self._changed.wait_for(condition)

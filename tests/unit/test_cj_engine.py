@@ -48,7 +48,7 @@ class _Watched:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(0)  # let the other calls of the wave start
+            await asyncio.sleep(0)  # a yield, no timing: the other calls of the wave start meanwhile
             verdict = await self.inner.compare(a, b)
         finally:
             self.in_flight -= 1

@@ -102,7 +102,7 @@ async def dead_letters(broker: InMemoryBroker) -> list[Record]:
     reader.subscribe(f"reader-{uuid4()}", [dlq], collect)
     await reader.start()
     try:
-        await asyncio.wait_for(reached.wait(), timeout=5)
+        await asyncio.wait_for(reached.wait(), timeout=30)
     finally:
         await reader.stop()
     return seen

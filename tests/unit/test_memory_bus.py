@@ -9,41 +9,29 @@ import pytest
 from huleedu.messaging.bus import OutboundRecord, Record
 from huleedu.messaging.errors import PublishError
 from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
+from support.waiting import eventually
 
 TOPIC = "orders"
-WAIT_SECONDS = 10.0
 
 
 class Recorder:
-    """A batch handler that records batches; it can be made to fail or to block until released.
-    Recorders that one wait looks at must share `changed`."""
+    """A batch handler that records batches; it can be made to fail or to block until released."""
 
-    def __init__(
-        self, fail_on: Callable[[Record], bool] | None = None, *, changed: asyncio.Condition | None = None
-    ) -> None:
+    def __init__(self, fail_on: Callable[[Record], bool] | None = None) -> None:
         self.fail_on = fail_on
         self.batches: list[list[Record]] = []  # every call, failed ones included
         self.handled: list[Record] = []  # records of the calls that returned
         self.gate: asyncio.Event | None = None  # when set to an unset Event, calls wait for it
         self.entered = asyncio.Event()
-        self._changed = changed if changed is not None else asyncio.Condition()
 
     async def __call__(self, records: Sequence[Record]) -> None:
         self.batches.append(list(records))
         self.entered.set()
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            if self.fail_on is not None and any(self.fail_on(record) for record in records):
-                raise RuntimeError("refused")
-            self.handled.extend(records)
-        finally:
-            async with self._changed:
-                self._changed.notify_all()
-
-    async def wait_until(self, condition: Callable[[], bool]) -> None:
-        async with asyncio.timeout(WAIT_SECONDS), self._changed:
-            await self._changed.wait_for(condition)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_on is not None and any(self.fail_on(record) for record in records):
+            raise RuntimeError("refused")
+        self.handled.extend(records)
 
     def values(self) -> list[bytes]:
         return [record.value or b"" for record in self.handled]
@@ -82,38 +70,36 @@ def spread(numbers: range) -> list[OutboundRecord]:
 async def test_a_stopping_member_hands_its_partitions_to_the_rest_of_its_group(
     buses: Callable[..., InMemoryBus],
 ) -> None:
-    changed = asyncio.Condition()
-    first, second = Recorder(changed=changed), Recorder(changed=changed)
+    first, second = Recorder(), Recorder()
     first_bus, second_bus = buses(), buses()
     first_bus.subscribe("workers", [TOPIC], first)
     second_bus.subscribe("workers", [TOPIC], second)
     await first_bus.start()
     await second_bus.start()
     await first_bus.publish(spread(range(40)))
-    await first.wait_until(lambda: len(first.handled) + len(second.handled) == 40)
+    await eventually(lambda: len(first.handled) + len(second.handled) == 40, what="40 records handled")
     assert first.handled
     assert second.handled
 
     await second_bus.stop()
     await first_bus.publish(spread(range(40, 80)))
-    await first.wait_until(lambda: len(first.handled) + len(second.handled) == 80)
+    await eventually(lambda: len(first.handled) + len(second.handled) == 80, what="80 records handled")
 
     assert {record.partition for record in first.handled[-40:]} == {0, 1, 2, 3}
 
 
 async def test_a_joining_member_takes_over_part_of_the_partitions(buses: Callable[..., InMemoryBus]) -> None:
-    changed = asyncio.Condition()
-    first, second = Recorder(changed=changed), Recorder(changed=changed)
+    first, second = Recorder(), Recorder()
     first_bus, second_bus = buses(), buses()
     first_bus.subscribe("workers", [TOPIC], first)
     second_bus.subscribe("workers", [TOPIC], second)
     await first_bus.start()
     await first_bus.publish(spread(range(40)))
-    await first.wait_until(lambda: len(first.handled) == 40)
+    await eventually(lambda: len(first.handled) == 40, what="40 records handled by the first")
 
     await second_bus.start()
     await first_bus.publish(spread(range(40, 80)))
-    await first.wait_until(lambda: len(first.handled) + len(second.handled) == 80)
+    await eventually(lambda: len(first.handled) + len(second.handled) == 80, what="80 records handled")
 
     later_first = {record.partition for record in first.handled[40:]}
     later_second = {record.partition for record in second.handled}
@@ -131,11 +117,12 @@ async def test_a_failing_batch_is_retried_uncommitted_and_holds_back_only_its_ow
     bus.subscribe("workers", [TOPIC], recorder)
     await bus.start()
     await bus.publish(records("stuck", range(3)))
-    await recorder.wait_until(lambda: len(recorder.batches) >= 3)  # the first record, tried again and again
+    await eventually(lambda: len(recorder.batches) >= 3, what="the first record tried three times")
     stuck_partition = recorder.batches[0][0].partition
     await bus.publish(spread(range(40)))
-    await recorder.wait_until(
-        lambda: sum(1 for record in recorder.handled if record.partition != stuck_partition) >= 1
+    await eventually(
+        lambda: sum(1 for record in recorder.handled if record.partition != stuck_partition) >= 1,
+        what="a record of another partition handled",
     )
 
     assert [batch[0].value for batch in recorder.batches if batch[0].partition == stuck_partition][:3] == [
@@ -144,7 +131,7 @@ async def test_a_failing_batch_is_retried_uncommitted_and_holds_back_only_its_ow
     assert b"stuck:1" not in recorder.values()
 
     refusing = False
-    await recorder.wait_until(lambda: b"stuck:2" in recorder.values())
+    await eventually(lambda: b"stuck:2" in recorder.values(), what="stuck:2 handled")
     stuck = [value for value in recorder.values() if value.startswith(b"stuck")]
     assert stuck == [b"stuck:0", b"stuck:1", b"stuck:2"]
 
@@ -159,7 +146,7 @@ async def test_stop_lets_the_running_handler_finish_and_commits_it(buses: Callab
     await first.entered.wait()
 
     stopping = asyncio.create_task(first_bus.stop())
-    await asyncio.sleep(0)  # let stop() reach its wait
+    await asyncio.sleep(0)  # a yield, no timing: stop() gets going; it cannot end while the handler holds
     assert not stopping.done()  # the handler is still running
     first.gate.set()
     await stopping
@@ -170,7 +157,7 @@ async def test_stop_lets_the_running_handler_finish_and_commits_it(buses: Callab
     second_bus.subscribe("workers", [TOPIC], second)
     await second_bus.publish(records("k", range(3, 5)))
     await second_bus.start()
-    await second.wait_until(lambda: len(second.handled) >= 2)
+    await eventually(lambda: len(second.handled) >= 2, what="2 records handled by the second")
     assert second.values() == [b"k:3", b"k:4"]
 
 
@@ -185,7 +172,7 @@ async def test_a_batch_that_fails_while_its_member_stops_goes_to_the_next_member
     await first_bus.publish(records("k", range(3)))
     await first.entered.wait()
     stopping = asyncio.create_task(first_bus.stop())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a yield: stop() begins before the handler fails (no timing involved)
     first.gate.set()
     await stopping
 
@@ -193,7 +180,7 @@ async def test_a_batch_that_fails_while_its_member_stops_goes_to_the_next_member
     second_bus = buses()
     second_bus.subscribe("workers", [TOPIC], second)
     await second_bus.start()
-    await second.wait_until(lambda: len(second.handled) >= 3)
+    await eventually(lambda: len(second.handled) >= 3, what="3 records handled by the second")
     assert second.values() == [b"k:0", b"k:1", b"k:2"]
 
 
@@ -204,7 +191,7 @@ async def test_a_new_group_starts_at_the_earliest_record(buses: Callable[..., In
     reader = buses()
     reader.subscribe("latecomers", [TOPIC], late)
     await reader.start()
-    await late.wait_until(lambda: len(late.handled) >= 5)
+    await eventually(lambda: len(late.handled) >= 5, what="5 records handled")
     assert late.values() == [f"k:{n}".encode() for n in range(5)]
 
 
@@ -214,7 +201,7 @@ async def test_keyless_records_are_spread_over_every_partition(buses: Callable[.
     bus.subscribe("workers", [TOPIC], recorder)
     await bus.start()
     await bus.publish([OutboundRecord(TOPIC, str(n).encode()) for n in range(8)])
-    await recorder.wait_until(lambda: len(recorder.handled) >= 8)
+    await eventually(lambda: len(recorder.handled) >= 8, what="8 records handled")
     assert sorted(record.partition for record in recorder.handled) == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
@@ -228,7 +215,7 @@ async def test_a_handler_gets_at_most_max_batch_records_of_one_partition(
     await bus.start()
     await bus.publish(records("k", range(10)))
     recorder.gate.set()
-    await recorder.wait_until(lambda: len(recorder.handled) >= 10)
+    await eventually(lambda: len(recorder.handled) >= 10, what="10 records handled")
     assert all(len(batch) <= 4 for batch in recorder.batches)
     assert all(len({record.partition for record in batch}) == 1 for batch in recorder.batches)
     assert recorder.values() == [f"k:{n}".encode() for n in range(10)]
@@ -245,7 +232,7 @@ async def test_retention_never_drops_what_a_subscribed_group_has_not_committed(
     await bus.start()
     await bus.publish(records("k", range(50)))
     recorder.gate.set()
-    await recorder.wait_until(lambda: len(recorder.handled) >= 50)
+    await eventually(lambda: len(recorder.handled) >= 50, what="50 records handled")
     assert recorder.values() == [f"k:{n}".encode() for n in range(50)]
 
 
@@ -257,7 +244,7 @@ async def test_retention_trims_a_topic_that_no_group_reads(buses: Callable[..., 
     reader = buses(broker)
     reader.subscribe("latecomers", [TOPIC], late)
     await reader.start()
-    await late.wait_until(lambda: b"k:49" in late.values())
+    await eventually(lambda: b"k:49" in late.values(), what="k:49 handled")
     offsets = [record.offset for record in late.handled]
     assert 5 <= len(offsets) < 10
     assert offsets == list(range(50 - len(offsets), 50))
@@ -279,10 +266,10 @@ async def test_stop_is_idempotent_and_a_stopped_bus_can_start_again(
     bus.subscribe("workers", [TOPIC], recorder)
     await bus.start()
     await bus.publish(records("k", range(2)))
-    await recorder.wait_until(lambda: len(recorder.handled) >= 2)
+    await eventually(lambda: len(recorder.handled) >= 2, what="2 records handled")
     await bus.stop()
     await bus.stop()
     await bus.publish(records("k", range(2, 4)))
     await bus.start()
-    await recorder.wait_until(lambda: len(recorder.handled) >= 4)
+    await eventually(lambda: len(recorder.handled) >= 4, what="4 records handled")
     assert recorder.values() == [f"k:{n}".encode() for n in range(4)]

@@ -4,7 +4,7 @@ what happens to rows the broker will not take."""
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,9 +25,13 @@ from huleedu.messaging.wakeup import InProcessWakeup
 from huleedu.operations.retention import OUTBOX, Target, prune
 from huleedu.storage.engine import create_engine, session_factory
 from huleedu.storage.migrations import upgrade
+from support.waiting import WAIT_SECONDS, eventually
 
 SERVICE = "result_aggregator"
 TOPIC = "t.batch.results.ready.v1"
+# A poll interval no test outlives: a row published in time was published because a commit woke
+# the relay (stop() wakes it too, so it costs nothing at the end).
+NEVER_POLLS = 3600.0
 
 
 class Ping(WireModel):
@@ -147,7 +151,8 @@ async def rows(sessions: async_sessionmaker[AsyncSession]) -> dict[str, dict[str
 
 
 async def drain(relay: OutboxRelay, sessions: async_sessionmaker[AsyncSession], passes: int = 20) -> None:
-    """Run passes until no row of ours is waiting (published or parked), letting backoffs elapse."""
+    """Run passes until no row of ours is waiting (published or parked). A row that failed is made
+    due again at once rather than waited for: the backoff itself is another test's subject."""
     for _ in range(passes):
         await relay.publish_pending()
         async with sessions() as session:
@@ -162,7 +167,7 @@ async def drain(relay: OutboxRelay, sessions: async_sessionmaker[AsyncSession], 
             )
         if not waiting:
             return
-        await asyncio.sleep(0.06)  # past the row backoff of these tests (at most 0.05 s)
+        await _make_due(sessions)
 
 
 async def test_a_committed_event_is_published_as_written_with_its_event_id_key_and_headers(
@@ -301,13 +306,16 @@ async def test_the_relay_backs_off_while_the_broker_is_down_instead_of_retrying_
     await commit(sessions, Outbox(SERVICE), (envelope(1), "batch-1"))
     broker.down = True
     relay = relay_for(sessions, engine, broker, backoff_initial_seconds=0.1, backoff_max_seconds=0.4)
+    started = time.monotonic()
     task = asyncio.create_task(relay.run())
-    await asyncio.sleep(1.0)
+    await eventually(lambda: broker.publish_calls >= 5, what="five tries while the broker is down")
+    took = time.monotonic() - started
     relay.stop()
     await task
 
-    # Backoff 0.1, 0.2, 0.4, 0.4 ... gives about five tries in a second; a loop gives hundreds.
-    assert 2 <= broker.publish_calls <= 10
+    # Backoffs of 0.1, 0.2, 0.4, 0.4 s, each scaled by 0.5-1, separate those five tries: at least
+    # 0.05 + 0.1 + 0.2 + 0.2 s. A relay retrying in a loop makes them in milliseconds.
+    assert took >= 0.55
     broker.down = False
     await drain(relay, sessions)
     assert len(broker.published) == 1
@@ -330,16 +338,16 @@ async def test_a_commit_wakes_the_relay_without_waiting_for_the_poll_interval(
     sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine, broker: ScriptedBroker
 ) -> None:
     wakeup = InProcessWakeup()
-    relay = OutboxRelay(sessions, engine, broker, [SERVICE], poll_seconds=30, wakeup=wakeup)
+    relay = OutboxRelay(sessions, engine, broker, [SERVICE], poll_seconds=NEVER_POLLS, wakeup=wakeup)
     task = asyncio.create_task(relay.run())
     try:
-        await asyncio.wait_for(relay.ready.wait(), 5)
+        await asyncio.wait_for(relay.ready.wait(), WAIT_SECONDS)
         event = envelope(1)
         async with sessions() as session:
             await Outbox(SERVICE, wakeup).add(session, event, TOPIC, "batch-1")
             await session.commit()
 
-        await _until(lambda: bool(broker.published), seconds=10)  # far below the 30 s poll
+        await eventually(lambda: broker.published, what="the row published")
         assert broker.event_ids() == [str(event.event_id)]
     finally:
         relay.stop()
@@ -358,14 +366,14 @@ async def test_in_the_embedded_mode_a_commit_reaches_a_subscriber_of_the_in_proc
     bus.subscribe("dashboard", [TOPIC], handle)
     await bus.start()
     wakeup = InProcessWakeup()
-    relay = OutboxRelay(sessions, engine, bus, [SERVICE], poll_seconds=30, wakeup=wakeup)
+    relay = OutboxRelay(sessions, engine, bus, [SERVICE], poll_seconds=NEVER_POLLS, wakeup=wakeup)
     task = asyncio.create_task(relay.run())
     try:
-        await asyncio.wait_for(relay.ready.wait(), 5)
+        await asyncio.wait_for(relay.ready.wait(), WAIT_SECONDS)
         events = [envelope(n) for n in range(3)]
         await commit(sessions, Outbox(SERVICE, wakeup), *[(event, "batch-1") for event in events])
 
-        await _until(lambda: len(received) == 3, seconds=10)
+        await eventually(lambda: len(received) == 3, what="three records on the in-process bus")
         assert [orjson.loads(record.value or b"")["event_id"] for record in received] == [
             str(event.event_id) for event in events
         ]
@@ -414,10 +422,3 @@ async def _make_due(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as session:
         await session.execute(update(event_outbox).values(next_attempt_at=None))
         await session.commit()
-
-
-async def _until(condition: Callable[[], bool], *, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

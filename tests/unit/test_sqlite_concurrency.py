@@ -16,8 +16,9 @@ from huleedu.platform.runner import SERVICES
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import create_engine, reading, session_factory
 from huleedu.storage.unit_of_work import UnitOfWork
-from support.running import poll, running
+from support.running import running
 from support.services import copy_sqlite, service_settings, teacher_headers
+from support.waiting import eventually
 
 GUARD_SECONDS = 20.0  # against a hang only: a reader waiting for the writer would wait 30 s (busy_timeout)
 
@@ -113,5 +114,5 @@ async def test_concurrent_submissions_and_reads_all_succeed_without_lock_retries
             done = len(batches) == 10 and all(b["overall_status"].startswith("completed") for b in batches)
             return True if done else None
 
-        await poll(all_completed, seconds=120)
+        await eventually(all_completed, what="all completed", seconds=120)
     assert retries() == before, "a consumer had to retry (database is locked?)"

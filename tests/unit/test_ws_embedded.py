@@ -24,6 +24,7 @@ from support import gateway as gw
 from support import ras_events as ev
 from support.servers import free_port
 from support.services import copy_sqlite, migrated_sqlite
+from support.waiting import eventually
 
 
 @dataclass
@@ -41,16 +42,13 @@ class Embedded:
         return str(replay.cursor)
 
     async def wait_for_history(self, user_id: str, count: int) -> str:
-        """Poll (bounded) until the user's history holds `count` entries; the newest id."""
-        newest: list[str] = []
-
-        async def enough() -> bool:
-            replay = await self.service.backplane.read(user_id, ORIGIN)
-            newest[:] = [str(message.id) for message in replay.messages[-1:]]
-            return len(replay.messages) >= count
-
-        await gw.eventually(enough)
-        return newest[0]
+        """Wait until the user's history holds `count` entries; the newest id."""
+        replay = await eventually(
+            lambda: self.service.backplane.read(user_id, ORIGIN),
+            until=lambda replay: len(replay.messages) >= count,
+            what=f"{count} entries in the history of {user_id}",
+        )
+        return str(replay.messages[-1].id)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +155,7 @@ async def test_a_batch_finished_by_ras_reaches_its_teacher_live_with_one_results
 
         # Once RAS's notifications are all on the bus, a sentinel behind them (same topic, same key)
         # shows whether the results-ready notification made a second frame.
-        await gw.eventually(relayed)
+        await eventually(relayed, what="every outbox row relayed")
         await system.publish(gw.notification(topics, "t1", "sentinel", "b1"))
         frames += await sock.frames_until(lambda frame: frame["event"] == "sentinel")
     events = [frame["event"] for frame in frames]
@@ -192,7 +190,7 @@ async def test_connections_beyond_the_limit_are_closed_with_4000(start: Any) -> 
 
 async def test_a_silent_client_is_pinged_then_closed_with_4001(start: Any) -> None:
     async with (
-        start(ws_ping_seconds=0.1, ws_idle_timeout_seconds=0.5) as system,
+        start(ws_ping_seconds=0.1, ws_idle_timeout_seconds=1.0) as system,
         gw.teacher_socket(system.settings, "t1") as sock,
     ):
         await sock.frame()
@@ -259,15 +257,19 @@ async def test_a_client_that_does_not_read_is_disconnected(start: Any) -> None:
         token = encode_token(system.settings, "slow")
         reader = _raw_websocket(system.settings.http_port, f"/ws?token={token}")
         try:
-            await gw.eventually(lambda: system.service.gateway.connections_of("slow") == 1)
+            await eventually(
+                lambda: system.service.gateway.connections_of("slow") == 1, what="the slow client connected"
+            )
             big = '{"text": "' + "x" * 20_000 + '"}'
             appended = 0
             async with asyncio.timeout(gw.WAIT_SECONDS):
                 while REGISTRY.get_sample_value("huleedu_ws_slow_clients_total") == slow_before:
                     await system.service.backplane.append(Outgoing("slow", f"k{appended}", "news", big))
                     appended += 1
-                    await asyncio.sleep(0)
-            await gw.eventually(lambda: system.service.gateway.connections_of("slow") == 0)
+                    await asyncio.sleep(0)  # a yield, so the gateway gets to write meanwhile
+            await eventually(
+                lambda: system.service.gateway.connections_of("slow") == 0, what="the slow client dropped"
+            )
             # Dropped as soon as the transport was full and the few queued frames did not drain.
             async with gw.teacher_socket(system.settings, "slow") as fresh:
                 assert (await fresh.frame())["event"] == "session"
