@@ -28,7 +28,10 @@ def cover(adjacency: BoolArray, order: Sequence[int], mate: Sequence[int] | None
     A starting `mate` (its pairs must be edges) counts as kept: its vertices stay covered, its
     pairs may change. The result covers the kept vertices and nothing else, unless a vertex outside
     `order` had to be taken as a partner."""
-    neighbours = [np.flatnonzero(row).tolist() for row in np.asarray(adjacency, dtype=np.bool_)]
+    rows, columns = np.nonzero(np.asarray(adjacency, dtype=np.bool_))
+    neighbours: list[list[int]] = [[] for _ in range(len(adjacency))]
+    for row, column in zip(rows.tolist(), columns.tolist(), strict=True):
+        neighbours[row].append(column)
     matched = [UNMATCHED] * len(neighbours) if mate is None else list(mate)
     kept = [partner != UNMATCHED for partner in matched]
     for vertex in order:
@@ -45,7 +48,7 @@ def _augment_from(neighbours: list[list[int]], mate: list[int], kept: list[bool]
     ends an even alternating path: flipping that covers `root` and frees the vertex instead (as if
     it had a private exposed neighbour). Odd cycles are contracted into their base (blossoms)."""
     size = len(mate)
-    tree = _Tree(mate, [UNMATCHED] * size, list(range(size)), [[vertex] for vertex in range(size)])
+    tree = _Tree(mate, [UNMATCHED] * size, list(range(size)), {})
     outer = [False] * size
     outer[root] = True
     queue = deque([root])
@@ -84,7 +87,7 @@ class _Tree:
     mate: list[int]
     parent: list[int]
     base: list[int]
-    blossom: list[list[int]]  # the vertices whose base a vertex is (empty unless it is a base)
+    joined: dict[int, list[int]]  # a base's vertices, once other vertices joined it
 
     def flip(self, end: int) -> None:
         """Swap matched and unmatched edges along the path from `end` (exposed) to the root."""
@@ -103,11 +106,11 @@ class _Tree:
         bases = self._mark_path(left, top, right) + self._mark_path(right, top, left)
         joined: list[int] = []
         for old in set(bases) - {top}:
-            for vertex in self.blossom[old]:
+            members = self.joined.pop(old, [old])
+            for vertex in members:
                 self.base[vertex] = top
-            joined += self.blossom[old]
-            self.blossom[old] = []
-        self.blossom[top] += joined
+            joined += members
+        self.joined.setdefault(top, [top]).extend(joined)
         return joined
 
     def _common_base(self, left: int, right: int) -> int:
