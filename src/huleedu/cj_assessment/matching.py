@@ -8,6 +8,7 @@ are exact for every graph, with integer logic only.
 `cover` is the greedy of the matching matroid: it takes the vertices in a priority order and keeps
 each one that can be covered together with those kept before it. The covered set it returns is the
 best possible in that order: for every k, as many of the first k vertices as any matching covers.
+About one search of O(n^2) steps per vertex: milliseconds for a pool of 40, tens for 200.
 """
 
 from collections import deque
