@@ -1,29 +1,39 @@
 """Which essays meet in the next wave: random balanced matching or information-based adaptive.
 
-Every wave is a matching (each essay at most once), built as an assignment between the essays that
-will be shown first (side A) and those shown second (side B). The invariants:
-- no pair repeats while an unused pair among the essays still in play exists (always);
-- comparison counts stay balanced: essays behind are paired first, and the others play only when
-  that leaves nobody two behind, so counts never differ by more than one (a dropped judgement
-  leaves its two essays behind; they are paired first in the next wave);
-- positions stay balanced per essay: the essays shown second more often go to side A, and a pair
-  that would put an essay two off is formed only when no other pair can be, so each essay's
-  (times first - times second) stays within -1..1 except in a small pool at the end of a cycle
-  through all its pairs.
-The strategies differ only in which assignment they prefer.
+A wave is a matching among the essays in play (each essay at most once). Who plays, and which pairs
+they may form, is decided first, by exact integer logic on the ledger (the blossom search of
+`matching.py`, no floats); the strategy's preference (random jitter, or the adaptive strategy's
+expected information) then only chooses one pairing of exactly those essays out of those pairs.
+- Allowed pairs: those attempted as often as the least attempted pair among the essays in play, so
+  no pair repeats while an unused pair among them exists. This rule never gives way.
+- Counts. With m the fewest comparisons in play: when all essays at m can be paired at once among
+  those at m and m+1, they must all play and those at m+1 may; otherwise only essays at m play.
+  Essays at m+2 or more (only after drops or departures) wait. So essays behind are paired first,
+  counts within one of each other stay so, and no essay rests while one with more comparisons
+  plays: in an odd pool the resting essay has the most, unless those behind cannot all be paired
+  at once (a small pool late in a cycle through its pairs). Only if this leaves no pair at all
+  (possible after drops or departures, never otherwise) are the essays at m and m+1, failing that
+  all in play, paired instead, lowest counts first: a wave never stalls.
+- Positions: a pair shows first its essay with the lower balance (times first - times second), so
+  only a pair of two essays off balance the same way ("clashing") can push one outside -1..1. A wave
+  uses clashing pairs only when the others cannot pair every essay the count rule requires, or no
+  essays at all (a small pool late in a cycle, or after drops or departures); later waves then
+  pull the essay back. To keep positions, a wave may leave out essays the counts do not require.
+- Size: within these rules a wave pairs as many essays as any matching can, lowest counts first;
+  among equals, those latest in a seeded shuffle rest.
 """
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from huleedu.cj_assessment.matching import UNMATCHED, cover
 from huleedu.cj_assessment.scoring import BoolArray, BTFit, FloatArray, IntArray
 
-_FORBIDDEN_COST = 1e9  # assignment cost of a pair that would repeat before exhaustion
-_SPLIT_ATTEMPTS = 8  # alternative side splits tried when one cannot pair everybody
+_SWAP_TOLERANCE = 1e-12  # relative gain below which a swap of partners is not worth making
 
 
 class Strategy(StrEnum):
@@ -63,124 +73,178 @@ def plan_wave(
     rng: np.random.Generator,
     fit: BTFit | None = None,
 ) -> list[tuple[int, int]]:
-    """The next wave as (shown first, shown second) pairs among the essays `in_play`.
+    """The next wave as (shown first, shown second) pairs among the essays `in_play`; empty only
+    when fewer than two are in play.
 
     `fit` (scores and covariance over the whole pool) steers the adaptive strategy; without one it
-    behaves like random. When counts differ, the essays behind are matched first and the others
-    play only if that leaves nobody two behind. A pair that would put an essay two positions off
-    balance is formed only when no other pair can be (so a small pool cycling through all its
-    pairs never stalls); an essay may then be two off, rarely three, and later waves pull it back.
-    """
+    behaves like random."""
     players = np.flatnonzero(in_play)
     if len(players) < 2:
         return []
-    allowed = np.zeros((ledger.n_items, ledger.n_items), dtype=np.bool_)
-    allowed[np.ix_(players, players)] = _unused_pairs(ledger.pair_uses, players)
+    shuffle_rank = np.argsort(rng.permutation(len(players)))  # breaks every tie among equals
+    wave = _structure(ledger, players, shuffle_rank)
     jitter = rng.random((ledger.n_items, ledger.n_items))
     preference = jitter + jitter.T
     if strategy is Strategy.ADAPTIVE and fit is not None:  # the jitter only breaks ties
         preference = _information_gain(fit) + 1e-9 * preference
-    matcher = _Matcher(allowed, preference, ledger.position_balance, rng)
-
-    counts = ledger.counts[players]
-    if counts.min() == counts.max():
-        return matcher.match(players) or matcher.match(players, strict=False)
-    behind, ahead = players[counts == counts.min()], players[counts > counts.min()]
-    pairs = matcher.match(behind)
-    waiting = np.setdiff1d(behind, _paired(pairs))
-    # counts come before positions: a waiting essay may take a partner that unbalances one
-    catch_up = matcher.match_across(waiting, ahead)
-    catch_up += matcher.match_across(
-        np.setdiff1d(waiting, _paired(catch_up)), np.setdiff1d(ahead, _paired(catch_up)), strict=False
+    members = np.flatnonzero(wave.playing)
+    chosen = _preferred_pairing(
+        wave.usable[np.ix_(members, members)],
+        wave.safe[np.ix_(members, members)],
+        preference[np.ix_(players[members], players[members])],
     )
-    among = matcher.match(np.setdiff1d(waiting, _paired(catch_up)), strict=False)
-    if len(catch_up) + 2 * len(among) == len(waiting):  # nobody left behind: the rest may play too
-        return pairs + catch_up + among + matcher.match(np.setdiff1d(ahead, _paired(catch_up)))
-    pairs += matcher.match(waiting, strict=False)  # only pairs among those behind close the gap
-    return pairs or matcher.match(players, strict=False)  # never stall
+    balance = ledger.position_balance[players]
+    pairs = []
+    for a, b in ((int(members[x]), int(members[y])) for x, y in chosen):
+        # the essay shown second more often goes first
+        first, second = (a, b) if (balance[a], shuffle_rank[a]) < (balance[b], shuffle_rank[b]) else (b, a)
+        pairs.append((int(players[first]), int(players[second])))
+    return sorted(pairs)
 
 
-class _Matcher:
-    """Matchings over one wave's allowed pairs and preferences (pool-indexed matrices).
+@dataclass(frozen=True)
+class _Structure:
+    """The exact part of a wave, over the players' local indices."""
 
-    Strict matchings only form pairs that keep both essays' position balance within -1..1."""
-
-    def __init__(
-        self, allowed: BoolArray, preference: FloatArray, balance: IntArray, rng: np.random.Generator
-    ) -> None:
-        self.allowed, self.preference, self.balance, self.rng = allowed, preference, balance, rng
-
-    def match(self, essays: IntArray, *, strict: bool = True) -> list[tuple[int, int]]:
-        """A best matching among `essays`: as many pairs as the rules allow, then the preferred."""
-        if len(essays) < 2:
-            return []
-        best: tuple[int, float, list[tuple[int, int]]] = (-1, 0.0, [])
-        for _ in range(_SPLIT_ATTEMPTS):
-            first, second = _split_by_position(self.balance, essays, self.rng)
-            usable = self.allowed[np.ix_(essays[first], essays[second])]
-            if strict:  # side A adds one to the balance, side B takes one away
-                usable &= (self.balance[essays[first]] <= 0)[:, None] & (self.balance[essays[second]] >= 0)[
-                    None, :
-                ]
-            kept = self._assign(essays[first], essays[second], usable)
-            total = float(sum(self.preference[a, b] for a, b in kept))
-            if (len(kept), total) > best[:2]:
-                best = (len(kept), total, kept)
-            if len(kept) == len(first):
-                break
-        return best[2] + self._leftovers(essays, best[2], strict)
-
-    def match_across(
-        self, waiting: IntArray, others: IntArray, *, strict: bool = True
-    ) -> list[tuple[int, int]]:
-        """Partners from `others` for as many of `waiting` as possible, oriented so that the essay
-        shown second more often goes first."""
-        if len(waiting) == 0 or len(others) == 0:
-            return []
-        usable = self.allowed[np.ix_(waiting, others)]
-        if strict:
-            usable &= ~self._clash(waiting, others)
-        pairs = self._assign(waiting, others, usable)
-        return [(a, b) if self.balance[a] <= self.balance[b] else (b, a) for a, b in pairs]
-
-    def _clash(self, rows: IntArray, cols: IntArray) -> BoolArray:
-        """Both off balance the same way: whichever goes first, one ends two off."""
-        return np.asarray(self.balance[rows][:, None] * self.balance[cols][None, :] > 0, dtype=np.bool_)
-
-    def _assign(self, rows: IntArray, cols: IntArray, usable: BoolArray) -> list[tuple[int, int]]:
-        weights = self.preference[np.ix_(rows, cols)]
-        picked_rows, picked_cols = linear_sum_assignment(np.where(usable, -weights, _FORBIDDEN_COST))
-        return [
-            (int(rows[r]), int(cols[c]))
-            for r, c in zip(picked_rows, picked_cols, strict=True)
-            if usable[r, c]
-        ]
-
-    def _leftovers(
-        self, essays: IntArray, paired: list[tuple[int, int]], strict: bool
-    ) -> list[tuple[int, int]]:
-        """Greedy pairs among the `essays` the side split left out (pairs without a clash first,
-        then by preference); the essay shown second more often goes first."""
-        free = np.zeros(len(self.allowed), dtype=np.bool_)
-        free[essays] = True
-        free[_paired(paired)] = False
-        rows, cols = np.nonzero(np.triu(self.allowed & free[:, None] & free[None, :], k=1))
-        clash = self.balance[rows] * self.balance[cols] > 0
-        extra: list[tuple[int, int]] = []
-        for k in np.lexsort((-self.preference[rows, cols], clash)):
-            a, b = int(rows[k]), int(cols[k])
-            if free[a] and free[b] and not (strict and clash[k]):
-                free[a] = free[b] = False
-                if self.balance[a] > self.balance[b] or (
-                    self.balance[a] == self.balance[b] and self.rng.random() < 0.5
-                ):
-                    a, b = b, a
-                extra.append((a, b))
-        return extra
+    playing: BoolArray  # who plays: exactly these, all of them
+    usable: BoolArray  # the pairs they may form: the safe ones unless positions had to give way
+    safe: BoolArray  # allowed pairs that keep both essays' positions balanced
 
 
-def _paired(pairs: list[tuple[int, int]]) -> IntArray:
-    return np.array([essay for pair in pairs for essay in pair], dtype=np.intp)
+def _structure(ledger: PairingLedger, players: IntArray, shuffle_rank: IntArray) -> _Structure:
+    allowed = _least_used_pairs(ledger.pair_uses[np.ix_(players, players)])
+    balance = ledger.position_balance[players]
+    safe = allowed & (balance[:, None] * balance[None, :] <= 0)  # not both off balance the same way
+    order = np.lexsort((shuffle_rank, ledger.counts[players])).tolist()  # fewest comparisons first
+    members, required, loose = _who_may_play(allowed, ledger.counts[players], order)
+    strict = _coverable(safe, members, order)
+    if strict.any() and strict[required].all():
+        return _Structure(strict, safe, safe)
+    return _Structure(loose, allowed, safe)  # positions give way to the counts, or to a stall
+
+
+def _who_may_play(
+    allowed: BoolArray, counts: IntArray, order: list[int]
+) -> tuple[BoolArray, BoolArray, BoolArray]:
+    """The essays the count rule lets play, those of them it requires to play, and the most of them
+    that can be paired at once (earlier in `order` first)."""
+    behind = counts == counts.min()
+    eligible = counts <= counts.min() + 1
+    catching_up = bool((eligible & ~behind).any())  # else nobody at m+1 is waiting for those at m
+    nobody = np.zeros_like(behind)
+    with_next = _coverable(allowed, eligible, order)
+    if with_next.any() and not catching_up:
+        return eligible, nobody, with_next
+    if catching_up and with_next[behind].all():
+        return eligible, behind, with_next
+    among_behind = _coverable(allowed, behind, order)
+    if among_behind.any():
+        return behind, nobody, among_behind
+    # no pair keeps the counts within one (only after drops or departures): lowest counts first
+    if with_next.any():
+        return eligible, nobody, with_next
+    everyone = np.ones_like(behind)
+    return everyone, nobody, _coverable(allowed, everyone, order)
+
+
+def _coverable(pairs: BoolArray, members: BoolArray, order: list[int]) -> BoolArray:
+    """The members a matching of `pairs` among them covers, taking them greedily in `order`."""
+    mate = cover(pairs & members[:, None] & members[None, :], order)
+    return np.array([partner != UNMATCHED for partner in mate], dtype=np.bool_)
+
+
+def _preferred_pairing(usable: BoolArray, safe: BoolArray, preference: FloatArray) -> list[tuple[int, int]]:
+    """A perfect matching of `usable` (it has one): the best start a cycle cover gives (safe pairs
+    first, then preference), completed exactly, then improved by swapping partners."""
+    size = len(usable)
+    spread = float(np.ptp(preference)) or 1.0
+    weight = (preference - preference.min()) / spread + (size + 1) * safe  # safe pairs dominate
+    cost = np.where(usable, -weight, 2.0 * (size + 2) ** 2)  # a forbidden pair costs more than all
+    np.fill_diagonal(cost, 2.0 * (size + 2) ** 2)
+    _, successor = linear_sum_assignment(cost)
+    mate = cover(usable, range(size), _pairs_from_cycles(successor.tolist(), usable, weight))
+    if UNMATCHED in mate:
+        raise RuntimeError("pairing: the essays chosen to play have no perfect matching")
+    pairs = [(a, partner) for a, partner in enumerate(mate) if a < partner]
+    return _swap_partners(pairs, usable, safe, preference)
+
+
+def _pairs_from_cycles(successor: list[int], usable: BoolArray, weight: FloatArray) -> list[int]:
+    """A matching from a cycle cover: in each cycle, its heaviest usable edges with free ends."""
+    mate = [UNMATCHED] * len(successor)
+    seen = [False] * len(successor)
+    for start in range(len(successor)):
+        cycle = []
+        vertex = start
+        while not seen[vertex]:
+            seen[vertex] = True
+            cycle.append(vertex)
+            vertex = successor[vertex]
+        edges = [(a, successor[a]) for a in cycle if usable[a, successor[a]]]
+        for a, b in sorted(edges, key=lambda edge: -weight[edge]):
+            if mate[a] == UNMATCHED and mate[b] == UNMATCHED:
+                mate[a], mate[b] = b, a
+    return mate
+
+
+def _swap_partners(
+    pairs: list[tuple[int, int]], usable: BoolArray, safe: BoolArray, preference: FloatArray
+) -> list[tuple[int, int]]:
+    """Swap partners between two pairs while that gains safe pairs, or as many and more preference.
+
+    A swap keeps the same essays paired, with usable pairs only; each one gains, so this ends."""
+    first = np.array([a for a, _ in pairs], dtype=np.intp)
+    second = np.array([b for _, b in pairs], dtype=np.intp)
+    tolerance = _SWAP_TOLERANCE * max(1.0, float(np.abs(preference).max()))
+    for _ in range(len(pairs) ** 2 + 1):
+        swap = _best_swap(first, second, usable, safe, preference, tolerance)
+        if swap is None:
+            break
+        i, j, crossed = swap
+        if crossed:  # (a_i, b_j) and (a_j, b_i)
+            second[i], second[j] = second[j], second[i]
+        else:  # (a_i, a_j) and (b_j, b_i)
+            second[i], first[j] = first[j], second[i]
+    return list(zip(first.tolist(), second.tolist(), strict=True))
+
+
+def _best_swap(
+    first: IntArray,
+    second: IntArray,
+    usable: BoolArray,
+    safe: BoolArray,
+    preference: FloatArray,
+    tolerance: float,
+) -> tuple[int, int, bool] | None:
+    """The exchange of partners between pairs i < j that gains most (safe pairs, then preference):
+    a_i meets a_j (or b_j when crossed) and b_i the other one."""
+    safe_now = safe[first, second].astype(np.intp)
+    weight_now = preference[first, second]
+    best: tuple[tuple[int, float], int, int, bool] | None = None
+    for crossed, to_a, to_b in ((False, first, second), (True, second, first)):
+        ok = np.triu(usable[np.ix_(first, to_a)] & usable[np.ix_(second, to_b)], k=1)
+        safe_gain = (
+            safe[np.ix_(first, to_a)].astype(np.intp)
+            + safe[np.ix_(second, to_b)]
+            - safe_now[:, None]
+            - safe_now[None, :]
+        )
+        weight_gain = (
+            preference[np.ix_(first, to_a)]
+            + preference[np.ix_(second, to_b)]
+            - weight_now[:, None]
+            - weight_now[None, :]
+        )
+        improving = ok & ((safe_gain > 0) | ((safe_gain == 0) & (weight_gain > tolerance)))
+        if not improving.any():
+            continue
+        top = int(safe_gain[improving].max())
+        flat = int(np.argmax(np.where(improving & (safe_gain == top), weight_gain, -np.inf)))
+        i, j = divmod(flat, len(first))
+        gain = (top, float(weight_gain[i, j]))
+        if best is None or gain > best[0]:
+            best = (gain, i, j, crossed)
+    return None if best is None else best[1:]
 
 
 def expected_information(score_difference: FloatArray, difference_variance: FloatArray) -> FloatArray:
@@ -216,22 +280,10 @@ def _information_gain(fit: BTFit) -> FloatArray:
     return np.asarray(gain, dtype=np.float64)
 
 
-def _unused_pairs(pair_uses: IntArray, candidates: IntArray) -> BoolArray:
-    """Pairs of candidates used no more often than the least used pair among them."""
-    uses = pair_uses[np.ix_(candidates, candidates)]
-    upper = uses[np.triu_indices(len(candidates), k=1)]
-    allowed = uses <= upper.min()
+def _least_used_pairs(pair_uses: IntArray) -> BoolArray:
+    """Pairs used no more often than the least used pair among these essays (never an essay with
+    itself)."""
+    upper = pair_uses[np.triu_indices(len(pair_uses), k=1)]
+    allowed = pair_uses <= upper.min()
     np.fill_diagonal(allowed, False)
     return np.asarray(allowed, dtype=np.bool_)
-
-
-def _split_by_position(
-    balance: IntArray, candidates: Sequence[int] | IntArray, rng: np.random.Generator
-) -> tuple[IntArray, IntArray]:
-    """Positions (into `candidates`) for side A and side B, equal halves: the essays shown second
-    most often go first; ties are shuffled. Of an odd number, the median essay rests, so neither
-    side has to take an essay that is already off balance its way."""
-    positions = rng.permutation(len(candidates))
-    order = positions[np.argsort(balance[np.asarray(candidates)][positions], kind="stable")]
-    half = len(candidates) // 2
-    return order[:half], order[len(candidates) - half :]
