@@ -1,12 +1,15 @@
 """One CJ run: waves of concurrent judgements, a refit after each wave, a stop rule, the outcome.
 
-The engine's only I/O is the judge it is handed. Everything it decides is recorded in the
-`AssessmentOutcome`: real per-essay comparison counts, the reliability reached, why it stopped and
-which essays failed (with structured errors), so a handler can map it onto the thin and rich events.
+The engine's only I/O is the judge it is handed and the recorder it may be given (which stores each
+judgement as it arrives). A `Run` is rebuilt from the judgements asked so far, so a run cut short
+goes on from where it was. Everything it decides is recorded in the `AssessmentOutcome`: real
+per-essay comparison counts, the reliability reached, why it stopped and which essays failed (with
+structured errors), so the job can map it onto the thin and rich events.
 """
 
 import asyncio
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -14,7 +17,7 @@ import numpy as np
 
 from huleedu.cj_assessment import grading
 from huleedu.cj_assessment.config import CJConfig
-from huleedu.cj_assessment.judges.port import Judge, JudgeError, Judgement, Side
+from huleedu.cj_assessment.judges.port import Judge, JudgeError, Judgement, Side, Usage
 from huleedu.cj_assessment.model import (
     SERVICE_NAME,
     AnchorInput,
@@ -65,7 +68,8 @@ async def assess(
     correlation_id: UUID | None = None,
     observer: Callable[[WaveSnapshot], None] | None = None,
 ) -> AssessmentOutcome:
-    """Judge the students (and anchors) to a Bradley-Terry scale, with grades when anchors allow.
+    """Judge the students (and anchors) to a Bradley-Terry scale, with grades when anchors allow,
+    keeping every judgement in memory (the CJ service's jobs store them instead: see job.py).
 
     Always completes: missing texts, fewer than two student essays and a judge that keeps failing
     end as failed essays with structured errors. JudgeError and timeouts are retried and then
@@ -75,39 +79,99 @@ async def assess(
     pool = build_pool(students, anchors, correlation_id)
     if pool.n_students < 2:
         return insufficient(pool, students)
-    run = _Run(pool, judge, config)
-    previous: FloatArray | None = None
-    stop: StopReason | None = None
-    while stop is None:
-        in_play = (run.ledger.counts < config.max_comparisons_per_essay) & ~run.withdrawn
-        pairs = plan_wave(config.strategy, run.ledger, in_play, run.rng, run.fit)
-        if not pairs:
-            stop = run.why_no_pairs()
-            break
-        await run.judge_wave(pairs)
-        fit = run.refit()
-        students_now = fit.scores[: pool.n_students]
-        ssr = scale_separation_reliability(students_now, fit.ses[: pool.n_students])
-        moved = float(np.mean(np.abs(students_now - previous))) if previous is not None else np.inf
-        stable = (
-            _fewest(run.ledger.counts[~run.withdrawn]) >= config.min_comparisons_before_stop
-            and ssr >= config.ssr_target
-            and moved < config.stable_score_change
-        )
-        previous = students_now
+    run = Run(pool, config)
+
+    async def after_wave(check: WaveCheck) -> None:
         if observer is not None:
-            observer(_snapshot(run, ssr, stable))
-        if stable and config.stop_when_stable:
-            stop = StopReason.STABLE
+            observer(_snapshot(run, check.ssr, check.is_stable))
+
+    stop = await drive(run, judge, after_wave=after_wave)
     return run.outcome(stop)
 
 
-class _Run:
-    """The mutable state of one run (ledger, comparisons, failures, latest fit)."""
+@dataclass(frozen=True)
+class Asked:
+    """One pair put to the judge (indices into the pool; `first` was shown first) and how it
+    ended: `winner` None when every attempt failed and the judgement was dropped."""
 
-    def __init__(self, pool: Pool, judge: Judge, config: CJConfig) -> None:
+    wave: int
+    first: int
+    second: int
+    winner: Side | None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Everything one judgement produced, for whoever keeps the record: the verdict (None when
+    dropped, `error` then says why), the attempts it took, their wall time and what they cost."""
+
+    judgement: Judgement | None
+    error: str | None
+    attempts: int
+    seconds: float
+    usage: Usage | None
+
+
+@dataclass(frozen=True)
+class WaveCheck:
+    """What a finished wave says about the scale."""
+
+    wave: int
+    ssr: float
+    is_stable: bool
+
+
+# Called with each judgement the moment it arrives, before the run counts it (a store: if it
+# raises, the wave is abandoned and so is the run).
+Recorder = Callable[[Asked, Answer], Awaitable[None]]
+AfterWave = Callable[[WaveCheck], Awaitable[None]]
+
+
+async def _nothing_to_record(_asked: Asked, _answer: Answer) -> None:
+    return None
+
+
+def _always() -> bool:
+    return True
+
+
+async def drive(
+    run: "Run",
+    judge: Judge,
+    *,
+    record: Recorder = _nothing_to_record,
+    may_ask: Callable[[], bool] = _always,
+    after_wave: AfterWave | None = None,
+) -> StopReason:
+    """Judge waves until the run should stop; returns why. `may_ask()` is consulted before every
+    judge call: once it says no (a spending budget is used up) no further call starts, the
+    wave's calls in flight finish, and the run stops with SPEND_LIMIT."""
+    while True:
+        if not may_ask():
+            return StopReason.SPEND_LIMIT
+        pairs = run.plan()
+        if not pairs:
+            return run.why_no_pairs()
+        complete = await run.judge_wave(pairs, judge, record, may_ask)
+        check = run.close_wave()
+        if after_wave is not None:
+            await after_wave(check)
+        if not complete:
+            return StopReason.SPEND_LIMIT
+        if check.is_stable and run.config.stop_when_stable:
+            return StopReason.STABLE
+
+
+class Run:
+    """The state of one run (ledger, comparisons, failures, latest fit), rebuilt from the
+    judgements asked so far when there are some: a run resumed from stored judgements plans its
+    next wave exactly as it would have, and never puts a pair again before the pool runs out of
+    new ones."""
+
+    def __init__(self, pool: Pool, config: CJConfig, asked: Sequence[Asked] = ()) -> None:
         n = len(pool.texts)
-        self.pool, self.judge, self.config = pool, judge, config
+        self.pool, self.config = pool, config
         self.ledger = PairingLedger(n)
         self.rng = np.random.default_rng(config.seed)
         self.comparisons: list[Comparison] = []
@@ -120,7 +184,25 @@ class _Run:
         self.dropped = 0
         self.waves = 0
         self.fit: BTFit | None = None
+        self.previous: FloatArray | None = None  # student scores after the wave before the last
         self._limit = asyncio.Semaphore(config.max_concurrent_judgements)
+        if asked:
+            self._replay(asked)
+
+    def _replay(self, asked: Sequence[Asked]) -> None:
+        waves = sorted({item.wave for item in asked})
+        for wave in waves:
+            for item in (item for item in asked if item.wave == wave):
+                self.add(item)
+            self._withdraw_failing()
+            if wave == waves[-1] and len(waves) > 1:
+                self.previous = self.refit().scores[: self.pool.n_students]  # before the last wave
+        self.waves = waves[-1] + 1
+        self.refit()
+
+    def plan(self) -> list[tuple[int, int]]:
+        in_play = (self.ledger.counts < self.config.max_comparisons_per_essay) & ~self.withdrawn
+        return plan_wave(self.config.strategy, self.ledger, in_play, self.rng, self.fit)
 
     def why_no_pairs(self) -> StopReason:
         """Budget reached, unless the judge's failures took essays out of play that still needed
@@ -133,39 +215,100 @@ class _Run:
             return StopReason.JUDGE_FAILURES
         return StopReason.BUDGET_REACHED
 
-    async def judge_wave(self, pairs: list[tuple[int, int]]) -> None:
+    async def judge_wave(
+        self,
+        pairs: list[tuple[int, int]],
+        judge: Judge,
+        record: Recorder = _nothing_to_record,
+        may_ask: Callable[[], bool] = _always,
+    ) -> bool:
+        """Ask the judge about `pairs` concurrently and count the answers (in pair order, so a
+        seeded run is reproducible). False when `may_ask` stopped some pairs from being asked."""
+        wave = self.waves
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._judge(a, b)) for a, b in pairs]
+            tasks = [group.create_task(self._ask(wave, a, b, judge, record, may_ask)) for a, b in pairs]
         self.waves += 1
-        for (a, b), task in zip(pairs, tasks, strict=True):
-            self.ledger.record_attempt(a, b)
-            judgement = task.result()
-            if judgement is None:
-                self.dropped += 1
-                self.failures[[a, b]] += 1
-                self.consecutive_failures[[a, b]] += 1
-                continue
-            self.consecutive_failures[[a, b]] = 0
-            self.ledger.record_comparison(a, b)
-            self.first.append(a)
-            self.second.append(b)
-            self.first_won.append(judgement.winner is Side.A)
-            texts = self.pool.texts
-            self.comparisons.append(
-                Comparison(texts[a].essay_id, texts[b].essay_id, judgement.winner, judgement.confidence)
-            )
+        answered = [task.result() for task in tasks]
+        for asked in answered:
+            if asked is not None:
+                self.add(asked)
+        return all(asked is not None for asked in answered)
+
+    def add(self, asked: Asked) -> None:
+        """Count one judgement (answered or dropped)."""
+        a, b = asked.first, asked.second
+        self.ledger.record_attempt(a, b)
+        if asked.winner is None:
+            self.dropped += 1
+            self.failures[[a, b]] += 1
+            self.consecutive_failures[[a, b]] += 1
+            return
+        self.consecutive_failures[[a, b]] = 0
+        self.ledger.record_comparison(a, b)
+        self.first.append(a)
+        self.second.append(b)
+        self.first_won.append(asked.winner is Side.A)
+        texts = self.pool.texts
+        self.comparisons.append(
+            Comparison(texts[a].essay_id, texts[b].essay_id, asked.winner, asked.confidence)
+        )
+
+    def close_wave(self) -> WaveCheck:
+        """After a wave: take essays the judge keeps failing on out of play, refit, and say
+        whether the scale is stable (reliable enough, and no longer moving)."""
+        self._withdraw_failing()
+        fit = self.refit()
+        students_now = fit.scores[: self.pool.n_students]
+        ssr = scale_separation_reliability(students_now, fit.ses[: self.pool.n_students])
+        moved = float(np.mean(np.abs(students_now - self.previous))) if self.previous is not None else np.inf
+        stable = (
+            _fewest(self.ledger.counts[~self.withdrawn]) >= self.config.min_comparisons_before_stop
+            and ssr >= self.config.ssr_target
+            and moved < self.config.stable_score_change
+        )
+        self.previous = students_now
+        return WaveCheck(self.waves, ssr, stable)
+
+    def _withdraw_failing(self) -> None:
         self.withdrawn |= self.consecutive_failures >= self.config.max_consecutive_failures
 
-    async def _judge(self, a: int, b: int) -> Judgement | None:
-        """The judgement, or None once every attempt failed (never a guess)."""
+    async def _ask(
+        self, wave: int, a: int, b: int, judge: Judge, record: Recorder, may_ask: Callable[[], bool]
+    ) -> Asked | None:
+        """The judgement (or its drop, once every attempt failed: never a guess), recorded; None
+        when it was not asked at all."""
         async with self._limit:
-            for _ in range(self.config.judge_attempts):
-                try:
-                    async with asyncio.timeout(self.config.judge_timeout_seconds):
-                        return await self.judge.compare(self.pool.texts[a], self.pool.texts[b])
-                except (JudgeError, TimeoutError):
-                    continue
-        return None
+            if not may_ask():
+                return None
+            answer = await self._answer(judge, a, b)
+        judgement = answer.judgement
+        asked = Asked(
+            wave,
+            a,
+            b,
+            judgement.winner if judgement is not None else None,
+            judgement.confidence if judgement is not None else None,
+        )
+        await record(asked, answer)
+        return asked
+
+    async def _answer(self, judge: Judge, a: int, b: int) -> Answer:
+        started = time.perf_counter()
+        usage: Usage | None = None
+        error = "no attempt made"
+        for attempt in range(1, self.config.judge_attempts + 1):
+            try:
+                async with asyncio.timeout(self.config.judge_timeout_seconds):
+                    judgement = await judge.compare(self.pool.texts[a], self.pool.texts[b])
+            except JudgeError as exc:
+                usage, error = _plus(usage, exc.usage), str(exc) or type(exc).__name__
+                continue
+            except TimeoutError:
+                error = f"no verdict within {self.config.judge_timeout_seconds:g} s"
+                continue
+            usage = _plus(usage, judgement.usage)
+            return Answer(judgement, None, attempt, time.perf_counter() - started, usage)
+        return Answer(None, error, self.config.judge_attempts, time.perf_counter() - started, usage)
 
     def refit(self, centre_on: BoolArray | None = None) -> BTFit:
         self.fit = self._fit(self.pool.student_mask if centre_on is None else centre_on, self.config.prior_sd)
@@ -269,11 +412,17 @@ class _Run:
         )
 
 
+def _plus(total: Usage | None, more: Usage | None) -> Usage | None:
+    if more is None:
+        return total
+    return more if total is None else total + more
+
+
 def _fewest(counts: IntArray) -> int:
     return int(counts.min()) if counts.size else 0
 
 
-def _snapshot(run: _Run, ssr: float, stable: bool) -> WaveSnapshot:
+def _snapshot(run: Run, ssr: float, stable: bool) -> WaveSnapshot:
     assert run.fit is not None  # a snapshot is taken after a refit
     comparisons = tuple(run.comparisons)
     return WaveSnapshot(
@@ -288,9 +437,9 @@ def _snapshot(run: _Run, ssr: float, stable: bool) -> WaveSnapshot:
     )
 
 
-def _copy_run(run: _Run) -> _Run:
+def _copy_run(run: Run) -> Run:
     """A frozen view for `WaveSnapshot.outcome`: the refit there must not move the live run."""
-    copy = _Run(run.pool, run.judge, run.config)
+    copy = Run(run.pool, run.config)
     copy.ledger.counts = run.ledger.counts.copy()
     copy.comparisons = list(run.comparisons)
     copy.first, copy.second, copy.first_won = list(run.first), list(run.second), list(run.first_won)

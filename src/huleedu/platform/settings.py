@@ -7,10 +7,17 @@ an SMTP host selects SMTP; otherwise the embedded adapters are used.
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from huleedu.contracts.topics import Topics
+
+
+class ModelPrice(BaseModel):
+    """What a model's tokens cost, per million (in the currency the operator bills in)."""
+
+    input_per_million: float = Field(ge=0.0)
+    output_per_million: float = Field(ge=0.0)
 
 
 class Settings(BaseSettings):
@@ -136,7 +143,36 @@ class Settings(BaseSettings):
     cj_llm_api_key: SecretStr | None = None
     cj_llm_timeout_seconds: float = Field(default=60.0, gt=0, description="per HTTP attempt")
     cj_llm_max_concurrency: int = Field(default=4, ge=1, description="requests in flight to the model")
-    cj_llm_requests_per_minute: float | None = Field(default=None, gt=0, description="unset: no spacing")
+    cj_llm_requests_per_minute: float | None = Field(
+        default=None,
+        gt=0,
+        description="request starts per minute, all jobs of a process together; unset: no limit",
+    )
+    cj_llm_burst: int = Field(default=1, ge=1, description="request starts allowed at once within that rate")
+    cj_llm_prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description='model -> {"input_per_million", "output_per_million"}, as JSON'
+    )
+    cj_llm_max_tokens_per_batch: int | None = Field(
+        default=None, ge=1, description="a batch's budget of model tokens (in + out); unset: none"
+    )
+    cj_llm_max_cost_per_batch: float | None = Field(
+        default=None, gt=0, description="a batch's budget of cost (by cj_llm_prices); unset: none"
+    )
+    cj_max_concurrent_jobs: int = Field(default=4, ge=1, description="CJ jobs judged at once per process")
+    cj_job_lease_seconds: float = Field(
+        default=10.0, ge=1.0, description="a dead worker's job is taken over this long after its last renewal"
+    )
+    cj_job_poll_seconds: float = Field(default=1.0, gt=0, description="how often due jobs are looked for")
+    cj_job_max_attempts: int = Field(default=5, ge=1, description="failed attempts before a job fails")
+    cj_progress_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="least time between two progress events of a job (one per wave at most)",
+    )
+    cj_url: str | None = Field(
+        default=None,
+        description="base URL of the CJ internal API (the dashboard's evidence); unset: this process",
+    )
 
     # logging
     log_format: Literal["console", "json"] = "console"
@@ -164,7 +200,13 @@ class Settings(BaseSettings):
         return value or None
 
     @field_validator(
-        "kafka_bootstrap_servers", "smtp_host", "content_url", "ras_url", "cj_llm_base_url", "cj_llm_model"
+        "kafka_bootstrap_servers",
+        "smtp_host",
+        "content_url",
+        "ras_url",
+        "cj_url",
+        "cj_llm_base_url",
+        "cj_llm_model",
     )
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:

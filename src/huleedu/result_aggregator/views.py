@@ -14,6 +14,13 @@ from huleedu.contracts.enums import (
 )
 
 
+class PhaseProgressView(BaseModel):
+    """How far an unfinished phase has come in its own unit (CJ: comparisons)."""
+
+    done: int
+    planned: int
+
+
 class PhaseResultView(BaseModel):
     phase_name: PhaseName
     status: ProcessingStage
@@ -21,6 +28,7 @@ class PhaseResultView(BaseModel):
     failed_count: int
     processing_time_seconds: float | None
     failed_essay_ids: list[str]
+    progress: PhaseProgressView | None = None  # in the status document of one batch, while it runs
 
 
 class EssayView(BaseModel):
