@@ -49,7 +49,9 @@ async def running_cj(settings: Settings) -> AsyncIterator[CJ]:
     async with build_adapters(settings) as adapters:
         cj = assemble(adapters)
         app = create_app([cj.unit], adapters)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://huleedu") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://huleedu"
+        ) as client:
             yield CJ(adapters, {"cj": cj.unit}, app, client, cj.runner)
 
 
