@@ -46,7 +46,7 @@ class CJService:
 
     unit: ServiceUnit
     runner: JobRunner
-    judges: JudgeChoice
+    jobs: JobDeps
 
 
 def choose_judge(settings: Settings) -> tuple[JudgeChoice, LLMJudge | None]:
@@ -141,7 +141,7 @@ def assemble(adapters: Adapters) -> CJService:
     )
     if settings.cj_judge in ("heuristic", "simulated"):
         unit.background.append(warm_up)  # before the first request asks for it
-    return CJService(unit, runner, judges)
+    return CJService(unit, runner, job_deps)
 
 
 def build(adapters: Adapters) -> ServiceUnit:

@@ -110,8 +110,6 @@ class JobRunner:
         keeper = asyncio.create_task(self._keep_lease(job, work))
         try:
             await work
-        except LeaseLost:
-            self._lost(job)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling() == 0:  # the keeper stopped it, not a shutdown
@@ -119,7 +117,11 @@ class JobRunner:
                 return
             raise
         except Exception as exc:
-            await self._failed(job, exc)
+            leaves = _leaves(exc)  # a wave's failures come in an ExceptionGroup
+            if any(isinstance(leaf, LeaseLost) for leaf in leaves):
+                self._lost(job)
+            else:
+                await self._failed(job, "; ".join(dict.fromkeys(f"{type(e).__name__}: {e}" for e in leaves)))
         else:
             metrics.JOBS.labels(JobState.PUBLISHED.value).inc()
         finally:
@@ -150,8 +152,7 @@ class JobRunner:
                 return False
         return True
 
-    async def _failed(self, job: Job, exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
+    async def _failed(self, job: Job, reason: str) -> None:
         if gives_up(job.attempts, self._max_attempts):
             await self._give_up(job, reason)
             return
@@ -189,6 +190,12 @@ class JobRunner:
                 await uow.commit()
         except Exception as exc:  # the leases will simply run out
             log.warning("handing CJ jobs back failed", error=repr(exc))
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 async def fail_job(deps: JobDeps, job: Job, owner: str | None, target: JobState, reason: str) -> bool:

@@ -50,6 +50,7 @@ def phase_results(requested: list[str], summary: Mapping[str, Any]) -> dict[str,
             "failed_count": stored.get("failed_count", 0),
             "processing_time_seconds": stored.get("processing_time_seconds"),
             "failed_essay_ids": stored.get("failed_essay_ids", []),
+            "progress": None,
         }
     return results
 
