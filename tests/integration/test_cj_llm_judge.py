@@ -48,7 +48,8 @@ async def test_a_well_formed_answer_becomes_a_judgement_and_the_request_speaks_t
         verdict = await judge.compare(SHORT, LONG)
 
     assert verdict.winner is Side.B
-    assert verdict.confidence is not None and verdict.confidence > 0.9
+    assert verdict.confidence is not None
+    assert verdict.confidence > 0.9
     assert verdict.rationale
     (body, headers) = server.requests[0]
     assert headers["authorization"] == "Bearer sk-test"
@@ -71,7 +72,8 @@ async def test_a_verdict_carries_its_usage_priced_by_the_model_and_the_prompt_ve
         server.stats.tokens_in,
         server.stats.tokens_out,
     )
-    assert verdict.usage.tokens_in > 0 and verdict.usage.tokens_out > 0
+    assert verdict.usage.tokens_in > 0
+    assert verdict.usage.tokens_out > 0
     assert verdict.usage.cost == pytest.approx(price.cost(verdict.usage.tokens_in, verdict.usage.tokens_out))
     assert verdict.model == "test-model"
     assert verdict.prompt_version == pair_prompt().version == judge.prompt.version
@@ -81,7 +83,8 @@ async def test_a_verdict_carries_its_usage_priced_by_the_model_and_the_prompt_ve
 async def test_a_model_without_a_price_counts_tokens_but_no_cost(server: ModelServer) -> None:
     async with _judge(server, prices={"another-model": ModelPrice(1.0, 1.0)}) as judge:
         verdict = await judge.compare(SHORT, LONG)
-    assert verdict.usage is not None and verdict.usage.tokens_in > 0
+    assert verdict.usage is not None
+    assert verdict.usage.tokens_in > 0
     assert verdict.usage.cost is None
 
 
@@ -93,7 +96,8 @@ async def test_a_malformed_answer_is_a_judge_error_with_its_usage_and_is_not_ask
         with pytest.raises(JudgeError, match="JSON") as failed:
             await judge.compare(SHORT, LONG)
     assert server.stats.calls == 1  # the engine, not the transport, decides to ask again
-    assert failed.value.usage is not None and failed.value.usage.tokens_in == server.stats.tokens_in
+    assert failed.value.usage is not None
+    assert failed.value.usage.tokens_in == server.stats.tokens_in
 
 
 async def test_a_timeout_is_retried_and_the_next_answer_is_used(server: ModelServer) -> None:

@@ -32,7 +32,7 @@ from huleedu.cj_assessment.lifecycle import (
     state_after_claim,
 )
 from huleedu.cj_assessment.runner import JobRunner
-from huleedu.cj_assessment.tables import cj_judgements, cj_jobs
+from huleedu.cj_assessment.tables import cj_jobs, cj_judgements
 from huleedu.content.store import ContentStore
 from huleedu.contracts.envelope import EventEnvelope, wrap
 from huleedu.contracts.events import CJAssessmentRequestedV1, EssayRef
@@ -58,7 +58,7 @@ def test_a_job_moves_forward_only_and_final_states_go_nowhere() -> None:
     assert not can_move(JobState.SCORED, JobState.JUDGING)
     assert not can_move(JobState.SCORED, JobState.CANCELLED)  # its outcome is as good as published
     assert all(not MOVES[state] for state in FINAL)
-    assert ACTIVE == {JobState.REQUESTED, JobState.JUDGING, JobState.SCORED}
+    assert {JobState.REQUESTED, JobState.JUDGING, JobState.SCORED} == ACTIVE
     assert sources(JobState.FAILED) == ACTIVE
     assert sources(JobState.PUBLISHED) == {JobState.SCORED}
     assert sources(JobState.CANCELLED) == {JobState.REQUESTED, JobState.JUDGING}
@@ -69,7 +69,7 @@ def test_a_claimed_job_judges_unless_it_was_scored_already() -> None:
     assert state_after_claim(JobState.JUDGING) is JobState.JUDGING
     assert state_after_claim(JobState.SCORED) is JobState.SCORED
     for state in FINAL:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="cannot be claimed"):
             state_after_claim(state)
 
 
@@ -81,7 +81,8 @@ def test_a_job_is_due_when_active_with_no_live_lease_and_no_backoff() -> None:
     assert not is_due(JobState.REQUESTED, None, later, T0)
     assert is_due(JobState.SCORED, None, T0, T0)
     assert not any(is_due(state, None, None, T0) for state in FINAL)
-    assert not gives_up(4, 5) and gives_up(5, 5)
+    assert not gives_up(4, 5)
+    assert gives_up(5, 5)
 
 
 # --- jobs in embedded mode ---
@@ -319,7 +320,8 @@ async def test_progress_is_announced_per_wave_with_counts_only(system: System) -
     progress = await system.outbox(system.adapters.topics.cj_assessment_progress)
     assert len(progress) >= 3
     done = [p["data"]["comparisons_done"] for p in progress]
-    assert done == sorted(done) and done[-1] == 12
+    assert done == sorted(done)
+    assert done[-1] == 12
     assert {p["data"]["comparisons_planned"] for p in progress} == {12}
     assert all(set(keys_of(p["data"])) == THIN_PROGRESS_KEYS for p in progress)
     assert {p["correlation_id"] for p in progress} == {str(sent.correlation_id)}
@@ -362,7 +364,8 @@ async def test_the_evidence_api_lists_an_essays_comparisons_and_the_batch_as_csv
     assert len(rows) == job["judgements_stored"] == rich["data"]["assessment_metadata"]["comparisons_total"]
     assert all(row["winner"] in {row["shown_first"], row["shown_second"]} for row in rows)
     assert (job["state"], job["outcome_status"]) == ("published", "completed_successfully")
-    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "RESOURCE_NOT_FOUND"
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "RESOURCE_NOT_FOUND"
     assert stranger.status_code == 401
 
 
@@ -379,7 +382,8 @@ async def test_an_operator_cancels_a_job_and_its_essays_fail_so_the_batch_comple
         )
         again = await client.post(f"/internal/v1/cj/batches/{batch_id}/cancel", json={})
 
-    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert cancelled.status_code == 200
+    assert cancelled.json()["state"] == "cancelled"
     assert again.status_code == 422
     [rich] = await system.outbox(system.adapters.topics.cj_assessment_result)
     assert {r["status"] for r in rich["data"]["essay_results"]} == {"failed"}

@@ -229,9 +229,9 @@ async def test_cj_progress_marks_the_pending_cj_phase_processing_until_the_outco
     await els.feed("els", [cj_progress(TOPICS, "b1", 6, 30)])  # a repeated report changes nothing
 
     essays = await essays_of(els, "b1")
-    assert {e: essay["phases"] for e, essay in essays.items()} == dict.fromkeys(
-        ESSAYS, {"spellcheck": "pending", "cj_assessment": "processing"}
-    )
+    assert {e: essay["phases"] for e, essay in essays.items()} == {
+        e: {"spellcheck": "pending", "cj_assessment": "processing"} for e in ESSAYS
+    }
     assert states(essays) == dict.fromkeys(ESSAYS, "content_assigned")
     assert [len(essay["timeline"]) for essay in essays.values()] == [1, 1, 1]  # progress is not an outcome
 
