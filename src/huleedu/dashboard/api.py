@@ -49,19 +49,28 @@ async def intake_filenames(sessions: Sessions, batch_id: str) -> dict[str, str |
     return names.get(batch_id, {})
 
 
+async def owned_batch(
+    ras: RasClient, request: Request, user_id: str, batch_id: str, correlation_id: UUID
+) -> dict[str, Any]:
+    """RAS's status document of the batch if `user_id` owns it; RESOURCE_NOT_FOUND (404) otherwise,
+    exactly as for a batch that does not exist."""
+    document = await ras.get(
+        f"/batches/{quote(batch_id, safe='')}/status", app=request.app, correlation_id=correlation_id
+    )
+    if document is None or document.get("user_id") != user_id:
+        raise ApiError(
+            ErrorCode.RESOURCE_NOT_FOUND, f"batch {batch_id!r} not found", details={"batch_id": batch_id}
+        )
+    return document
+
+
 def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["dashboard"])
 
     async def own_batch(
         request: Request, user_id: str, batch_id: str, correlation_id: UUID
     ) -> dict[str, Any]:
-        document = await ras.get(
-            f"/batches/{quote(batch_id, safe='')}/status", app=request.app, correlation_id=correlation_id
-        )
-        if document is None or document.get("user_id") != user_id:
-            raise ApiError(
-                ErrorCode.RESOURCE_NOT_FOUND, f"batch {batch_id!r} not found", details={"batch_id": batch_id}
-            )
+        document = await owned_batch(ras, request, user_id, batch_id, correlation_id)
         return with_filenames(document, await intake_filenames(sessions, batch_id))
 
     @api.get(

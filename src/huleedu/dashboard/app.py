@@ -11,7 +11,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from huleedu.dashboard import api
+from huleedu.dashboard import api, evidence
+from huleedu.dashboard.cj_client import CjClient
 from huleedu.dashboard.ras_client import RasClient
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.security import teacher
@@ -54,8 +55,11 @@ def build(adapters: Adapters) -> ServiceUnit:
     settings = adapters.settings
     ras = RasClient(settings)
     adapters.on_close(ras.aclose)
+    cj = CjClient(settings)
+    adapters.on_close(cj.aclose)
+    caller = teacher(settings)
     return ServiceUnit(
         name="dashboard",
-        routers=[api.router(ras, adapters.sessions, teacher(settings))],
+        routers=[api.router(ras, adapters.sessions, caller), evidence.router(ras, cj, caller)],
         mounts={"/": _PageHeaders(StaticFiles(directory=STATIC_DIR, html=True))},
     )
