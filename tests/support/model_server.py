@@ -55,6 +55,7 @@ class Behaviour:
     malformed_rate: float = 0.0  # share of calls answered with no readable verdict
     discrimination: float = 1.5  # logits per quality point
     slow_seconds: float = 30.0  # how long a scripted "slow" call takes
+    hold_after: int | None = None  # calls after this many wait, as under `hold()`, until released
     script: list[str] = field(default_factory=list)  # behaviours of the next calls, then the rates apply
 
 
@@ -135,6 +136,8 @@ class ModelServer:
         self._open.clear()
 
     def release(self) -> None:
+        """Let held calls go on (and stop holding after `hold_after`)."""
+        self.behaviour.hold_after = None
         self._open.set()
 
     async def start(self) -> None:
@@ -184,6 +187,8 @@ class ModelServer:
         try:
             body = await request.json()
             self.requests.append((body, dict(request.headers)))
+            if behaviour.hold_after is not None and number > behaviour.hold_after:
+                self.hold()
             await self._open.wait()
             what = self._behaviour_of(number)
             latency = self._rng.uniform(

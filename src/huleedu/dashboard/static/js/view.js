@@ -208,7 +208,8 @@ export function renderBatch(batch, tally = null) {
   $("#batch-meta").textContent = `Submitted ${when(batch.created_at)}${ready} · batch ${batch.batch_id}`;
   renderPhases(batch);
   const essays = [...batch.essays].sort((a, b) => (a.cj_rank ?? Infinity) - (b.cj_rank ?? Infinity));
-  const tallies = tally ? tally.essays || {} : null;
+  // No judgement stored (yet): no wins and losses to show.
+  const tallies = tally && Object.keys(tally.essays || {}).length ? tally.essays : null;
   const rows = essays.map((essay, index) =>
     essayRow(essay, index, tallies ? tallies[essay.essay_id] || { won: 0, lost: 0, dropped: 0 } : null),
   );
