@@ -19,7 +19,7 @@ import structlog
 from huleedu.cj_assessment import metrics
 from huleedu.cj_assessment.announcements import Announcer
 from huleedu.cj_assessment.config import CJConfig
-from huleedu.cj_assessment.engine import Answer, Asked, Run, WaveCheck, drive
+from huleedu.cj_assessment.engine import drive
 from huleedu.cj_assessment.inputs import run_inputs
 from huleedu.cj_assessment.judgements import Judgements, NewJudgement, StoredPair
 from huleedu.cj_assessment.judges.port import Judge, Side, Usage
@@ -28,6 +28,7 @@ from huleedu.cj_assessment.lifecycle import JobState
 from huleedu.cj_assessment.model import AssessmentOutcome, StopReason
 from huleedu.cj_assessment.pool import Pool, build_pool, insufficient
 from huleedu.cj_assessment.repository import CJJobs, Job
+from huleedu.cj_assessment.run import Answer, Asked, Run, WaveCheck
 from huleedu.content.client import ContentAccess
 from huleedu.contracts.events import CJAssessmentRequestedV1
 from huleedu.messaging.outbox import Outbox

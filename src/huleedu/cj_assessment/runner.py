@@ -102,6 +102,12 @@ class JobRunner:
         self._running.pop(batch_id, None)
 
     async def _attend(self, job: Job) -> None:
+        try:
+            await self._work(job)
+        except Exception as exc:  # recording the attempt failed (the database away): the lease runs out
+            log.warning("a CJ job attempt ended unrecorded", batch_id=job.batch_id, error=repr(exc))
+
+    async def _work(self, job: Job) -> None:
         """Work on the job while renewing its lease; then record how the attempt ended."""
         if gives_up(job.attempts - 1, self._max_attempts):  # earlier claims all died without a word
             await self._give_up(job, job.last_error or "the worker stopped during every attempt")
