@@ -49,6 +49,7 @@ bench: install
 	$(PY) bench/ras_ingest.py
 	$(PY) bench/ras_query.py
 	$(PY) bench/ws_latency.py
+	$(PY) bench/cj_llm_run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
