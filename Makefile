@@ -52,6 +52,7 @@ bench: install
 	$(PY) bench/ras_query.py
 	$(PY) bench/ws_latency.py
 	$(PY) bench/hostile_input.py
+	$(PY) bench/cj_llm_run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

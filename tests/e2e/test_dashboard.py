@@ -29,6 +29,7 @@ from huleedu.platform.runner import SERVICES, build_unit, run_units
 from huleedu.platform.settings import Settings
 from huleedu.storage.migrations import upgrade_async
 from support import gateway as gw
+from support.model_server import ModelServer
 from support.servers import free_port
 from support.services import SERVICE_ID, service_settings, teacher_headers
 from support.waiting import eventually
@@ -39,6 +40,7 @@ DEADLINE_MS = 30_000
 # Assertions wait as long as actions do: a loaded 2-core machine needs more than Playwright's 5 s.
 expect.set_options(timeout=DEADLINE_MS)
 PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1400, "height": 900}
 
 
 @dataclass
@@ -77,8 +79,9 @@ class System:
 
 
 @asynccontextmanager
-async def whole_system(tmp_path: Path, **overrides: Any) -> AsyncIterator[System]:
-    """Every service but CJ running on a free port until the block ends; `start_cj()` adds it."""
+async def whole_system(tmp_path: Path, *, with_cj: bool = False, **overrides: Any) -> AsyncIterator[System]:
+    """Every service but CJ (unless `with_cj`) running on a free port until the block ends;
+    `start_cj()` adds it (its internal API then is not on that port)."""
     port = free_port()
     settings = service_settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'huleedu.sqlite'}",
@@ -92,7 +95,7 @@ async def whole_system(tmp_path: Path, **overrides: Any) -> AsyncIterator[System
     async with build_adapters(settings) as adapters:
         running = System(f"http://127.0.0.1:{port}", settings, adapters, [], [])
         try:
-            await running._run([name for name in SERVICES if name != "cj"], adapters, http=True)
+            await running._run([name for name in SERVICES if with_cj or name != "cj"], adapters, http=True)
             yield running
         finally:
             for stop in reversed(running.stops):
@@ -340,3 +343,93 @@ async def resume_is_complete(system: System, since: str | None) -> bool:
     async with gw.teacher_socket(system.settings, ADA, since=since) as probe:
         session = await probe.frame()
     return bool(session["data"]["complete"])
+
+
+async def test_the_cj_bar_moves_during_the_run_and_each_essays_comparisons_are_shown_to_its_owner_only(
+    chromium: Browser, tmp_path: Path
+) -> None:
+    """The llm judge against the local model server, which answers six calls and then holds the
+    rest: the run is caught half-way, so the bar's moving is a fact, not a race."""
+    async with (
+        ModelServer(latency_min=0.02, latency_max=0.05, hold_after=6) as server,
+        whole_system(
+            tmp_path,
+            with_cj=True,  # the model server holds the run half-way; the evidence routes need CJ's API
+            cj_judge="llm",
+            cj_llm_base_url=server.base_url,
+            cj_llm_model="local-judge-1",
+            cj_progress_interval_seconds=0.0,
+            cj_max_comparisons_per_essay=4,
+        ) as system,
+    ):
+        ada_context = await chromium.new_context(viewport=DESKTOP)
+        bob_context = await chromium.new_context(viewport=PHONE)
+        for context in (ada_context, bob_context):
+            context.set_default_timeout(DEADLINE_MS)
+        ada, bob = await ada_context.new_page(), await bob_context.new_page()
+        script_errors: list[str] = []
+        for page in (ada, bob):
+            page.on("pageerror", lambda error: script_errors.append(str(error)))
+        await sign_in(ada, system, ADA)
+        await sign_in(bob, system, BOB)
+
+        await submit_batch(ada, "Evidence batch")  # 4 essays and 3 anchors: 14 comparisons at most
+        batch = ada.locator("#batch")
+        await expect(batch).to_have_attribute("data-status", "processing")
+        batch_id = await batch.get_attribute("data-batch-id")
+        assert batch_id
+
+        bar = ada.locator("#phase-cj_assessment")
+        cj = ada.locator("[data-phase=cj_assessment]")
+        await expect(cj).to_have_attribute("data-phase-status", "processing")
+        await expect(cj.locator(".count")).to_have_text(re.compile(r"^[1-9]\d* of up to 14 comparisons$"))
+        part = int(await bar.get_attribute("value") or 0)
+        assert 0 < part < 14
+        assert await bar.get_attribute("max") == "14"
+        assert await batch.get_attribute("data-status") == "processing"
+
+        server.release()
+        await expect(batch).to_have_attribute("data-status", "completed_successfully")
+        await expect(cj.locator(".count")).to_have_text("4 of 4 essays")
+
+        # The table fits the desktop's card; every essay shows its wins and losses.
+        wrap = ada.locator("#essays-wrap")
+        await expect(wrap).to_have_attribute("data-overflow", "false")
+        assert await wrap.evaluate("w => w.scrollWidth <= w.clientWidth")
+        toggles = ada.locator("#essays tbody .evidence-toggle")
+        await expect(toggles).to_have_count(4)
+        first = toggles.first
+        won, lost = (int(n) for n in (await first.inner_text()).split("\N{EN DASH}"))
+        count = int((await ada.locator("#essays tbody tr td.comparisons").first.inner_text()).split()[0])
+        assert won + lost == count
+        await first.click()
+        await expect(first).to_have_attribute("aria-expanded", "true")
+        evidence = ada.locator("#essays tr.evidence li.comparison")
+        await expect(evidence).to_have_count(count)
+        await expect(evidence.first.locator(".rationale")).to_contain_text("argues its case")
+        await expect(evidence.first.locator(".judge")).to_contain_text("llm · local-judge-1")
+        await first.click()
+        await expect(ada.locator("#essays tr.evidence")).to_have_count(0)
+
+        # On a phone the table is wider than the screen, and says it scrolls.
+        await ada.set_viewport_size(PHONE)
+        await expect(ada.locator("#essays-hint")).to_be_visible()
+        await expect(wrap).to_have_attribute("data-overflow", "true")
+
+        # Bob cannot see any of it.
+        await bob.goto(f"{system.url}/?batch={batch_id}")
+        await expect(bob.locator("#batch-error")).to_contain_text("not found")
+        await expect(bob.locator("#essays .evidence-toggle")).to_have_count(0)
+        essay_id = await ada.locator("#essays tbody tr").first.get_attribute("data-essay-id")
+        async with httpx.AsyncClient(base_url=system.url) as client:
+            for path in (
+                f"/v1/batches/{batch_id}/comparisons",
+                f"/v1/batches/{batch_id}/essays/{essay_id}/comparisons",
+                f"/v1/batches/{batch_id}/comparisons.csv",
+            ):
+                mine = await client.get(path, headers=teacher_headers(system.settings, ADA))
+                theirs = await client.get(path, headers=teacher_headers(system.settings, BOB))
+                assert (mine.status_code, theirs.status_code) == (200, 404), path
+        assert script_errors == []
+        await ada_context.close()
+        await bob_context.close()

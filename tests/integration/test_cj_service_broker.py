@@ -1,13 +1,16 @@
-"""The CJ service on PostgreSQL, Redis and the broker: a CJAssessmentRequestedV1 for 30 essays and 6 graded
-anchors, judged by the heuristic judge, is announced exactly once thin (for ELS) and once rich (for
-RAS) with the request's correlation id; the rich event ranks, grades and counts, the thin one only
-names ids, counts and status."""
+"""The CJ service on PostgreSQL, Redis and the broker: a CJAssessmentRequestedV1 for 30 essays and 6
+graded anchors, judged by the heuristic judge, is announced exactly once thin (for ELS) and once rich
+(for RAS) with the request's correlation id; the rich event ranks, grades and counts, the thin one
+only names ids, counts and status. A batch gets one job however many records race, and runners
+claiming at once take different jobs."""
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from huleedu.cj_assessment.repository import CJJobs
 from huleedu.cj_assessment.tables import cj_jobs
@@ -97,7 +100,9 @@ async def test_a_30_essay_request_with_6_anchors_is_announced_once_thin_and_once
                     rows = (
                         await session.execute(
                             select(event_outbox.c.topic, event_outbox.c.published_at).where(
-                                event_outbox.c.service == "cj_assessment", event_outbox.c.key == batch_id
+                                event_outbox.c.service == "cj_assessment",
+                                event_outbox.c.key == batch_id,
+                                event_outbox.c.topic != topics.cj_assessment_progress,
                             )
                         )
                     ).all()
@@ -107,8 +112,14 @@ async def test_a_30_essay_request_with_6_anchors_is_announced_once_thin_and_once
                 [topics.cj_assessment_completed, topics.cj_assessment_result]
             )
             async with adapters.sessions() as session:
-                jobs = (await session.execute(select(cj_jobs.c.batch_id))).scalars().all()
-            assert jobs == [batch_id]
+                jobs = (
+                    await session.execute(
+                        select(cj_jobs.c.state, cj_jobs.c.request_event_id).where(
+                            cj_jobs.c.batch_id == batch_id
+                        )
+                    )
+                ).all()
+            assert [tuple(job) for job in jobs] == [("published", str(request.event_id))]
         finally:
             await reader.stop()
 
@@ -155,13 +166,29 @@ async def test_a_30_essay_request_with_6_anchors_is_announced_once_thin_and_once
 
 
 async def blocked(sessions: Sessions) -> bool | None:
-    """True once some transaction waits for a lock (the racing claim), else None."""
+    """True once some transaction waits for a lock (the racing record), else None."""
     async with sessions() as session:
         waiting = await session.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
     return True if waiting else None
 
 
-async def test_two_concurrent_claims_of_one_batch_on_postgresql_let_exactly_one_run(
+def a_request(batch_id: str) -> CJAssessmentRequestedV1:
+    return CJAssessmentRequestedV1(
+        batch_id=batch_id, user_id="teacher-1", essays=[EssayRef(essay_id="e-1", text_storage_id="t-1")]
+    )
+
+
+async def record(session: AsyncSession, batch_id: str) -> bool:
+    return await CJJobs(session).record(
+        a_request(batch_id),
+        job_id=uuid4(),
+        request_event_id=uuid4(),
+        correlation_id=uuid4(),
+        now=datetime.now(UTC),
+    )
+
+
+async def test_two_concurrent_records_of_one_batch_on_postgresql_make_exactly_one_job(
     postgres_url: str,
 ) -> None:
     engine = create_engine(postgres_url)
@@ -169,29 +196,64 @@ async def test_two_concurrent_claims_of_one_batch_on_postgresql_let_exactly_one_
     batch_id = str(uuid4())
     try:
         async with sessions() as first, sessions() as second:
-            assert await CJJobs(first).claim(batch_id, uuid4(), uuid4(), uuid4())
-            # The second claim waits on the first's uncommitted row; once that commits, it yields.
-            racing = asyncio.create_task(CJJobs(second).claim(batch_id, uuid4(), uuid4(), uuid4()))
-            await eventually(lambda: blocked(sessions), what="the racing claim to wait for the lock")
+            assert await record(first, batch_id)
+            # The second record waits on the first's uncommitted row; once that commits, it yields.
+            racing = asyncio.create_task(record(second, batch_id))
+            await eventually(lambda: blocked(sessions), what="the racing record to wait for the lock")
             await first.commit()
             assert await racing is False
             await second.rollback()
 
         other = str(uuid4())
         async with sessions() as first, sessions() as second:
-            assert await CJJobs(first).claim(other, uuid4(), uuid4(), uuid4())
-            racing = asyncio.create_task(CJJobs(second).claim(other, uuid4(), uuid4(), uuid4()))
-            await eventually(lambda: blocked(sessions), what="the racing claim to wait for the lock")
-            await first.rollback()  # the first run failed: the batch is free again
+            assert await record(first, other)
+            racing = asyncio.create_task(record(second, other))
+            await eventually(lambda: blocked(sessions), what="the racing record to wait for the lock")
+            await first.rollback()  # the first consumer failed: the batch is free again
             assert await racing is True
             await second.commit()
 
         async with sessions() as session:
-            claimed = (
+            recorded = (
                 await session.execute(
                     select(cj_jobs.c.batch_id).where(cj_jobs.c.batch_id.in_([batch_id, other]))
                 )
             ).scalars()
-            assert sorted(claimed) == sorted([batch_id, other])
+            assert sorted(recorded) == sorted([batch_id, other])
+    finally:
+        await engine.dispose()
+
+
+async def test_runners_claiming_at_once_on_postgresql_skip_each_others_jobs_instead_of_waiting(
+    postgres_url: str,
+) -> None:
+    engine = create_engine(postgres_url)
+    sessions = session_factory(engine)
+    now = datetime.now(UTC) + timedelta(days=3650)  # later than every other test's jobs: theirs are done
+    batch_ids = [str(uuid4()) for _ in range(3)]
+    try:
+        async with sessions() as session:
+            for batch_id in batch_ids:
+                await record(session, batch_id)
+            await session.execute(
+                update(cj_jobs).where(cj_jobs.c.batch_id.in_(batch_ids)).values(created_at=now)
+            )
+            await session.commit()
+        async with sessions() as first, sessions() as second:
+            mine = await CJJobs(first).claim_due("w1", lease_seconds=10, limit=2, now=now)
+            theirs = await CJJobs(second).claim_due(
+                "w2", lease_seconds=10, limit=5, now=now
+            )  # does not block
+            await first.commit()
+            await second.commit()
+        ours = {job.batch_id for job in mine} | {job.batch_id for job in theirs}
+        assert len(mine) == 2
+        assert {job.batch_id for job in mine}.isdisjoint({job.batch_id for job in theirs})
+        assert set(batch_ids) <= ours
+        async with sessions() as session:
+            again = await CJJobs(session).claim_due("w3", lease_seconds=10, limit=5, now=now)
+            await session.commit()
+        assert not {job.batch_id for job in again} & set(batch_ids)  # leased: nobody else's now
+        assert all(job.state.value == "judging" and job.attempts == 1 for job in mine)
     finally:
         await engine.dispose()

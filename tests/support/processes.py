@@ -35,6 +35,11 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The running process's id (None when it is not running)."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, *, wait_seconds: float = 60.0, healthy: bool = True) -> None:
         """Start and wait until it answers `/healthz`: with 200, or at all when not `healthy`
         (a process started while Redis is down is up, but reports itself unhealthy)."""

@@ -1,5 +1,5 @@
-"""Thin events as ELS receives them, for tests: the spellcheck outcome of one essay and the CJ
-outcome of a batch (ids, counts and statuses only)."""
+"""Thin events as ELS receives them, for tests: the spellcheck outcome of one essay, the CJ
+outcome of a batch and its progress (ids, counts and statuses only)."""
 
 from collections.abc import Iterator, Sequence
 from uuid import UUID, uuid4
@@ -7,7 +7,12 @@ from uuid import UUID, uuid4
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.enums import CJAssessmentStatus, EssayStatus
 from huleedu.contracts.envelope import EventEnvelope, wrap
-from huleedu.contracts.events import CJAssessmentCompletedV1, ProcessingSummary, SpellcheckCompletedV1
+from huleedu.contracts.events import (
+    CJAssessmentCompletedV1,
+    CJAssessmentProgressV1,
+    ProcessingSummary,
+    SpellcheckCompletedV1,
+)
 from huleedu.contracts.topics import Topics
 
 
@@ -59,6 +64,29 @@ def cj_completed(
         correlation_id=correlation_id or uuid4(),
     )
 
+
+def cj_progress(
+    topics: Topics, batch_id: str, done: int, planned: int, *, correlation_id: UUID | None = None
+) -> EventEnvelope[WireModel]:
+    event = CJAssessmentProgressV1(
+        batch_id=batch_id,
+        cj_assessment_job_id=f"job-{batch_id}",
+        comparisons_done=done,
+        comparisons_planned=planned,
+        waves_done=1,
+    )
+    return wrap(
+        event,
+        topic=topics.cj_assessment_progress,
+        source_service="cj_assessment_service",
+        correlation_id=correlation_id or uuid4(),
+    )
+
+
+# Everything a thin CJ progress event may say: ids and counts.
+THIN_PROGRESS_KEYS = frozenset(
+    {"batch_id", "cj_assessment_job_id", "comparisons_done", "comparisons_planned", "waves_done"}
+)
 
 # Everything a thin CJ event may say, written out from docs/contracts.md (not derived from the models
 # under test): ids, counts, status, time. Nothing that scores or grades an essay.

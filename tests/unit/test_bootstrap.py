@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from huleedu.cache.memory import MemoryCache
 from huleedu.cache.redis_cache import RedisCache
 from huleedu.content.client import HttpContentClient, LocalContentClient
-from huleedu.dashboard.ras_client import RasUnavailable
+from huleedu.dashboard.internal_client import UpstreamUnavailable
 from huleedu.messaging.bus import Record
 from huleedu.messaging.idempotency import MemoryIdempotency, RedisIdempotency
 from huleedu.messaging.kafka import KafkaBus
@@ -74,7 +74,7 @@ async def test_every_url_set_selects_the_production_adapter_of_every_port_and_co
             assert isinstance(spellcheck(session), HttpContentClient)
             assert spellcheck(session) is adapters.content_for("huleedu-spellcheck")(session)
             assert cj(session) is not spellcheck(session)  # each service calls with its own id
-        with pytest.raises(RasUnavailable):  # over the network, to `ras_url`, where nothing listens
+        with pytest.raises(UpstreamUnavailable):  # over the network, to `ras_url`, where nothing listens
             await adapters.ras.get("/batches/user/t", headers={})
 
 

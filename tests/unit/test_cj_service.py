@@ -1,40 +1,65 @@
-"""The CJ service in embedded mode (SQLite, in-process bus): a CJAssessmentRequestedV1 becomes one
-thin event for ELS and one rich event for RAS in one outbox transaction with the request's
-correlation id; a batch is assessed once; failures stay with the essays they concern."""
+"""The CJ service in embedded mode (SQLite, in-process bus): a CJAssessmentRequestedV1 becomes a job,
+which the runner judges and announces as one thin event for ELS and one rich event for RAS in one
+outbox transaction with the request's correlation id; a batch is assessed once; failures stay with
+the essays they concern."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import pytest
 from sqlalchemy import select
 
-from huleedu.cj_assessment.app import JudgeNotConfigured
+from huleedu.cj_assessment.app import assemble
+from huleedu.cj_assessment.runner import JobRunner
 from huleedu.cj_assessment.tables import cj_jobs
 from huleedu.content.store import ContentStore
+from huleedu.contracts.base import WireModel
 from huleedu.contracts.envelope import EventEnvelope, wrap
 from huleedu.contracts.events import AnchorRef, CJAssessmentRequestedV1, EssayRef
 from huleedu.demo_data.sample import anchors, essays
 from huleedu.messaging.tables import event_outbox
 from huleedu.platform.bootstrap import build_adapters
+from huleedu.platform.http import create_app
+from huleedu.platform.judge_choice import JudgeNotConfigured
 from huleedu.platform.runner import build_unit
-from support.services import (
-    Services,
-    copy_sqlite,
-    running_services,
-    service_settings,
-)
+from huleedu.platform.settings import Settings
+from support.services import Services, copy_sqlite, service_settings
 from support.thin_events import THIN_CJ_KEYS, keys_of
 
 STUDENTS = 6
 BUDGET = 6  # comparisons per essay: enough to place 12 essays, quick to run
 
 
+@dataclass
+class CJ(Services):
+    runner: JobRunner
+
+    async def feed(self, name: str, events: Sequence[EventEnvelope[WireModel]], *, chunk: int = 50) -> None:
+        """Deliver the requests, then let the runner judge every job they recorded."""
+        await super().feed(name, events, chunk=chunk)
+        await self.runner.run_until_idle()
+
+
+@asynccontextmanager
+async def running_cj(settings: Settings) -> AsyncIterator[CJ]:
+    async with build_adapters(settings) as adapters:
+        cj = assemble(adapters)
+        app = create_app([cj.unit], adapters)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://huleedu"
+        ) as client:
+            yield CJ(adapters, {"cj": cj.unit}, app, client, cj.runner)
+
+
 @pytest.fixture
-async def services(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Services]:
+async def services(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[CJ]:
     settings = service_settings(database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"))
-    async with running_services(settings, ["cj"]) as running:
+    async with running_cj(settings) as running:
         yield running
 
 
@@ -69,14 +94,19 @@ async def request(
     return wrap(data, topic=topic, source_service="intake_service", correlation_id=uuid4())
 
 
-async def announced(services: Services) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The CJ service's outbox, which must hold exactly one thin and then one rich envelope."""
+async def outbox(services: Services, topic: str | None = None) -> list[dict[str, Any]]:
+    """The CJ service's outbox rows (of `topic`), in order."""
+    query = select(event_outbox).where(event_outbox.c.service == "cj_assessment").order_by(event_outbox.c.id)
+    if topic is not None:
+        query = query.where(event_outbox.c.topic == topic)
     async with services.adapters.sessions() as session:
-        result = await session.execute(
-            select(event_outbox).where(event_outbox.c.service == "cj_assessment").order_by(event_outbox.c.id)
-        )
-        rows = [dict(row) for row in result.mappings()]
+        return [dict(row) for row in (await session.execute(query)).mappings()]
+
+
+async def announced(services: Services) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The CJ service's outcome: exactly one thin and then one rich envelope (progress aside)."""
     topics = services.adapters.topics
+    rows = [row for row in await outbox(services) if row["topic"] != topics.cj_assessment_progress]
     assert [row["topic"] for row in rows] == [topics.cj_assessment_completed, topics.cj_assessment_result]
     return rows[0]["envelope"], rows[1]["envelope"]
 
@@ -159,7 +189,7 @@ async def test_a_second_request_for_an_assessed_batch_is_ignored(services: Servi
         (first.data.batch_id, str(first.event_id))
     ]
     assert jobs[0]["cj_assessment_job_id"] == thin["data"]["cj_assessment_job_id"]
-    assert jobs[0]["status"] == "completed_successfully"
+    assert (jobs[0]["state"], jobs[0]["outcome_status"]) == ("published", "completed_successfully")
     assert jobs[0]["comparisons_total"] == rich["data"]["assessment_metadata"]["comparisons_total"]
 
 
@@ -226,7 +256,7 @@ async def test_without_a_budget_in_the_request_the_configured_one_applies(
     settings = service_settings(
         database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"), cj_max_comparisons_per_essay=4
     )
-    async with running_services(settings, ["cj"]) as services:
+    async with running_cj(settings) as services:
         await services.feed("cj", [await request(services, max_comparisons_per_essay=None)])
 
         _thin, rich = await announced(services)

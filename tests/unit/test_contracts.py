@@ -21,6 +21,7 @@ from huleedu.contracts.events import (
     BatchEssaysRegisteredV1,
     BatchResultsReadyV1,
     CJAssessmentCompletedV1,
+    CJAssessmentProgressV1,
     CJAssessmentRequestedV1,
     EssayResultV1,
     SpellcheckCompletedV1,
@@ -151,8 +152,19 @@ SAMPLES: dict[type[WireModel], dict[str, Any]] = {
             "calibration_method": "anchor_centres",
             "stop_reason": "budget",
             "processing_duration_seconds": 4.2,
+            "dropped_judgements": 1,
+            "tokens_in": 48000,
+            "tokens_out": 2100,
+            "cost": 0.0084,
         },
         "assessed_at": "2025-11-27T09:05:00Z",
+    },
+    CJAssessmentProgressV1: {
+        "batch_id": "b-1",
+        "cj_assessment_job_id": "job-1",
+        "comparisons_done": 45,
+        "comparisons_planned": 180,
+        "waves_done": 3,
     },
     SpellcheckCompletedV1: {"batch_id": "b-1", "essay_id": "e-1", "status": "completed"},
     SpellcheckResultV1: {
@@ -325,7 +337,14 @@ DOCUMENTED: dict[type[WireModel], dict[tuple[str | int, ...], set[str]]] = {
             "calibration_method",
             "stop_reason",
             "processing_duration_seconds",
+            "dropped_judgements",
+            "tokens_in",
+            "tokens_out",
+            "cost",
         },
+    },
+    CJAssessmentProgressV1: {
+        (): {"batch_id", "cj_assessment_job_id", "comparisons_done", "comparisons_planned", "waves_done"}
     },
     SpellcheckCompletedV1: {(): {"batch_id", "essay_id", "status"}},
     SpellcheckResultV1: {
@@ -401,7 +420,12 @@ INVALID: dict[type[WireModel], list[tuple[tuple[str | int, ...], Any, str]]] = {
         (("status",), "done", "data.status"),
         (("processing_summary", "failed"), -1, "data.processing_summary.failed"),
     ],
+    CJAssessmentProgressV1: [
+        (("comparisons_done",), -1, "data.comparisons_done"),
+        (("comparisons_planned",), "many", "data.comparisons_planned"),
+    ],
     AssessmentResultV1: [
+        (("assessment_metadata", "cost"), -0.5, "data.assessment_metadata.cost"),
         (("essay_results", 0, "normalized_score"), 1.5, "data.essay_results.0.normalized_score"),
         (("essay_results", 0, "confidence_label"), "VERY_HIGH", "data.essay_results.0.confidence_label"),
         (("model_used",), None, "data.model_used"),

@@ -11,9 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from huleedu.cj_assessment.app import assemble
+from huleedu.contracts.envelope import EventEnvelope
+from huleedu.contracts.events import CJAssessmentRequestedV1
 from huleedu.contracts.topics import Topics
 from huleedu.dashboard import app as dashboard_app
+from huleedu.messaging.tables import event_outbox
 from huleedu.platform.bootstrap import build_adapters
 from huleedu.platform.http import create_app
 from huleedu.platform.runner import build_unit, run_units
@@ -327,3 +332,57 @@ async def test_a_websocket_to_a_path_without_a_route_is_refused_by_the_page_moun
         await app(scope, receive, send)
 
     assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_the_evidence_of_each_grade_is_shown_to_the_batchs_owner_and_refused_to_another_teacher(
+    settings: Settings,
+) -> None:
+    async with running_services(settings, ["intake", "ras", "dashboard", "cj"]) as system:
+        batch = await submit(system, settings, TEACHER, "Evidence", n=4)
+        await register(system, batch, TEACHER, "Evidence")
+        tally_path = f"/v1/batches/{batch.batch_id}/comparisons"
+        before = await get(system, settings, TEACHER, tally_path)
+        assert before.status_code == 200
+        assert before.json() == {"batch_id": batch.batch_id, "essays": {}}  # CJ has not heard of it yet
+
+        async with system.adapters.sessions() as session:
+            [request] = (
+                await session.execute(
+                    select(event_outbox.c.envelope).where(
+                        event_outbox.c.topic == TOPICS.cj_assessment_requested,
+                        event_outbox.c.key == batch.batch_id,
+                    )
+                )
+            ).scalars()
+        await system.feed("cj", [EventEnvelope[CJAssessmentRequestedV1].model_validate(request)])
+        await assemble(system.adapters).runner.run_until_idle()
+
+        tally = (await get(system, settings, TEACHER, tally_path)).json()["essays"]
+        assert set(tally) == set(batch.essay_ids)
+        essay_id = batch.essay_ids[0]
+        essay = await get(
+            system, settings, TEACHER, f"/v1/batches/{batch.batch_id}/essays/{essay_id}/comparisons"
+        )
+        assert essay.status_code == 200
+        body = essay.json()
+        assert (body["won"], body["lost"]) == (tally[essay_id]["won"], tally[essay_id]["lost"])
+        assert len(body["comparisons"]) == body["won"] + body["lost"] > 0
+        for comparison in body["comparisons"]:
+            assert comparison["opponent_id"] in batch.essay_ids
+            assert comparison["rationale"]
+            assert comparison["judge"] == "heuristic"
+        exported = await get(system, settings, TEACHER, f"/v1/batches/{batch.batch_id}/comparisons.csv")
+        assert exported.status_code == 200
+        assert exported.headers["content-disposition"] == 'attachment; filename="Evidence-comparisons.csv"'
+        rows = list(csv.DictReader(io.StringIO(exported.text)))
+        assert len(rows) == sum(t["won"] for t in tally.values())
+
+        for path in (
+            tally_path,
+            f"/v1/batches/{batch.batch_id}/essays/{essay_id}/comparisons",
+            f"/v1/batches/{batch.batch_id}/comparisons.csv",
+        ):
+            foreign = await get(system, settings, OTHER, path)
+            unknown = await get(system, settings, OTHER, path.replace(batch.batch_id, "no-such-batch"))
+            assert foreign.status_code == unknown.status_code == 404
+            assert foreign.json()["error"]["code"] == "RESOURCE_NOT_FOUND"

@@ -18,7 +18,7 @@ from support.services import (
     running_services,
     service_settings,
 )
-from support.thin_events import cj_completed, spellcheck_completed
+from support.thin_events import cj_completed, cj_progress, spellcheck_completed
 
 TOPICS = Topics()
 ESSAYS = ["e1", "e2", "e3"]
@@ -218,3 +218,30 @@ async def test_an_essay_id_in_two_batches_is_found_per_batch(els: Services) -> N
     second = (await els.client.get("/internal/v1/essays/e1", params={"batch_id": "b2"})).json()
     assert (first["batch_id"], first["phases"]["spellcheck"]) == ("b1", "pending")
     assert (second["batch_id"], second["phases"]["spellcheck"]) == ("b2", "completed")
+
+
+async def test_cj_progress_marks_the_pending_cj_phase_processing_until_the_outcome_settles_it(
+    els: Services,
+) -> None:
+    await els.feed("els", [cj_progress(TOPICS, "unknown-batch", 3, 30)])  # nothing to start: ignored
+    await els.feed("els", [ev.registration(TOPICS, "b1", ESSAYS)])
+    await els.feed("els", [cj_progress(TOPICS, "b1", 3, 30)])
+    await els.feed("els", [cj_progress(TOPICS, "b1", 6, 30)])  # a repeated report changes nothing
+
+    essays = await essays_of(els, "b1")
+    assert {e: essay["phases"] for e, essay in essays.items()} == {
+        e: {"spellcheck": "pending", "cj_assessment": "processing"} for e in ESSAYS
+    }
+    assert states(essays) == dict.fromkeys(ESSAYS, "content_assigned")
+    assert [len(essay["timeline"]) for essay in essays.values()] == [1, 1, 1]  # progress is not an outcome
+
+    await els.feed("els", [cj_completed(TOPICS, "b1", ["e1", "e2"], ["e3"])])
+    await els.feed("els", [cj_progress(TOPICS, "b1", 9, 30)])  # late: the outcome stands
+    essays = await essays_of(els, "b1")
+    assert {e: essay["phases"]["cj_assessment"] for e, essay in essays.items()} == {
+        "e1": "completed",
+        "e2": "completed",
+        "e3": "failed",
+    }
+    missing = await els.client.get("/internal/v1/batches/unknown-batch/essays")
+    assert missing.status_code == 404

@@ -1,92 +1,77 @@
-"""The CJ service as a service unit: its consumer, its outbox rows, and the judge that
-`HULEEDU_CJ_JUDGE` chooses. Texts come through the content client bootstrap chose: over HTTP when
-HULEEDU_CONTENT_URL is set, else from the shared database."""
+"""The CJ service as a service unit: its consumer (which records requests), its job runner (which
+judges them), its outbox rows and its internal evidence API. Everything it uses is built here, once
+per process: the judge that bootstrap's `choose_judge` picks from `HULEEDU_CJ_JUDGE` (one rate
+limiter and connection pool shared by every job of an LLM judge), the runner. Texts come through
+the content client bootstrap chose: over HTTP when HULEEDU_CONTENT_URL is set, else from the shared
+database.
+"""
 
-import asyncio
+from dataclasses import dataclass
 
+from huleedu.cj_assessment import api
+from huleedu.cj_assessment.announcements import Announcer
 from huleedu.cj_assessment.config import CJConfig
-from huleedu.cj_assessment.handlers import Deps, JudgeSource
-from huleedu.cj_assessment.judges.heuristic import HeuristicJudge, text_quality
-from huleedu.cj_assessment.judges.llm import LLMJudge, LLMJudgeSettings
-from huleedu.cj_assessment.judges.port import Judge
-from huleedu.cj_assessment.judges.simulated import SimulatedJudge
+from huleedu.cj_assessment.handlers import Deps
+from huleedu.cj_assessment.job import JobDeps
+from huleedu.cj_assessment.judging import SpendLimits
+from huleedu.cj_assessment.runner import JobRunner
 from huleedu.cj_assessment.worker import CONSUMER_GROUP, SERVICE, SERVICE_ID, routes
+from huleedu.contracts.errors import utc_now
 from huleedu.messaging.outbox import Outbox
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
-from huleedu.platform.settings import Settings
+from huleedu.platform.judge_choice import choose_judge, warm_up
+from huleedu.platform.security import internal_caller
 
 
-class JudgeNotConfigured(ValueError):
-    """HULEEDU_CJ_JUDGE=llm without the endpoint and model to call."""
+@dataclass(frozen=True)
+class CJService:
+    """The parts of a built CJ service (tests drive the runner directly)."""
+
+    unit: ServiceUnit
+    runner: JobRunner
+    jobs: JobDeps
 
 
-async def warm_up(language: str = "en") -> None:
-    """Load the spelling dictionary of `language` in a thread (about half a second, once per
-    process), so no judgement stalls the event loop, its heartbeats and other partitions on it."""
-    await asyncio.to_thread(text_quality, "warm up", language)
-
-
-def judge_source(adapters: Adapters) -> JudgeSource:
-    """The judge of HULEEDU_CJ_JUDGE. The heuristic judge is made per request (it reads the
-    request's language); the llm judge is one per process, sharing its connections and rate limit
-    across requests, and is closed with the adapters. Raises JudgeNotConfigured."""
+def assemble(adapters: Adapters) -> CJService:
     settings = adapters.settings
-    if settings.cj_judge == "llm":
-        judge = llm_judge(settings)
-        adapters.on_close(judge.aclose)
-
-        async def shared(_language: str) -> Judge:
-            return judge
-
-        return shared
-    if settings.cj_judge == "simulated":
-
-        async def simulated(_language: str) -> Judge:
-            # true qualities from the heuristic text score (English spelling), drawn with BT noise
-            await warm_up()
-            return SimulatedJudge()
-
-        return simulated
-
-    async def heuristic(language: str) -> Judge:
-        await warm_up(language)
-        return HeuristicJudge(language)
-
-    return heuristic
-
-
-def llm_judge(settings: Settings) -> LLMJudge:
-    if not settings.cj_llm_base_url or not settings.cj_llm_model:
-        raise JudgeNotConfigured(
-            "HULEEDU_CJ_JUDGE=llm needs HULEEDU_CJ_LLM_BASE_URL and HULEEDU_CJ_LLM_MODEL"
-        )
-    api_key = settings.cj_llm_api_key
-    return LLMJudge(
-        LLMJudgeSettings(
-            base_url=settings.cj_llm_base_url,
-            model=settings.cj_llm_model,
-            api_key=api_key.get_secret_value() if api_key is not None else None,
-            timeout_seconds=settings.cj_llm_timeout_seconds,
-            max_concurrency=settings.cj_llm_max_concurrency,
-            requests_per_minute=settings.cj_llm_requests_per_minute,
-        )
-    )
-
-
-def build(adapters: Adapters) -> ServiceUnit:
-    settings = adapters.settings
-    deps = Deps(
-        outbox=Outbox(SERVICE, adapters.relay_wakeup),
-        topics=adapters.topics,
+    judges, closable = choose_judge(settings)
+    if closable is not None:
+        adapters.on_close(closable.aclose)
+    outbox = Outbox(SERVICE, adapters.relay_wakeup)
+    job_deps = JobDeps(
+        sessions=adapters.sessions,
+        outbox=outbox,
+        announcer=Announcer(adapters.topics),
         content=adapters.content_for(SERVICE_ID),
-        judges=judge_source(adapters),
+        judges=judges,
         config=CJConfig(
             max_comparisons_per_essay=settings.cj_max_comparisons_per_essay,
             max_concurrent_judgements=settings.cj_max_concurrent_judgements,
         ),
+        limits=SpendLimits(settings.cj_llm_max_tokens_per_batch, settings.cj_llm_max_cost_per_batch),
+        lease_seconds=settings.cj_job_lease_seconds,
+        progress_interval_seconds=settings.cj_progress_interval_seconds,
+        clock=utc_now,
     )
+    runner = JobRunner(
+        job_deps,
+        max_jobs=settings.cj_max_concurrent_jobs,
+        poll_seconds=settings.cj_job_poll_seconds,
+        max_attempts=settings.cj_job_max_attempts,
+    )
+    deps = Deps(topics=adapters.topics, wake=runner.wake)
     consumer = adapters.consumer(SERVICE, CONSUMER_GROUP, routes(deps))
-    unit = ServiceUnit(name="cj", consumers=[consumer], outbox_services=[SERVICE])
-    if settings.cj_judge in ("heuristic", "simulated"):
+    unit = ServiceUnit(
+        name="cj",
+        consumers=[consumer],
+        outbox_services=[SERVICE],
+        routers=[api.router(job_deps, internal_caller(settings))],
+        background=[runner.run],
+    )
+    if judges.kind in ("heuristic", "simulated"):  # judges of text features load a dictionary
         unit.background.append(warm_up)  # before the first request asks for it
-    return unit
+    return CJService(unit, runner, job_deps)
+
+
+def build(adapters: Adapters) -> ServiceUnit:
+    return assemble(adapters).unit

@@ -36,6 +36,7 @@ class StopReason(StrEnum):
     STABLE = "stable"  # reliability target reached and scores stopped moving
     JUDGE_FAILURES = "judge_failures"  # no essay left that the judge could still compare
     INSUFFICIENT_ESSAYS = "insufficient_essays"  # fewer than two student essays to compare
+    SPEND_LIMIT = "spend_limit_reached"  # the batch's token or cost budget is used up
 
 
 @dataclass(frozen=True)

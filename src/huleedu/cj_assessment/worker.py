@@ -18,6 +18,6 @@ def routes(deps: Deps) -> list[Route[Any]]:
         Route(
             deps.topics.cj_assessment_requested,
             CJAssessmentRequestedV1,
-            partial(handlers.assess_batch, deps=deps),
+            partial(handlers.record_request, deps=deps),
         )
     ]

@@ -170,6 +170,13 @@ class AssessmentMetadata(WireModel):
     calibration_method: str | None = None
     stop_reason: str | None = None
     processing_duration_seconds: float = Field(default=0.0, ge=0.0)
+    # What the run's judgements cost: judgements that failed every attempt, the model's tokens
+    # (None for a judge without usage, such as the offline one) and their price (None unless the
+    # model has a price configured).
+    dropped_judgements: NonNegative = 0
+    tokens_in: NonNegative | None = None
+    tokens_out: NonNegative | None = None
+    cost: float | None = Field(default=None, ge=0.0)
 
 
 class AssessmentResultV1(WireModel):
@@ -191,6 +198,17 @@ class AssessmentResultV1(WireModel):
     def _one_result_per_essay(cls, value: list[EssayResultV1]) -> list[EssayResultV1]:
         _unique([r.essay_id for r in value], "essay_results[].essay_id")
         return value
+
+
+class CJAssessmentProgressV1(WireModel):
+    """Thin: how far a batch's CJ run has come, sent as it goes (about once per wave). Counts only;
+    `comparisons_planned` is the most the run may make (it can stop earlier once the scale is stable)."""
+
+    batch_id: Id
+    cj_assessment_job_id: Id
+    comparisons_done: NonNegative
+    comparisons_planned: NonNegative
+    waves_done: NonNegative = 0
 
 
 # --- spellcheck outcome (thin for ELS, rich for RAS), one per essay ---

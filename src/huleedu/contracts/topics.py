@@ -8,6 +8,7 @@ from huleedu.contracts.events import (
     BatchEssaysRegisteredV1,
     BatchResultsReadyV1,
     CJAssessmentCompletedV1,
+    CJAssessmentProgressV1,
     CJAssessmentRequestedV1,
     SpellcheckCompletedV1,
     SpellcheckRequestedV1,
@@ -43,6 +44,12 @@ _CATALOGUE: dict[str, tuple[type[WireModel], str, tuple[str, ...], str]] = {
         "cj_assessment",
         ("essay_lifecycle",),
         "Thin CJ outcome: ids, counts and status only.",
+    ),
+    "cj_assessment.progress.v1": (
+        CJAssessmentProgressV1,
+        "cj_assessment",
+        ("essay_lifecycle", "result_aggregator"),
+        "Thin CJ progress while judging: comparisons done and planned, about once per wave.",
     ),
     "cj_assessment.result.published.v1": (
         AssessmentResultV1,
@@ -110,6 +117,10 @@ class Topics:
     @property
     def cj_assessment_completed(self) -> str:
         return self._name("cj_assessment.completed.v1")
+
+    @property
+    def cj_assessment_progress(self) -> str:
+        return self._name("cj_assessment.progress.v1")
 
     @property
     def cj_assessment_result(self) -> str:

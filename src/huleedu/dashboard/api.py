@@ -7,7 +7,8 @@ read it (the shared database of the embedded mode and of a single-database deplo
 as RAS has them otherwise (fail-open: a missing name never fails the page).
 """
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Any
 from urllib.parse import quote
 from uuid import UUID
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from huleedu.contracts.enums import BatchClientStatus, ErrorCode
-from huleedu.dashboard.ras_client import RasClient, RasRefused, RasUnavailable
+from huleedu.dashboard.internal_client import InternalClient, UpstreamRefused, UpstreamUnavailable
 from huleedu.dashboard.results import csv_filename, results_csv, with_filenames
 from huleedu.intake.repository import IntakeRepository
 from huleedu.platform.http import CORRELATION_HEADER, ApiError, CorrelationId
@@ -50,36 +51,61 @@ async def intake_filenames(sessions: Sessions, batch_id: str) -> dict[str, str |
     return names.get(batch_id, {})
 
 
-async def ras_document(
-    ras: RasClient, path: str, correlation_id: UUID, params: Mapping[str, str | int] | None = None
-) -> dict[str, Any] | None:
-    """RAS's answer at `path`, None for a 404. RAS down is a 503; RAS refusing us is a 502, since
-    the teacher cannot fix a wrong key or service id, it is not passed on as their 401/403."""
+@contextmanager
+def _upstream_errors(client: InternalClient) -> Iterator[None]:
+    """The service down is a 503; the service refusing us is a 502: the teacher cannot fix a wrong
+    key or service id, so it is not passed on as their 401/403."""
     try:
-        return await ras.get(path, headers={CORRELATION_HEADER: str(correlation_id)}, params=params)
-    except RasUnavailable as exc:
+        yield
+    except UpstreamUnavailable as exc:
         raise ApiError(
-            ErrorCode.SERVICE_UNAVAILABLE, "the results service cannot be reached; try again shortly"
+            ErrorCode.SERVICE_UNAVAILABLE, f"the {client.name} service cannot be reached; try again shortly"
         ) from exc
-    except RasRefused as exc:
+    except UpstreamRefused as exc:
         if exc.upstream_status is None:
-            raise ApiError(ErrorCode.EXTERNAL_SERVICE_ERROR, "the results service answered nonsense") from exc
+            raise ApiError(
+                ErrorCode.EXTERNAL_SERVICE_ERROR, f"the {client.name} service answered nonsense"
+            ) from exc
         raise ApiError(
             ErrorCode.EXTERNAL_SERVICE_ERROR,
-            "the results service refused the request",
+            f"the {client.name} service refused the request",
             details={"upstream_status": exc.upstream_status},
         ) from exc
 
 
-def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
+async def upstream_document(
+    client: InternalClient, path: str, correlation_id: UUID, params: Mapping[str, str | int] | None = None
+) -> dict[str, Any] | None:
+    """The service's JSON object at `path`, None for a 404; its failures as our 503/502."""
+    with _upstream_errors(client):
+        return await client.get(path, headers={CORRELATION_HEADER: str(correlation_id)}, params=params)
+
+
+async def upstream_bytes(client: InternalClient, path: str, correlation_id: UUID) -> bytes | None:
+    """The service's body at `path`, None for a 404; its failures as our 503/502."""
+    with _upstream_errors(client):
+        response = await client.get_response(path, headers={CORRELATION_HEADER: str(correlation_id)})
+    return None if response is None else response.content
+
+
+async def owned_batch(
+    ras: InternalClient, user_id: str, batch_id: str, correlation_id: UUID
+) -> dict[str, Any]:
+    """RAS's status document of the batch if `user_id` owns it; RESOURCE_NOT_FOUND (404) otherwise,
+    exactly as for a batch that does not exist."""
+    document = await upstream_document(ras, f"/batches/{quote(batch_id, safe='')}/status", correlation_id)
+    if document is None or document.get("user_id") != user_id:
+        raise ApiError(
+            ErrorCode.RESOURCE_NOT_FOUND, f"batch {batch_id!r} not found", details={"batch_id": batch_id}
+        )
+    return document
+
+
+def router(ras: InternalClient, sessions: Sessions, user: Caller) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["dashboard"])
 
     async def own_batch(user_id: str, batch_id: str, correlation_id: UUID) -> dict[str, Any]:
-        document = await ras_document(ras, f"/batches/{quote(batch_id, safe='')}/status", correlation_id)
-        if document is None or document.get("user_id") != user_id:
-            raise ApiError(
-                ErrorCode.RESOURCE_NOT_FOUND, f"batch {batch_id!r} not found", details={"batch_id": batch_id}
-            )
+        document = await owned_batch(ras, user_id, batch_id, correlation_id)
         return with_filenames(document, await intake_filenames(sessions, batch_id))
 
     @api.get(
@@ -98,7 +124,9 @@ def router(ras: RasClient, sessions: Sessions, user: Caller) -> APIRouter:
         params: dict[str, str | int] = {"limit": limit, "offset": offset}
         if status is not None:
             params["status"] = status.value
-        document = await ras_document(ras, f"/batches/user/{quote(user_id, safe='')}", correlation_id, params)
+        document = await upstream_document(
+            ras, f"/batches/user/{quote(user_id, safe='')}", correlation_id, params
+        )
         return JSONResponse(
             document or {"batches": [], "pagination": {"limit": limit, "offset": offset, "total": 0}}
         )

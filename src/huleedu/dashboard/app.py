@@ -2,7 +2,8 @@
 
 The page is static files served by us (no build step, no CDN). `/v1/batches` POST belongs to intake:
 in `huleedu up` both share the port; a separate `huleedu serve dashboard` needs a front proxy that
-sends submissions to intake and `HULEEDU_RAS_URL` pointing at RAS (bootstrap's RAS client reads it).
+sends submissions to intake, `HULEEDU_RAS_URL` pointing at RAS and `HULEEDU_CJ_URL` at CJ (read by
+bootstrap, which builds the clients).
 """
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from huleedu.dashboard import api
+from huleedu.dashboard import api, evidence
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.security import teacher
 
@@ -50,8 +51,12 @@ class _PageHeaders:
 
 
 def build(adapters: Adapters) -> ServiceUnit:
+    caller = teacher(adapters.settings)
     return ServiceUnit(
         name="dashboard",
-        routers=[api.router(adapters.ras, adapters.sessions, teacher(adapters.settings))],
+        routers=[
+            api.router(adapters.ras, adapters.sessions, caller),
+            evidence.router(adapters.ras, adapters.cj, caller),
+        ],
         mounts={"/": _PageHeaders(StaticFiles(directory=STATIC_DIR, html=True))},
     )

@@ -18,7 +18,12 @@ import structlog
 from huleedu.contracts.enums import CJAssessmentStatus, EssayStatus, PhaseName
 from huleedu.contracts.enums import ProcessingStage as Stage
 from huleedu.contracts.errors import utc_now
-from huleedu.contracts.events import BatchEssaysRegisteredV1, CJAssessmentCompletedV1, SpellcheckCompletedV1
+from huleedu.contracts.events import (
+    BatchEssaysRegisteredV1,
+    CJAssessmentCompletedV1,
+    CJAssessmentProgressV1,
+    SpellcheckCompletedV1,
+)
 from huleedu.essay_lifecycle import metrics
 from huleedu.essay_lifecycle.model import Essay, Verdict, record_outcome, registered
 from huleedu.essay_lifecycle.repository import Change, DeferredOutcome, EssayRepository
@@ -131,6 +136,21 @@ async def record_cj_outcome(
         meta=meta,
         now=deps.clock(),
     )
+
+
+async def record_cj_progress(
+    event: CJAssessmentProgressV1, meta: EventMeta, uow: UnitOfWork, *, deps: Deps
+) -> None:
+    """CJ has begun judging the batch: its essays' pending CJ phase becomes `processing`. A batch
+    not registered yet, a repeated report and one after the outcome change nothing (the outcome
+    that follows settles every essay anyway)."""
+    essays = EssayRepository(uow.session)
+    await essays.lock([event.batch_id])
+    moved = await essays.start_phase(
+        event.batch_id, PhaseName.CJ_ASSESSMENT, event_id=str(meta.event_id), at=deps.clock()
+    )
+    if moved:
+        metrics.OUTCOMES.labels(PhaseName.CJ_ASSESSMENT.value, "started").inc(moved)
 
 
 async def _record(

@@ -1,7 +1,8 @@
 """The essay state machine: pure rules, no I/O.
 
-An essay is `content_assigned` with every requested phase `pending`. A phase moves once, from
-`pending` to `completed` or `failed`. When every requested phase is terminal the essay is
+An essay is `content_assigned` with every requested phase `pending`. A phase that reports progress
+moves from `pending` to `processing` (it only says work has begun: the state stays). A phase ends
+once, from `pending` or `processing` to `completed` or `failed`. When every requested phase is terminal the essay is
 `assessed` if its decisive phase succeeded (CJ when requested, else every requested phase) and
 `assessment_failed` otherwise. Both are final. The same outcome twice is a duplicate; any other
 move is impossible and changes nothing.
@@ -15,6 +16,8 @@ from huleedu.contracts.enums import EssayState, PhaseName
 from huleedu.contracts.enums import ProcessingStage as Stage
 
 TERMINAL = frozenset({Stage.COMPLETED, Stage.FAILED})
+# Progress moves only a pending phase (a repeated report, or one after the outcome, changes nothing).
+STARTS_FROM, STARTED = Stage.PENDING, Stage.PROCESSING
 
 
 class Verdict(StrEnum):

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from huleedu.contracts.enums import EssayState, PhaseName
 from huleedu.contracts.enums import ProcessingStage as Stage
-from huleedu.essay_lifecycle.model import Essay, Step
+from huleedu.essay_lifecycle.model import STARTED, STARTS_FROM, Essay, Step
 from huleedu.essay_lifecycle.tables import (
     els_deferred_essays,
     els_deferred_events,
@@ -134,6 +134,20 @@ class EssayRepository:
             essay_id: Essay(batch_id, essay_id, EssayState(state), statuses.get(essay_id, {}))
             for essay_id, state in (await self._session.execute(essays)).tuples()
         }
+
+    async def start_phase(self, batch_id: str, phase: PhaseName, *, event_id: str, at: datetime) -> int:
+        """Move the batch's essays whose `phase` is still pending to `processing`; how many moved."""
+        result = await self._session.execute(
+            update(els_essay_phases)
+            .where(
+                els_essay_phases.c.batch_id == batch_id,
+                els_essay_phases.c.phase == phase.value,
+                els_essay_phases.c.status == STARTS_FROM.value,
+            )
+            .values(status=STARTED.value, event_id=event_id, updated_at=at)
+            .returning(els_essay_phases.c.essay_id)
+        )
+        return len(result.all())
 
     async def save(self, changes: Sequence[Change]) -> None:
         """Write applied steps: phase statuses, changed states and one timeline row each."""

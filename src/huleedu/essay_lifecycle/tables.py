@@ -9,9 +9,11 @@ from huleedu.storage.metadata import UtcDateTime, metadata
 
 STATES = tuple(state.value for state in EssayState)
 PHASES = tuple(phase.value for phase in PhaseName)
-# A phase of an essay is pending until its thin outcome arrives.
+# A phase of an essay is pending until its service reports progress (processing) or its thin
+# outcome arrives.
 PHASE_STATUSES = (
     ProcessingStage.PENDING.value,
+    ProcessingStage.PROCESSING.value,
     ProcessingStage.COMPLETED.value,
     ProcessingStage.FAILED.value,
 )

@@ -11,11 +11,14 @@ adapters of a port; services receive the chosen ones in `Adapters`:
     mailer                 FolderMailer (.eml files)         SmtpMailer         smtp_host
     content                LocalContentClient (database)     HttpContentClient  content_url
     RAS client transport   this process's app, in process    the network        ras_url
+    CJ client transport    this process's app, in process    the network        cj_url
+
+The CJ judge (HULEEDU_CJ_JUDGE) is chosen in `judge_choice.py`, when the CJ service is built.
 
 Nothing connects here: the runner (or a test) enters `Adapters` as an async context manager. On exit
 the bus stops first (consumers commit what they finished while every client is still open), then
-the rest closes in reverse order of creation: clients services made, the RAS client, Redis, the
-database pool.
+the rest closes in reverse order of creation: clients services made, the RAS and CJ clients,
+Redis, the database pool.
 """
 
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,7 +38,7 @@ from huleedu.cache.memory import MemoryCache
 from huleedu.cache.redis_cache import RedisCache, create_redis_client
 from huleedu.content.client import ContentAccess, HttpContentClient, LocalContentClient
 from huleedu.contracts.topics import Topics
-from huleedu.dashboard.ras_client import RasClient
+from huleedu.dashboard.internal_client import InternalClient
 from huleedu.messaging.bus import EventBus
 from huleedu.messaging.consumer import EventConsumer, Route
 from huleedu.messaging.idempotency import IdempotencyGuard, MemoryIdempotency, RedisIdempotency
@@ -48,8 +51,9 @@ from huleedu.storage.engine import Sessions, create_engine, is_postgres, session
 from huleedu.websocket.backplane import Backplane, MemoryBackplane, slot_ttl_seconds
 from huleedu.websocket.redis_backplane import RedisBackplane
 
-# The base URL of the RAS client when it calls the app of its own process (never resolved).
+# The base URLs of the RAS and CJ clients when they call the app of their own process (never resolved).
 IN_PROCESS_RAS_URL = "http://ras.in-process"
+IN_PROCESS_CJ_URL = "http://cj.in-process"
 
 
 class ProcessApp:
@@ -85,7 +89,8 @@ class Adapters:
     mailer: Mailer
     backplane: Backplane
     content_for: Callable[[str], ContentAccess]  # service id -> how that service reaches texts
-    ras: RasClient  # RAS's query API, for the dashboard
+    ras: InternalClient  # RAS's query API, for the dashboard
+    cj: InternalClient  # CJ's evidence API, for the dashboard
     app: ProcessApp  # this process's HTTP app, bound by `create_app`
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
@@ -145,8 +150,10 @@ def build_adapters(settings: Settings) -> Adapters:
     if redis is not None:
         stack.push_async_callback(redis.aclose)
     app = ProcessApp()
-    ras = _ras_client(settings, app)
+    ras = _internal_client("results", settings.ras_url, IN_PROCESS_RAS_URL, settings, app)
     stack.push_async_callback(ras.aclose)
+    cj = _internal_client("assessment", settings.cj_url, IN_PROCESS_CJ_URL, settings, app)
+    stack.push_async_callback(cj.aclose)
     return Adapters(
         settings=settings,
         engine=engine,
@@ -163,6 +170,7 @@ def build_adapters(settings: Settings) -> Adapters:
         backplane=_backplane(settings, redis),
         content_for=_content(settings, stack),
         ras=ras,
+        cj=cj,
         app=app,
         _stack=stack,
     )
@@ -251,12 +259,16 @@ def _content(settings: Settings, stack: AsyncExitStack) -> Callable[[str], Conte
     return content_for
 
 
-def _ras_client(settings: Settings, app: ProcessApp) -> RasClient:
+def _internal_client(
+    name: str, url: str | None, in_process_url: str, settings: Settings, app: ProcessApp
+) -> InternalClient:
+    """A client of a service's internal API: at `url` over the network, else this process's app."""
     api_key = settings.internal_api_key.get_secret_value()
-    if settings.ras_url:
-        return RasClient(settings.ras_url, api_key=api_key, timeout_seconds=settings.ras_timeout_seconds)
-    return RasClient(
-        IN_PROCESS_RAS_URL,
+    if url:
+        return InternalClient(name, url, api_key=api_key, timeout_seconds=settings.ras_timeout_seconds)
+    return InternalClient(
+        name,
+        in_process_url,
         api_key=api_key,
         timeout_seconds=settings.ras_timeout_seconds,
         transport=httpx.ASGITransport(app=app),

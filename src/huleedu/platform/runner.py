@@ -2,10 +2,12 @@
 their consumers, one outbox relay, background tasks and the HTTP server.
 
 Start order: consumers attach, the HTTP socket is bound (so a taken port fails before anything
-runs), the bus starts, then the relay, the background tasks (the units' own, then retention and the
-database gauges of huleedu.operations.housekeeping) and HTTP. On SIGINT/SIGTERM, or when
-any of them dies, the reverse: HTTP stops taking requests, background tasks are cancelled, the relay
-finishes its pass, and the bus stops, committing the offsets of what finished.
+runs), the background tasks start (the units' own, then retention and the database gauges of
+huleedu.operations.housekeeping; they need no bus: a CJ job runner must not wait for a consumer group
+to rebalance before it takes over a dead worker's job), the bus starts, then the relay and HTTP. On
+SIGINT/SIGTERM, or when any of them dies, the reverse: HTTP stops taking requests, background tasks
+are cancelled, the relay finishes its pass, and the bus stops, committing the offsets of what
+finished.
 """
 
 import asyncio
@@ -169,14 +171,14 @@ async def run_units(
     failure: BaseException | None = None
     with _signals_set(stop, handle_signals):
         try:
-            await adapters.bus.start()
-            if relay is not None:
-                spawn("outbox-relay", relay.run())
             for unit in units:
                 for job in unit.background:
                     spawn(f"{unit.name}:{getattr(job, '__name__', 'background')}", job())
             for name, job in housekeeping_jobs(units, adapters):
                 spawn(name, job())
+            await adapters.bus.start()
+            if relay is not None:
+                spawn("outbox-relay", relay.run())
             if sock is not None:
                 config = uvicorn.Config(
                     create_app(units, adapters),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from huleedu.contracts.topics import Topics
@@ -26,6 +26,13 @@ DEV_JWT_SECRET = "dev-jwt-secret-change-me-0123456789"
 SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 # host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
 HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})")
+
+
+class ModelPrice(BaseModel):
+    """What a model's tokens cost, per million (in the currency the operator bills in)."""
+
+    input_per_million: float = Field(ge=0.0)
+    output_per_million: float = Field(ge=0.0)
 
 
 class Settings(BaseSettings):
@@ -170,7 +177,36 @@ class Settings(BaseSettings):
     cj_llm_api_key: SecretStr | None = None
     cj_llm_timeout_seconds: float = Field(default=60.0, gt=0, description="per HTTP attempt")
     cj_llm_max_concurrency: int = Field(default=4, ge=1, description="requests in flight to the model")
-    cj_llm_requests_per_minute: float | None = Field(default=None, gt=0, description="unset: no spacing")
+    cj_llm_requests_per_minute: float | None = Field(
+        default=None,
+        gt=0,
+        description="request starts per minute, all jobs of a process together; unset: no limit",
+    )
+    cj_llm_burst: int = Field(default=1, ge=1, description="request starts allowed at once within that rate")
+    cj_llm_prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description='model -> {"input_per_million", "output_per_million"}, as JSON'
+    )
+    cj_llm_max_tokens_per_batch: int | None = Field(
+        default=None, ge=1, description="a batch's budget of model tokens (in + out); unset: none"
+    )
+    cj_llm_max_cost_per_batch: float | None = Field(
+        default=None, gt=0, description="a batch's budget of cost (by cj_llm_prices); unset: none"
+    )
+    cj_max_concurrent_jobs: int = Field(default=4, ge=1, description="CJ jobs judged at once per process")
+    cj_job_lease_seconds: float = Field(
+        default=10.0, ge=1.0, description="a dead worker's job is taken over this long after its last renewal"
+    )
+    cj_job_poll_seconds: float = Field(default=1.0, gt=0, description="how often due jobs are looked for")
+    cj_job_max_attempts: int = Field(default=5, ge=1, description="failed attempts before a job fails")
+    cj_progress_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="least time between two progress events of a job (one per wave at most)",
+    )
+    cj_url: str | None = Field(
+        default=None,
+        description="base URL of the CJ internal API (the dashboard's evidence); unset: this process",
+    )
 
     # logging
     log_format: Literal["console", "json"] = "console"
@@ -228,7 +264,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not host:port (write host:port[,host:port])")
         return ",".join(servers)
 
-    @field_validator("content_url", "ras_url", "cj_llm_base_url", "public_url")
+    @field_validator("content_url", "ras_url", "cj_url", "cj_llm_base_url", "public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if not value:

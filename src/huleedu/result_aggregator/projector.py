@@ -46,6 +46,30 @@ class NotificationProjector:
             },
         )
 
+    def phase_progress(
+        self,
+        user_id: str,
+        batch_id: str,
+        phase: PhaseName,
+        counts: dict[str, int],
+        correlation_id: UUID,
+        now: datetime,
+        *,
+        notification_type: str,
+    ) -> OutboxEntry:
+        """A phase moved on (CJ: more comparisons done): low priority, only to redraw a bar."""
+        notification = TeacherNotificationRequestedV1(
+            teacher_id=user_id,
+            notification_type=notification_type,
+            category=WebSocketEventCategory.BATCH_PROGRESS,
+            priority=NotificationPriority.LOW,
+            payload={"batch_id": batch_id, "phase": phase.value, **counts},
+            correlation_id=correlation_id,
+            batch_id=batch_id,
+            timestamp=now,
+        )
+        return self._entry(notification, batch_id, correlation_id)
+
     async def results_ready(
         self, session: AsyncSession, progress: BatchProgress, ready: BatchResultsReadyV1, correlation_id: UUID
     ) -> OutboxEntry:
@@ -105,8 +129,13 @@ class NotificationProjector:
             batch_id=progress.batch_id,
             timestamp=now,
         )
+        return self._entry(notification, progress.batch_id, correlation_id)
+
+    def _entry(
+        self, notification: TeacherNotificationRequestedV1, batch_id: str, correlation_id: UUID
+    ) -> OutboxEntry:
         topic = self._topics.teacher_notification
         envelope = EventEnvelope[TeacherNotificationRequestedV1](
             event_type=topic, source_service=SOURCE_SERVICE, correlation_id=correlation_id, data=notification
         )
-        return OutboxEntry(envelope, topic, progress.batch_id, aggregate_id=progress.batch_id)
+        return OutboxEntry(envelope, topic, batch_id, aggregate_id=batch_id)

@@ -16,6 +16,7 @@ from huleedu.contracts.enums import (
     internal_statuses,
 )
 from huleedu.result_aggregator.cache import ResultsCache
+from huleedu.result_aggregator.progress import ProgressRepository
 from huleedu.result_aggregator.tables import batch_results, essay_results
 from huleedu.storage.engine import Sessions, reading
 
@@ -49,6 +50,7 @@ def phase_results(requested: list[str], summary: Mapping[str, Any]) -> dict[str,
             "failed_count": stored.get("failed_count", 0),
             "processing_time_seconds": stored.get("processing_time_seconds"),
             "failed_essay_ids": stored.get("failed_essay_ids", []),
+            "progress": None,
         }
     return results
 
@@ -61,6 +63,19 @@ def current_phase(
         if result["completed_count"] + result["failed_count"] < essay_count:
             return phase
     return None
+
+
+def with_progress(
+    results: dict[str, dict[str, Any]], progress: Mapping[str, Mapping[str, int]], essay_count: int
+) -> None:
+    """Add the reported progress to the phases still under way (and call them processing)."""
+    for phase, result in results.items():
+        reported = progress.get(phase)
+        if reported is None or result["completed_count"] + result["failed_count"] >= essay_count:
+            continue
+        result["progress"] = {"done": reported["done"], "planned": reported["planned"]}
+        if result["status"] == "pending":
+            result["status"] = "processing"
 
 
 def summary_view(row: RowMapping) -> dict[str, Any]:
@@ -167,7 +182,9 @@ class BatchQueries:
                 .mappings()
                 .all()
             )
+            progress = await ProgressRepository(session).of_batch(batch_id)
         document = summary_view(batch)
+        with_progress(document["phase_results"], progress, document["essay_count"])
         requested = set(document["requested_phases"])
         document["essays"] = [essay_view(essay, requested) for essay in essays]
         return orjson.dumps(document)

@@ -114,4 +114,18 @@ anchor_results = Table(
     PrimaryKeyConstraint("batch_id", "anchor_id"),
 )
 
-__all__ = ["anchor_results", "batch_results", "essay_results"]
+# How far a phase that reports progress has come (CJ: comparisons done of planned), until its
+# results arrive. Kept apart from batch_results: it changes often and decides nothing.
+batch_phase_progress = Table(
+    "batch_phase_progress",
+    metadata,
+    Column("batch_id", String(255), nullable=False),
+    Column("phase", String(32), nullable=False),
+    Column("done", Integer, nullable=False),
+    Column("planned", Integer, nullable=False),
+    Column("event_at", UtcDateTime, nullable=False),  # the producer's time: a newer report replaces
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("batch_id", "phase"),
+)
+
+__all__ = ["anchor_results", "batch_phase_progress", "batch_results", "essay_results"]

@@ -19,6 +19,13 @@ MAX_PAGE_SIZE = 100
 MAX_OFFSET = 1_000_000
 
 
+class PhaseProgressView(BaseModel):
+    """How far an unfinished phase has come in its own unit (CJ: comparisons)."""
+
+    done: int
+    planned: int
+
+
 class PhaseResultView(BaseModel):
     phase_name: PhaseName
     status: ProcessingStage
@@ -26,6 +33,7 @@ class PhaseResultView(BaseModel):
     failed_count: int
     processing_time_seconds: float | None
     failed_essay_ids: list[str]
+    progress: PhaseProgressView | None = None  # in the status document of one batch, while it runs
 
 
 class EssayView(BaseModel):

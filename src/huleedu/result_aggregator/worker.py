@@ -3,9 +3,14 @@
 from functools import partial
 from typing import Any
 
-from huleedu.contracts.events import AssessmentResultV1, BatchEssaysRegisteredV1, SpellcheckResultV1
+from huleedu.contracts.events import (
+    AssessmentResultV1,
+    BatchEssaysRegisteredV1,
+    CJAssessmentProgressV1,
+    SpellcheckResultV1,
+)
 from huleedu.messaging.consumer import Route
-from huleedu.result_aggregator import handlers
+from huleedu.result_aggregator import handlers, progress
 from huleedu.result_aggregator.handlers import Deps
 
 SERVICE = "result_aggregator"
@@ -26,6 +31,12 @@ def routes(deps: Deps) -> list[Route[Any]]:
             AssessmentResultV1,
             partial(handlers.record_assessment_result, deps=deps),
             partial(handlers.record_assessment_results, deps=deps),
+        ),
+        Route(
+            topics.cj_assessment_progress,
+            CJAssessmentProgressV1,
+            partial(progress.record_cj_progress, deps=deps),
+            partial(progress.record_cj_progresses, deps=deps),
         ),
         Route(
             topics.spellcheck_result,

@@ -57,10 +57,27 @@ export class Api {
     return (await this.request("/v1/batches", options)).json();
   }
 
+  async comparisonTally(batchId) {
+    return (await this.request(`/v1/batches/${encodeURIComponent(batchId)}/comparisons`)).json();
+  }
+
+  async essayComparisons(batchId, essayId) {
+    const path = `/v1/batches/${encodeURIComponent(batchId)}/essays/${encodeURIComponent(essayId)}/comparisons`;
+    return (await this.request(path)).json();
+  }
+
+  async comparisonsCsv(batchId) {
+    return this.download(`/v1/batches/${encodeURIComponent(batchId)}/comparisons.csv`, "comparisons.csv");
+  }
+
   async resultsCsv(batchId) {
-    const response = await this.request(`/v1/batches/${encodeURIComponent(batchId)}/results.csv`);
+    return this.download(`/v1/batches/${encodeURIComponent(batchId)}/results.csv`, "results.csv");
+  }
+
+  async download(path, fallback) {
+    const response = await this.request(path);
     const disposition = response.headers.get("Content-Disposition") || "";
     const match = /filename="([^"]+)"/.exec(disposition);
-    return { blob: await response.blob(), filename: match ? match[1] : "results.csv" };
+    return { blob: await response.blob(), filename: match ? match[1] : fallback };
   }
 }

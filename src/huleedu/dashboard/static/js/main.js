@@ -5,7 +5,16 @@ import { Api, ApiError } from "./api.js";
 import { LiveFeed } from "./live.js";
 import { submissionBody } from "./submit.js";
 import { claims, forgetToken, storedToken, storeToken, tokenFromLink } from "./token.js";
-import { $, clearBatch, element, renderBatch, renderBatchList, renderSubmitted } from "./view.js";
+import {
+  $,
+  clearBatch,
+  element,
+  hideEvidence,
+  renderBatch,
+  renderBatchList,
+  renderEvidence,
+  renderSubmitted,
+} from "./view.js";
 
 const REGISTRATION_WAITS_MS = [200, 400, 800, 1600, 3200]; // RAS learns of a new batch from an event
 const REFRESH_DELAY_MS = 50; // frames of one burst (a replay) cause one fetch per batch
@@ -19,6 +28,8 @@ const state = {
   submitted: new Map(), // batch_id -> {title, count}: accepted, not yet known to the results service
   openId: null,
   shown: null, // the open batch's last document, to redraw the chart when the width changes
+  tally: null, // the open batch's wins and losses per essay (null: no comparisons to show)
+  expanded: new Set(), // essays of the open batch whose comparisons are shown
   dirty: new Set(),
   listDirty: false,
   refreshTimer: null,
@@ -93,7 +104,8 @@ function signOut(message = "") {
   clearTimeout(state.expiryTimer);
   clearTimeout(state.refreshTimer);
   forgetToken();
-  Object.assign(state, { api: null, feed: null, user: null, batches: [], openId: null });
+  Object.assign(state, { api: null, feed: null, user: null, batches: [], openId: null, shown: null, tally: null });
+  state.expanded.clear();
   state.submitted.clear();
   state.dirty.clear();
   $("#batches").replaceChildren();
@@ -153,6 +165,8 @@ function handleFailure(failure, where) {
 function openBatch(batchId, { focus }) {
   if (state.openId !== batchId) {
     state.shown = null;
+    state.tally = null;
+    state.expanded.clear();
     clearBatch();
   }
   state.openId = batchId;
@@ -172,10 +186,13 @@ async function loadBatch(batchId) {
   if (!state.api) return;
   try {
     const batch = await state.api.getBatch(batchId);
+    const tally = await comparisonTally(batch);
     state.submitted.delete(batchId);
     if (state.openId === batchId) {
       state.shown = batch;
-      renderBatch(batch);
+      state.tally = tally;
+      renderBatch(batch, tally);
+      for (const essayId of state.expanded) showEvidence(essayId);
     }
     $("#batch-error").textContent = "";
   } catch (failure) {
@@ -192,6 +209,51 @@ async function loadBatch(batchId) {
       return;
     }
     handleFailure(failure, "#batch-error");
+  }
+}
+
+// --- the evidence behind the grades ---
+
+// Wins and losses per essay once comparative judgement has begun (null before, or if it cannot be
+// had: the table is shown without them).
+async function comparisonTally(batch) {
+  const cj = batch.phase_results && batch.phase_results.cj_assessment;
+  if (!cj || cj.status === "pending") return null;
+  try {
+    return await state.api.comparisonTally(batch.batch_id);
+  } catch (failure) {
+    if (failure instanceof ApiError && failure.status === 401) throw failure;
+    return null;
+  }
+}
+
+// An opponent that is not one of the batch's essays is one of its graded anchors.
+function nameOf(essayId) {
+  const essay = state.shown && state.shown.essays.find((e) => e.essay_id === essayId);
+  if (!essay) return `an anchor essay (${essayId.slice(0, 8)})`;
+  return essay.filename || essayId;
+}
+
+async function showEvidence(essayId) {
+  const batchId = state.openId;
+  try {
+    const evidence = await state.api.essayComparisons(batchId, essayId);
+    if (state.openId === batchId && state.expanded.has(essayId)) renderEvidence(essayId, evidence, nameOf);
+  } catch (failure) {
+    handleFailure(failure, "#batch-error");
+  }
+}
+
+function toggleEvidence(event) {
+  const toggle = event.target.closest(".evidence-toggle");
+  if (!toggle) return;
+  const essayId = toggle.dataset.essayId;
+  if (state.expanded.has(essayId)) {
+    state.expanded.delete(essayId);
+    hideEvidence(essayId);
+  } else {
+    state.expanded.add(essayId);
+    showEvidence(essayId);
   }
 }
 
@@ -299,9 +361,17 @@ function addAnchor() {
 }
 
 async function downloadCsv() {
+  await download((api, batchId) => api.resultsCsv(batchId));
+}
+
+async function downloadComparisons() {
+  await download((api, batchId) => api.comparisonsCsv(batchId));
+}
+
+async function download(fetchFile) {
   if (!state.api || !state.openId) return;
   try {
-    const { blob, filename } = await state.api.resultsCsv(state.openId);
+    const { blob, filename } = await fetchFile(state.api, state.openId);
     const url = URL.createObjectURL(blob);
     const link = element("a", { href: url, download: filename, hidden: true });
     document.body.append(link);
@@ -325,11 +395,16 @@ function start() {
   $("#submit-form").addEventListener("submit", submitBatch);
   $("#add-anchor").addEventListener("click", addAnchor);
   $("#download-csv").addEventListener("click", downloadCsv);
+  $("#download-comparisons").addEventListener("click", downloadComparisons);
+  $("#essays tbody").addEventListener("click", toggleEvidence);
   let resizeTimer = null;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(() => {
-      if (state.shown && state.shown.batch_id === state.openId) renderBatch(state.shown);
+      if (state.shown && state.shown.batch_id === state.openId) {
+        renderBatch(state.shown, state.tally);
+        for (const essayId of state.expanded) showEvidence(essayId);
+      }
     }, 150);
   });
   const token = tokenFromLink() || storedToken();

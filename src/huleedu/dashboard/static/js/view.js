@@ -64,20 +64,29 @@ export function renderSubmitted(batchId, local) {
   $("#phases").replaceChildren();
   $("#scale").hidden = true;
   $("#essays tbody").replaceChildren();
+  $("#essays-hint").hidden = true;
 }
 
+// A phase under way that reports its own progress (CJ: comparisons) shows that; otherwise, and
+// once it is finished, the bar counts essays.
 function renderPhases(batch) {
   const phases = batch.requested_phases.map((phase) => {
     const result = batch.phase_results[phase] || { completed_count: 0, failed_count: 0, status: "pending" };
-    const done = result.completed_count + result.failed_count;
     const id = `phase-${phase}`;
-    const failed = result.failed_count ? `, ${result.failed_count} failed` : "";
+    const progress = result.progress;
+    let max = Math.max(batch.essay_count, 1);
+    let value = result.completed_count + result.failed_count;
+    let count = `${value} of ${batch.essay_count} essays${result.failed_count ? `, ${result.failed_count} failed` : ""}`;
+    if (progress && progress.planned > 0) {
+      [max, value] = [progress.planned, Math.min(progress.done, progress.planned)];
+      count = `${progress.done} of up to ${progress.planned} comparisons`;
+    }
     return element(
       "div",
       { class: "phase", "data-phase": phase, "data-phase-status": result.status },
       element("label", { for: id, text: `${phaseLabel(phase)}: ${result.status}` }),
-      element("progress", { id, max: Math.max(batch.essay_count, 1), value: done }),
-      element("span", { class: "count", text: `${done} of ${batch.essay_count} essays${failed}` }),
+      element("progress", { id, max, value }),
+      element("span", { class: "count", text: count }),
     );
   });
   $("#phases").replaceChildren(...phases);
@@ -102,7 +111,26 @@ function essayStatus(essay) {
   return [statuses.map(([phase, status]) => `${phaseLabel(phase)}: ${status}`).join("; ")];
 }
 
-function essayRow(essay) {
+// The comparisons cell: the count, and a button with the essay's wins and losses that shows every
+// comparison under the row (the page fetches them when it is pressed).
+function comparisonsCell(essay, index, tally) {
+  const cell = element("td", { class: "num comparisons" }, whole(essay.cj_comparison_count));
+  if (!tally) return cell;
+  const name = essay.filename || essay.essay_id;
+  const toggle = element("button", {
+    type: "button",
+    class: "link evidence-toggle",
+    "aria-expanded": "false",
+    "aria-controls": `evidence-${index}`,
+    "aria-label": `${tally.won} won, ${tally.lost} lost: show the comparisons of ${name}`,
+    "data-essay-id": essay.essay_id,
+    text: `${tally.won}–${tally.lost}`,
+  });
+  cell.append(" ", toggle);
+  return cell;
+}
+
+function essayRow(essay, index, tally) {
   const metrics = essay.spellcheck_metrics || {};
   const failed = essay.spellcheck_error_detail || essay.cj_assessment_error_detail;
   const status = essayStatus(essay);
@@ -115,14 +143,59 @@ function essayRow(essay) {
     element("td", { class: "grade", text: essay.letter_grade || "–" }),
     element("td", { class: "confidence", text: confidence(essay.confidence_label, essay.confidence_score) }),
     element("td", { class: "num score", text: score }),
-    element("td", { class: "num", text: whole(essay.cj_comparison_count) }),
+    comparisonsCell(essay, index, tally),
     element("td", { class: "num corrections", text: whole(essay.spellcheck_correction_count) }),
     element("td", { class: "num", text: whole(metrics.word_count) }),
     element("td", { class: "status" }, ...(failed ? ["Failed"] : status)),
   );
 }
 
-export function renderBatch(batch) {
+const COLUMNS = 9;
+
+// One essay's comparisons, in a row under its own: opponent, shown first or second, won or lost,
+// the judge's rationale and who judged. `nameOf(essayId)` gives the filename to show.
+export function renderEvidence(essayId, evidence, nameOf) {
+  const toggle = [...document.querySelectorAll("#essays .evidence-toggle")].find((b) => b.dataset.essayId === essayId);
+  if (!toggle) return;
+  const row = toggle.closest("tr");
+  const id = toggle.getAttribute("aria-controls");
+  document.getElementById(id)?.remove();
+  const items = evidence.comparisons.map((c) =>
+    element(
+      "li",
+      { class: "comparison", "data-result": c.result },
+      element("span", { class: "outcome", text: { won: "Won", lost: "Lost", dropped: "Dropped" }[c.result] }),
+      ` against ${nameOf(c.opponent_id)}, shown ${c.shown}`,
+      c.confidence !== null ? ` (confidence ${Math.round(c.confidence * 100)}%)` : "",
+      element("span", { class: "rationale", text: c.rationale || c.error || "No rationale given." }),
+      element("span", { class: "judge", text: `${c.judge} · ${c.model}${c.prompt_version ? ` · prompt ${c.prompt_version}` : ""}` }),
+    ),
+  );
+  const body = items.length
+    ? element("ol", { class: "comparisons-list" }, ...items)
+    : element("p", { class: "muted", text: "No comparisons stored for this essay." });
+  const heading = `${nameOf(essayId)}: ${evidence.won} won, ${evidence.lost} lost${evidence.dropped ? `, ${evidence.dropped} dropped` : ""}`;
+  const cell = element("td", { colspan: COLUMNS }, element("h3", { class: "evidence-title", text: heading }), body);
+  row.after(element("tr", { id, class: "evidence", "data-essay-id": essayId }, cell));
+  toggle.setAttribute("aria-expanded", "true");
+}
+
+export function hideEvidence(essayId) {
+  const toggle = [...document.querySelectorAll("#essays .evidence-toggle")].find((b) => b.dataset.essayId === essayId);
+  if (!toggle) return;
+  document.getElementById(toggle.getAttribute("aria-controls"))?.remove();
+  toggle.setAttribute("aria-expanded", "false");
+}
+
+// Whether the results table is wider than its box: then it says so and scrolls sideways.
+function flagOverflow() {
+  const wrap = $("#essays-wrap");
+  const overflowing = wrap.scrollWidth > wrap.clientWidth + 1;
+  wrap.dataset.overflow = overflowing ? "true" : "false";
+  $("#essays-hint").hidden = !overflowing;
+}
+
+export function renderBatch(batch, tally = null) {
   const section = $("#batch");
   section.dataset.status = batch.overall_status;
   $("#batch-title").textContent = batch.title || batch.batch_id;
@@ -135,7 +208,13 @@ export function renderBatch(batch) {
   $("#batch-meta").textContent = `Submitted ${when(batch.created_at)}${ready} · batch ${batch.batch_id}`;
   renderPhases(batch);
   const essays = [...batch.essays].sort((a, b) => (a.cj_rank ?? Infinity) - (b.cj_rank ?? Infinity));
-  $("#essays tbody").replaceChildren(...essays.map(essayRow));
+  // No judgement stored (yet): no wins and losses to show.
+  const tallies = tally && Object.keys(tally.essays || {}).length ? tally.essays : null;
+  const rows = essays.map((essay, index) =>
+    essayRow(essay, index, tallies ? tallies[essay.essay_id] || { won: 0, lost: 0, dropped: 0 } : null),
+  );
+  $("#essays tbody").replaceChildren(...rows);
+  flagOverflow();
   $("#scale").hidden = false; // shown while drawing: the chart takes the width it is shown at
   $("#scale").hidden = !renderScale($("#scale-chart"), essays, batch.title || batch.batch_id);
 }
