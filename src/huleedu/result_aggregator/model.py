@@ -90,11 +90,29 @@ def newest(outcomes: Iterable[StampedT]) -> list[StampedT]:
 
 # --- essays and phases ---
 
+# Plain names: reading an enum member off its class is slow in a loop on Python 3.11.
+_COMPLETED = EssayStatus.COMPLETED
+_FAILED = EssayStatus.FAILED
+
 
 class EssayOutcome(StrEnum):
     OPEN = "open"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+def essay_outcome(statuses: Iterable[EssayStatus | None]) -> EssayOutcome:
+    """An essay's outcome from its status in each requested phase (None: no result yet): failed
+    once any phase failed, succeeded once every phase completed, open otherwise."""
+    is_open = False
+    for status in statuses:
+        if status is _FAILED:
+            return _ESSAY_FAILED
+        is_open = is_open or status is not _COMPLETED
+    return _ESSAY_OPEN if is_open else _ESSAY_SUCCEEDED
+
+
+_ESSAY_OPEN, _ESSAY_SUCCEEDED, _ESSAY_FAILED = EssayOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +121,6 @@ class EssayProgress:
 
     essay_id: str
     statuses: Mapping[PhaseName, EssayStatus]
-
-    def outcome(self, phases: Iterable[PhaseName]) -> EssayOutcome:
-        statuses = [self.statuses.get(phase) for phase in phases]
-        if all(status is EssayStatus.COMPLETED for status in statuses):
-            return EssayOutcome.SUCCEEDED
-        if EssayStatus.FAILED in statuses:
-            return EssayOutcome.FAILED
-        return EssayOutcome.OPEN
 
     def failing(self, phases: Iterable[PhaseName]) -> "EssayProgress":
         """This essay with every phase of `phases` that has no result yet failed."""
@@ -135,9 +145,25 @@ class PhaseTally:
 
 
 @dataclass(frozen=True)
+class _Counts:
+    tallies: dict[PhaseName, PhaseTally]
+    succeeded: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Announced:
+    """What RAS has told about a batch so far: each phase whose completion it announced (with
+    when the phase completed) and, once, that the results are ready with the final status."""
+
+    phases: Mapping[PhaseName, datetime] = field(default_factory=dict)
+    results_ready_at: datetime | None = None
+    status: BatchStatus = BatchStatus.PROCESSING_PIPELINES
+
+
+@dataclass(frozen=True)
 class BatchProgress:
-    """One registered batch as the rules see it, read under the batch's lock. A phase is
-    announced (its completion told to the teacher) once; `results_ready_at` is set once."""
+    """One registered batch as the rules see it, read under the batch's lock."""
 
     batch_id: str
     user_id: str
@@ -146,37 +172,43 @@ class BatchProgress:
     essay_count: int
     registered_at: datetime
     essays: tuple[EssayProgress, ...] = ()
-    status: BatchStatus = BatchStatus.PROCESSING_PIPELINES
-    results_ready_at: datetime | None = None
-    announced_phases: frozenset[PhaseName] = frozenset()
-    phase_completed_at: Mapping[PhaseName, datetime] = field(default_factory=dict)
+    announced: Announced = Announced()
     notify_email: str | None = None
     correlation_id: UUID | None = None
 
+    # Counted once per object: every rule below reads the counts, several times per evaluation.
     @cached_property
-    def _tallies(self) -> dict[PhaseName, PhaseTally]:
-        tallies = {}
-        for phase in self.requested_phases:
-            statuses = [(essay.essay_id, essay.statuses.get(phase)) for essay in self.essays]
-            failed = tuple(sorted(essay_id for essay_id, status in statuses if status is EssayStatus.FAILED))
-            completed = sum(status is EssayStatus.COMPLETED for _, status in statuses)
-            tallies[phase] = PhaseTally(completed, len(failed), failed)
-        return tallies
-
-    @cached_property
-    def _outcomes(self) -> list[EssayOutcome]:
-        return [essay.outcome(self.requested_phases) for essay in self.essays]
+    def _counts(self) -> _Counts:
+        phases = self.requested_phases
+        completed = [0] * len(phases)
+        failed: list[list[str]] = [[] for _ in phases]
+        succeeded = failed_essays = 0
+        for essay in self.essays:
+            statuses = [essay.statuses.get(phase) for phase in phases]
+            outcome = essay_outcome(statuses)
+            succeeded += outcome is _ESSAY_SUCCEEDED
+            failed_essays += outcome is _ESSAY_FAILED
+            for n, status in enumerate(statuses):
+                if status is _COMPLETED:
+                    completed[n] += 1
+                elif status is _FAILED:
+                    failed[n].append(essay.essay_id)
+        tallies = {
+            phase: PhaseTally(completed[n], len(failed[n]), tuple(sorted(failed[n])))
+            for n, phase in enumerate(phases)
+        }
+        return _Counts(tallies, succeeded, failed_essays)
 
     def tally(self, phase: PhaseName) -> PhaseTally:
-        return self._tallies.get(phase, PhaseTally())
+        return self._counts.tallies.get(phase) or PhaseTally()
 
     @property
     def essays_succeeded(self) -> int:
-        return self._outcomes.count(EssayOutcome.SUCCEEDED)
+        return self._counts.succeeded
 
     @property
     def essays_failed(self) -> int:
-        return self._outcomes.count(EssayOutcome.FAILED)
+        return self._counts.failed
 
     def phase_is_complete(self, phase: PhaseName) -> bool:
         return self.tally(phase).terminal >= self.essay_count
@@ -184,18 +216,6 @@ class BatchProgress:
     @property
     def is_complete(self) -> bool:
         return all(self.phase_is_complete(phase) for phase in self.requested_phases)
-
-    @property
-    def is_announced(self) -> bool:
-        return self.results_ready_at is not None
-
-    def newly_completed_phases(self) -> list[PhaseName]:
-        """Phases that are complete now but were not announced before (in requested order)."""
-        return [
-            phase
-            for phase in self.requested_phases
-            if self.phase_is_complete(phase) and phase not in self.announced_phases
-        ]
 
     def overall_status(self) -> BatchStatus:
         if not self.is_complete:
@@ -206,9 +226,9 @@ class BatchProgress:
             return BatchStatus.FAILED_CRITICALLY
         return BatchStatus.COMPLETED_WITH_FAILURES
 
-    def phase_result(self, phase: PhaseName, now: datetime) -> PhaseResult:
+    def phase_result(self, phase: PhaseName, now: datetime, completed_at: datetime | None) -> PhaseResult:
+        """The phase as reported; `completed_at` is when it was announced complete, if it was."""
         tally = self.tally(phase)
-        completed_at = self.phase_completed_at.get(phase)
         if self.phase_is_complete(phase):
             status = ProcessingStage.COMPLETED if tally.completed else ProcessingStage.FAILED
             completed_at = completed_at or now
@@ -226,22 +246,11 @@ class BatchProgress:
             failed_essay_ids=list(tally.failed_essay_ids),
         )
 
-    def phase_results(self, now: datetime) -> dict[PhaseName, PhaseResult]:
-        return {phase: self.phase_result(phase, now) for phase in self.requested_phases}
-
-    def results_ready(self, now: datetime) -> BatchResultsReadyV1:
-        return BatchResultsReadyV1(
-            batch_id=self.batch_id,
-            user_id=self.user_id,
-            title=self.title,
-            total_essays=self.essay_count,
-            completed_essays=self.essays_succeeded,
-            failed_essays=self.essays_failed,
-            phase_results=self.phase_results(now),
-            overall_status=self.overall_status(),
-            processing_duration_seconds=max((now - self.registered_at).total_seconds(), 0.0),
-            ready_at=now,
-        )
+    def phase_results(self, now: datetime, announced: Announced) -> dict[PhaseName, PhaseResult]:
+        return {
+            phase: self.phase_result(phase, now, announced.phases.get(phase))
+            for phase in self.requested_phases
+        }
 
 
 # --- evaluating a batch ---
@@ -249,31 +258,45 @@ class BatchProgress:
 
 @dataclass(frozen=True)
 class Settlement:
-    """What evaluating a batch decided: the batch to store, the phases whose completion is
-    announced now, and BatchResultsReadyV1 the one time the batch becomes complete."""
+    """What evaluating a batch decided: what is announced of it afterwards, the phases whose
+    completion is announced now, and BatchResultsReadyV1 the one time the batch becomes complete."""
 
     progress: BatchProgress
+    announced: Announced
     phase_results: dict[PhaseName, PhaseResult]
     completed_phases: tuple[PhaseName, ...] = ()
     results_ready: BatchResultsReadyV1 | None = None
 
 
 def settle(progress: BatchProgress, now: datetime) -> Settlement:
-    """Evaluate a batch after a change. After results-ready a late change updates the counts
-    but announces nothing again and keeps the announced status."""
-    if progress.is_announced:
-        return Settlement(progress, progress.phase_results(now))
-    completed = tuple(progress.newly_completed_phases())
-    progress = replace(
-        progress,
-        announced_phases=progress.announced_phases | frozenset(completed),
-        phase_completed_at={**progress.phase_completed_at, **dict.fromkeys(completed, now)},
+    """Evaluate a batch after a change. Once its results are ready a late change updates the
+    counts but announces nothing again and keeps the announced status."""
+    before = progress.announced
+    if before.results_ready_at is not None:
+        return Settlement(progress, before, progress.phase_results(now, before))
+    completed = tuple(
+        phase
+        for phase in progress.requested_phases
+        if progress.phase_is_complete(phase) and phase not in before.phases
     )
+    after = replace(before, phases={**before.phases, **dict.fromkeys(completed, now)})
+    results = progress.phase_results(now, after)
     if not progress.is_complete:
-        return Settlement(progress, progress.phase_results(now), completed)
-    ready = progress.results_ready(now)
-    progress = replace(progress, status=ready.overall_status, results_ready_at=now)
-    return Settlement(progress, ready.phase_results, completed, ready)
+        return Settlement(progress, after, results, completed)
+    ready = BatchResultsReadyV1(
+        batch_id=progress.batch_id,
+        user_id=progress.user_id,
+        title=progress.title,
+        total_essays=progress.essay_count,
+        completed_essays=progress.essays_succeeded,
+        failed_essays=progress.essays_failed,
+        phase_results=results,
+        overall_status=progress.overall_status(),
+        processing_duration_seconds=max((now - progress.registered_at).total_seconds(), 0.0),
+        ready_at=now,
+    )
+    after = replace(after, results_ready_at=now, status=ready.overall_status)
+    return Settlement(progress, after, results, completed, ready)
 
 
 @dataclass(frozen=True)
@@ -286,9 +309,9 @@ class Expiry:
 
 
 def expire(progress: BatchProgress) -> Expiry | None:
-    """Fail, in every incomplete phase, each essay that never reported. None when the batch was
-    announced already: the deadline has nothing left to do."""
-    if progress.is_announced:
+    """Fail, in every incomplete phase, each essay that never reported. None once the batch's
+    results are ready: the deadline has nothing left to do."""
+    if progress.announced.results_ready_at is not None:
         return None
     phases = [phase for phase in progress.requested_phases if not progress.phase_is_complete(phase)]
     failed = {
