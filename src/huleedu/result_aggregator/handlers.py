@@ -149,9 +149,10 @@ async def expire_batch(batch_id: str, uow: UnitOfWork, *, deps: Deps) -> bool:
 def _deadline_error(
     phase: PhaseName, progress: BatchProgress, deadline: timedelta, now: datetime
 ) -> ErrorDetail:
+    hours = deadline.total_seconds() / 3600
     return ErrorDetail(
         code=ErrorCode.TIMEOUT,
-        message=f"no {phase.value} result arrived within the batch deadline ({deadline.total_seconds() / 3600:g} h)",
+        message=f"no {phase.value} result arrived within the batch deadline ({hours:g} h)",
         correlation_id=progress.correlation_id,
         service=SOURCE_SERVICE,
         operation="batch_deadline",
