@@ -23,12 +23,12 @@ async def expire_overdue_batches(sessions: Sessions, deps: Deps) -> int:
     async with reading(sessions) as session:
         overdue = await BatchRepository(session).open_batches_past_deadline(deps.clock(), SWEEP_BATCH)
     expired = 0
-    for batch in overdue:
+    for batch_id in overdue:
         async with UnitOfWork(sessions) as uow:
-            if await expire_batch(batch.batch_id, uow, deps=deps):
+            if await expire_batch(batch_id, uow, deps=deps):
                 await uow.commit()
                 expired += 1
-                log.warning("batch completed by its deadline", batch_id=batch.batch_id)
+                log.warning("batch completed by its deadline", batch_id=batch_id)
     return expired
 
 

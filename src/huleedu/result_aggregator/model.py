@@ -1,17 +1,131 @@
-"""Pure rules of RAS: a batch's progress, phase outcomes and the completion rule. No I/O.
+"""Pure rules of RAS: what an essay's phase results add up to, when a batch is complete, what
+evaluating a batch announces and what its deadline fails. No I/O, no SQLAlchemy.
 
-A batch is complete when every registered essay has a terminal status (`completed` or `failed`)
-in every requested phase. An essay succeeded when it completed every requested phase; it failed
-when any requested phase failed for it.
+A phase is complete when every registered essay has a result in it (`completed` or `failed`); a
+batch is complete when every requested phase is. An essay succeeded when it completed every
+requested phase and failed when any requested phase failed for it. A batch is announced
+(BatchResultsReadyV1) exactly once: the first time it is evaluated complete.
 """
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
+from functools import cached_property
+from typing import Protocol, TypeVar
+from uuid import UUID
 
-from huleedu.contracts.enums import BatchStatus, PhaseName, ProcessingStage
-from huleedu.contracts.events import BatchResultsReadyV1, PhaseResult
+from huleedu.contracts.enums import BatchStatus, EssayStatus, PhaseName, ProcessingStage
+from huleedu.contracts.events import (
+    BatchEssaysRegisteredV1,
+    BatchResultsReadyV1,
+    EssayResultV1,
+    PhaseResult,
+    SpellcheckResultV1,
+)
 
-TERMINAL = ("completed", "failed")
+# --- what RAS stores of each event ---
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A batch as registered: the event, the correlation id it came with, and when it expires."""
+
+    event: BatchEssaysRegisteredV1
+    correlation_id: UUID
+    deadline_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SpellcheckOutcome:
+    """One essay's spellcheck result, stamped with when its producer sent it."""
+
+    result: SpellcheckResultV1
+    event_at: datetime
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.result.batch_id, self.result.essay_id)
+
+
+@dataclass(frozen=True, slots=True)
+class AssessmentOutcome:
+    """One essay's (or anchor's) result of a CJ run, stamped with when its producer sent it."""
+
+    batch_id: str
+    job_id: str
+    result: EssayResultV1
+    event_at: datetime
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.batch_id, self.result.essay_id)
+
+
+class Stamped(Protocol):
+    @property
+    def key(self) -> tuple[str, str]: ...
+
+    @property
+    def event_at(self) -> datetime: ...
+
+
+StampedT = TypeVar("StampedT", bound=Stamped)
+
+
+def is_newer(incoming: datetime, stored: datetime | None) -> bool:
+    """A later result for the same essay and phase replaces the earlier one only if newer."""
+    return stored is None or incoming > stored
+
+
+def newest(outcomes: Iterable[StampedT]) -> list[StampedT]:
+    """The newest outcome per key, so older ones and duplicates (same time) change nothing."""
+    kept: dict[tuple[str, str], StampedT] = {}
+    for outcome in outcomes:
+        stored = kept.get(outcome.key)
+        if stored is None or is_newer(outcome.event_at, stored.event_at):
+            kept[outcome.key] = outcome
+    return list(kept.values())
+
+
+# --- essays and phases ---
+
+# Plain names: reading an enum member off its class is slow in a loop on Python 3.11.
+_COMPLETED = EssayStatus.COMPLETED
+_FAILED = EssayStatus.FAILED
+
+
+class EssayOutcome(StrEnum):
+    OPEN = "open"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+def essay_outcome(statuses: Iterable[EssayStatus | None]) -> EssayOutcome:
+    """An essay's outcome from its status in each requested phase (None: no result yet): failed
+    once any phase failed, succeeded once every phase completed, open otherwise."""
+    is_open = False
+    for status in statuses:
+        if status is _FAILED:
+            return _ESSAY_FAILED
+        is_open = is_open or status is not _COMPLETED
+    return _ESSAY_OPEN if is_open else _ESSAY_SUCCEEDED
+
+
+_ESSAY_OPEN, _ESSAY_SUCCEEDED, _ESSAY_FAILED = EssayOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class EssayProgress:
+    """A registered essay's status in each phase that has a result for it."""
+
+    essay_id: str
+    statuses: Mapping[PhaseName, EssayStatus]
+
+    def failing(self, phases: Iterable[PhaseName]) -> "EssayProgress":
+        """This essay with every phase of `phases` that has no result yet failed."""
+        missing = {phase: EssayStatus.FAILED for phase in phases if phase not in self.statuses}
+        return replace(self, statuses={**self.statuses, **missing}) if missing else self
 
 
 @dataclass(frozen=True)
@@ -27,55 +141,81 @@ class PhaseTally:
         return self.completed + self.failed
 
 
+# --- the batch ---
+
+
+@dataclass(frozen=True)
+class _Counts:
+    tallies: dict[PhaseName, PhaseTally]
+    succeeded: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Announced:
+    """What RAS has told about a batch so far: each phase whose completion it announced (with
+    when the phase completed) and, once, that the results are ready with the final status."""
+
+    phases: Mapping[PhaseName, datetime] = field(default_factory=dict)
+    results_ready_at: datetime | None = None
+    status: BatchStatus = BatchStatus.PROCESSING_PIPELINES
+
+
 @dataclass(frozen=True)
 class BatchProgress:
-    """What the completion rule needs to know of one batch, read under the batch's lock."""
+    """One registered batch as the rules see it, read under the batch's lock."""
 
     batch_id: str
     user_id: str
     title: str | None
     requested_phases: tuple[PhaseName, ...]
     essay_count: int
-    tallies: dict[PhaseName, PhaseTally]
-    essays_succeeded: int
-    essays_failed: int
-    announced_phases: frozenset[PhaseName]
     registered_at: datetime
-    results_ready_at: datetime | None
-    phase_completed_at: dict[PhaseName, datetime] = field(default_factory=dict)
+    essays: tuple[EssayProgress, ...] = ()
+    announced: Announced = Announced()
     notify_email: str | None = None
-    correlation_id: str | None = None
+    correlation_id: UUID | None = None
+
+    # Counted once per object: every rule below reads the counts, several times per evaluation.
+    @cached_property
+    def _counts(self) -> _Counts:
+        phases = self.requested_phases
+        completed = [0] * len(phases)
+        failed: list[list[str]] = [[] for _ in phases]
+        succeeded = failed_essays = 0
+        for essay in self.essays:
+            statuses = [essay.statuses.get(phase) for phase in phases]
+            outcome = essay_outcome(statuses)
+            succeeded += outcome is _ESSAY_SUCCEEDED
+            failed_essays += outcome is _ESSAY_FAILED
+            for n, status in enumerate(statuses):
+                if status is _COMPLETED:
+                    completed[n] += 1
+                elif status is _FAILED:
+                    failed[n].append(essay.essay_id)
+        tallies = {
+            phase: PhaseTally(completed[n], len(failed[n]), tuple(sorted(failed[n])))
+            for n, phase in enumerate(phases)
+        }
+        return _Counts(tallies, succeeded, failed_essays)
 
     def tally(self, phase: PhaseName) -> PhaseTally:
-        return self.tallies.get(phase, PhaseTally())
+        return self._counts.tallies.get(phase) or PhaseTally()
+
+    @property
+    def essays_succeeded(self) -> int:
+        return self._counts.succeeded
+
+    @property
+    def essays_failed(self) -> int:
+        return self._counts.failed
 
     def phase_is_complete(self, phase: PhaseName) -> bool:
         return self.tally(phase).terminal >= self.essay_count
 
-    def newly_completed_phases(self) -> list[PhaseName]:
-        """Phases that are complete now but were not announced before (in requested order)."""
-        return [
-            phase
-            for phase in self.requested_phases
-            if self.phase_is_complete(phase) and phase not in self.announced_phases
-        ]
-
-    def with_phases_completed(self, phases: list[PhaseName], now: datetime) -> "BatchProgress":
-        """The same progress with `phases` marked announced at `now`."""
-        return replace(
-            self,
-            announced_phases=self.announced_phases | frozenset(phases),
-            phase_completed_at={**self.phase_completed_at, **{phase: now for phase in phases}},
-        )
-
     @property
     def is_complete(self) -> bool:
         return all(self.phase_is_complete(phase) for phase in self.requested_phases)
-
-    @property
-    def should_announce(self) -> bool:
-        """True exactly once in a batch's life: complete, and never announced."""
-        return self.is_complete and self.results_ready_at is None
 
     def overall_status(self) -> BatchStatus:
         if not self.is_complete:
@@ -86,15 +226,9 @@ class BatchProgress:
             return BatchStatus.FAILED_CRITICALLY
         return BatchStatus.COMPLETED_WITH_FAILURES
 
-    def current_phase(self) -> PhaseName | None:
-        for phase in self.requested_phases:
-            if not self.phase_is_complete(phase):
-                return phase
-        return None
-
-    def phase_result(self, phase: PhaseName, now: datetime) -> PhaseResult:
+    def phase_result(self, phase: PhaseName, now: datetime, completed_at: datetime | None) -> PhaseResult:
+        """The phase as reported; `completed_at` is when it was announced complete, if it was."""
         tally = self.tally(phase)
-        completed_at = self.phase_completed_at.get(phase)
         if self.phase_is_complete(phase):
             status = ProcessingStage.COMPLETED if tally.completed else ProcessingStage.FAILED
             completed_at = completed_at or now
@@ -109,27 +243,80 @@ class BatchProgress:
             completed_count=tally.completed,
             failed_count=tally.failed,
             processing_time_seconds=max(seconds, 0.0) if seconds is not None else None,
-            failed_essay_ids=sorted(tally.failed_essay_ids),
+            failed_essay_ids=list(tally.failed_essay_ids),
         )
 
-    def phase_results(self, now: datetime) -> dict[PhaseName, PhaseResult]:
-        return {phase: self.phase_result(phase, now) for phase in self.requested_phases}
-
-    def results_ready(self, now: datetime) -> BatchResultsReadyV1:
-        return BatchResultsReadyV1(
-            batch_id=self.batch_id,
-            user_id=self.user_id,
-            title=self.title,
-            total_essays=self.essay_count,
-            completed_essays=self.essays_succeeded,
-            failed_essays=self.essays_failed,
-            phase_results=self.phase_results(now),
-            overall_status=self.overall_status(),
-            processing_duration_seconds=max((now - self.registered_at).total_seconds(), 0.0),
-            ready_at=now,
-        )
+    def phase_results(self, now: datetime, announced: Announced) -> dict[PhaseName, PhaseResult]:
+        return {
+            phase: self.phase_result(phase, now, announced.phases.get(phase))
+            for phase in self.requested_phases
+        }
 
 
-def is_newer(incoming: datetime, stored: datetime | None) -> bool:
-    """A later result for the same essay and phase replaces the earlier one only if newer."""
-    return stored is None or incoming > stored
+# --- evaluating a batch ---
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What evaluating a batch decided: what is announced of it afterwards, the phases whose
+    completion is announced now, and BatchResultsReadyV1 the one time the batch becomes complete."""
+
+    progress: BatchProgress
+    announced: Announced
+    phase_results: dict[PhaseName, PhaseResult]
+    completed_phases: tuple[PhaseName, ...] = ()
+    results_ready: BatchResultsReadyV1 | None = None
+
+
+def settle(progress: BatchProgress, now: datetime) -> Settlement:
+    """Evaluate a batch after a change. Once its results are ready a late change updates the
+    counts but announces nothing again and keeps the announced status."""
+    before = progress.announced
+    if before.results_ready_at is not None:
+        return Settlement(progress, before, progress.phase_results(now, before))
+    completed = tuple(
+        phase
+        for phase in progress.requested_phases
+        if progress.phase_is_complete(phase) and phase not in before.phases
+    )
+    after = replace(before, phases={**before.phases, **dict.fromkeys(completed, now)})
+    results = progress.phase_results(now, after)
+    if not progress.is_complete:
+        return Settlement(progress, after, results, completed)
+    ready = BatchResultsReadyV1(
+        batch_id=progress.batch_id,
+        user_id=progress.user_id,
+        title=progress.title,
+        total_essays=progress.essay_count,
+        completed_essays=progress.essays_succeeded,
+        failed_essays=progress.essays_failed,
+        phase_results=results,
+        overall_status=progress.overall_status(),
+        processing_duration_seconds=max((now - progress.registered_at).total_seconds(), 0.0),
+        ready_at=now,
+    )
+    after = replace(after, results_ready_at=now, status=ready.overall_status)
+    return Settlement(progress, after, results, completed, ready)
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """What the deadline does to an open batch: which essays it fails in which phase, and the
+    batch afterwards (complete, to be settled)."""
+
+    failed: dict[PhaseName, tuple[str, ...]]
+    progress: BatchProgress
+
+
+def expire(progress: BatchProgress) -> Expiry | None:
+    """Fail, in every incomplete phase, each essay that never reported. None once the batch's
+    results are ready: the deadline has nothing left to do."""
+    if progress.announced.results_ready_at is not None:
+        return None
+    phases = [phase for phase in progress.requested_phases if not progress.phase_is_complete(phase)]
+    failed = {
+        phase: tuple(sorted(essay.essay_id for essay in progress.essays if phase not in essay.statuses))
+        for phase in phases
+    }
+    essays = tuple(essay.failing(phases) for essay in progress.essays)
+    return Expiry(failed, replace(progress, essays=essays))

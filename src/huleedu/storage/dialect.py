@@ -54,7 +54,9 @@ def upsert_statement(
     update_columns: tuple[str, ...],
     only_if: Condition | None = None,
 ) -> Insert:
-    """`upsert` without values, to execute with a list of rows (see insert_skipping_duplicates).
+    """INSERT ... ON CONFLICT (conflict_columns) DO UPDATE SET update_columns = excluded.*
+    [WHERE only_if(excluded)], without values: execute it with a list of rows (see
+    insert_skipping_duplicates). The condition may also refer to `table.c` (the stored row).
     Built once per arguments: pass a module-level `only_if`, not a fresh lambda."""
     return _upsert_for(session.get_bind().dialect.name, table, conflict_columns, update_columns, only_if)
 
@@ -68,26 +70,6 @@ def _upsert_for(
     only_if: Condition | None,
 ) -> Insert:
     statement = _insert_for(dialect, table)
-    excluded = statement.excluded
-    return statement.on_conflict_do_update(
-        index_elements=list(conflict_columns),
-        set_={column: excluded[column] for column in update_columns},
-        where=only_if(excluded) if only_if is not None else None,
-    )
-
-
-def upsert(
-    session: AsyncSession,
-    table: Table,
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    conflict_columns: Sequence[str],
-    update_columns: Sequence[str],
-    only_if: Callable[[ReadOnlyColumnCollection[str, Any]], ColumnElement[bool]] | None = None,
-) -> Insert:
-    """INSERT ... ON CONFLICT (conflict_columns) DO UPDATE SET update_columns = excluded.*
-    [WHERE only_if(excluded)]; the condition may also refer to `table.c` (the stored row)."""
-    statement = _insert(session, table).values(list(rows))
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=list(conflict_columns),
