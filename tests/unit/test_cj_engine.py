@@ -2,6 +2,7 @@
 
 import asyncio
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -12,12 +13,14 @@ from huleedu.cj_assessment.cli import app
 from huleedu.cj_assessment.config import CJConfig
 from huleedu.cj_assessment.engine import WaveSnapshot, assess
 from huleedu.cj_assessment.judges.heuristic import HeuristicJudge
-from huleedu.cj_assessment.judges.port import EssayText, Judge, Judgement
+from huleedu.cj_assessment.judges.port import EssayText, Judge, Judgement, Ranking
 from huleedu.cj_assessment.judges.simulated import SimulatedJudge
 from huleedu.cj_assessment.model import AnchorInput, EssayInput, StopReason
+from huleedu.cj_assessment.pairing import Strategy
 from huleedu.contracts.enums import CJAssessmentStatus, ErrorCode, EssayStatus
 
 GRADES = ("F", "E", "D", "C", "B", "A")
+PAIRS = {"strategy": Strategy.ADAPTIVE, "ranking_size": 2}  # the pair design, equal allocation
 
 
 def _batch(
@@ -42,7 +45,7 @@ class _Watched:
         self.model_used, self.model_provider, self.model_version = "watched", "tests", None
         self.in_flight = 0
         self.most_in_flight = 0
-        self.verdicts: list[tuple[str, str]] = []
+        self.verdicts: list[tuple[str, ...]] = []
 
     async def compare(self, a: EssayText, b: EssayText) -> Judgement:
         self.in_flight += 1
@@ -55,12 +58,27 @@ class _Watched:
         self.verdicts.append((a.essay_id, b.essay_id))
         return verdict
 
+    async def rank(self, essays: Sequence[EssayText]) -> Ranking:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0)
+            ranking = await self.inner.rank(essays)
+        finally:
+            self.in_flight -= 1
+        self.verdicts.append(tuple(essay.essay_id for essay in essays))
+        return ranking
+
+    @property
+    def ranks_well(self) -> bool:
+        return self.inner.ranks_well
+
 
 async def test_a_batch_with_anchors_is_ranked_scored_and_graded() -> None:
     students, anchors, qualities = _batch(30)
     judge = SimulatedJudge(qualities, seed=1)
 
-    outcome = await assess(students, anchors, judge, CJConfig(stop_when_stable=False, seed=1))
+    outcome = await assess(students, anchors, judge, CJConfig(stop_when_stable=False, seed=1, **PAIRS))
 
     ranked = outcome.students
     assert [e.essay_id for e in ranked] == [s.essay_id for s in students]
@@ -78,10 +96,35 @@ async def test_a_batch_with_anchors_is_ranked_scored_and_graded() -> None:
     assert [(e.rank, e.grade) for e in anchor_results] == [(None, g) for g in GRADES]
 
 
+async def test_the_default_design_ranks_scores_and_grades_a_batch_with_rankings_for_fewer_reads() -> None:
+    students, anchors, qualities = _batch(30)
+    judge = SimulatedJudge(qualities, position_bias=0.2, lapse_rate=0.05, seed=1)
+
+    outcome = await assess(students, anchors, judge, CJConfig(seed=1))
+
+    assert {len(c.shown) for c in outcome.comparisons} == {6}
+    assert outcome.essay_reads == 6 * outcome.comparisons_total
+    assert outcome.essay_reads_per_essay < 20  # the budget: random pairing's 20 comparisons per essay
+    assert outcome.stop_reason in (StopReason.STABLE, StopReason.BUDGET_REACHED)
+    ranked = outcome.students
+    assert sorted(e.rank for e in ranked if e.rank is not None) == list(range(1, 31))
+    assert all(re.fullmatch(r"([A-F][+-]?|U)", e.grade or "") for e in ranked)
+    assert spearmanr([e.score for e in ranked], [qualities[e.essay_id] for e in ranked]).statistic > 0.8
+    judged: dict[str, int] = {}
+    for comparison in outcome.comparisons:
+        assert sorted(comparison.ranked) == sorted(comparison.shown)
+        for essay_id in comparison.shown:
+            judged[essay_id] = judged.get(essay_id, 0) + 5  # a ranking of 6 orders each against 5
+    assert {e.essay_id: e.comparison_count for e in outcome.essays} == judged
+
+
 async def test_per_essay_counts_are_the_real_comparisons() -> None:
     students, anchors, qualities = _batch(11, anchors=False, seed=2)
     outcome = await assess(
-        students, anchors, SimulatedJudge(qualities, seed=2), CJConfig(max_comparisons_per_essay=7, seed=2)
+        students,
+        anchors,
+        SimulatedJudge(qualities, seed=2),
+        CJConfig(max_comparisons_per_essay=7, seed=2, **PAIRS),
     )
 
     seen: dict[str, int] = {}
@@ -163,15 +206,16 @@ async def test_an_essay_the_judge_keeps_failing_on_fails_and_the_rest_are_ranked
     assert by_id[broken].comparison_count == 0
     assert outcome.dropped_judgements >= CJConfig().max_consecutive_failures
     assert sorted(e.rank for e in outcome.students if e.rank is not None) == list(range(1, 10))
-    assert all(broken not in (c.a_id, c.b_id) for c in outcome.comparisons)
+    assert all(broken not in c.shown for c in outcome.comparisons)
     assert outcome.status is CJAssessmentStatus.COMPLETED_WITH_FAILURES
-    assert outcome.stop_reason is StopReason.BUDGET_REACHED  # everyone else got their comparisons
+    # everyone else got their judgements: the run ended on its own rule, not for the failures
+    assert outcome.stop_reason in (StopReason.BUDGET_REACHED, StopReason.STABLE)
     summary = outcome.processing_summary(1.5)
     assert (summary.total_essays, summary.successful, summary.failed) == (10, 9, 1)
     assert summary.failed_essay_ids == [broken]
     metadata = outcome.assessment_metadata(1.5)
     assert metadata.comparisons_total == outcome.comparisons_total
-    assert metadata.stop_reason == "budget_reached"
+    assert metadata.stop_reason == outcome.stop_reason.value
 
 
 async def test_a_judge_that_always_fails_fails_every_essay_but_the_run_completes() -> None:
@@ -190,12 +234,12 @@ async def test_failed_judgements_are_retried_and_only_real_verdicts_are_kept() -
     judge = _Watched(SimulatedJudge(qualities, failure_rate=0.3, seed=8))
 
     outcome = await assess(
-        students, [], judge, CJConfig(seed=8, judge_attempts=6, max_comparisons_per_essay=6)
+        students, [], judge, CJConfig(seed=8, judge_attempts=6, max_comparisons_per_essay=6, ranking_size=4)
     )
 
     assert outcome.status is CJAssessmentStatus.COMPLETED_SUCCESSFULLY
-    assert [(c.a_id, c.b_id) for c in outcome.comparisons] == sorted(
-        judge.verdicts, key=[(c.a_id, c.b_id) for c in outcome.comparisons].index
+    assert [c.shown for c in outcome.comparisons] == sorted(
+        judge.verdicts, key=[c.shown for c in outcome.comparisons].index
     )
     assert len(outcome.comparisons) == len(judge.verdicts)
 
@@ -205,7 +249,10 @@ async def test_judge_calls_run_concurrently_up_to_the_limit() -> None:
     judge = _Watched(SimulatedJudge(qualities, seed=9))
 
     await assess(
-        students, [], judge, CJConfig(seed=9, max_concurrent_judgements=3, max_comparisons_per_essay=3)
+        students,
+        [],
+        judge,
+        CJConfig(seed=9, max_concurrent_judgements=3, max_comparisons_per_essay=3, **PAIRS),
     )
 
     assert judge.most_in_flight == 3
@@ -215,8 +262,14 @@ async def test_a_judge_call_that_hangs_is_timed_out_and_dropped() -> None:
     class Hanging:
         model_used, model_provider, model_version = "hanging", "tests", None
 
+        ranks_well = True
+
         async def compare(self, a: EssayText, b: EssayText) -> Judgement:
             await asyncio.Event().wait()  # never answers
+            raise AssertionError("unreachable")
+
+        async def rank(self, essays: Sequence[EssayText]) -> Ranking:
+            await asyncio.Event().wait()
             raise AssertionError("unreachable")
 
     students, _, _ = _batch(4, anchors=False)
@@ -224,14 +277,17 @@ async def test_a_judge_call_that_hangs_is_timed_out_and_dropped() -> None:
         students,
         [],
         Hanging(),
-        CJConfig(judge_timeout_seconds=0.01, judge_attempts=1, max_consecutive_failures=1),
+        CJConfig(judge_timeout_seconds=0.01, judge_attempts=1, max_consecutive_failures=1, **PAIRS),
     )
 
     assert outcome.stop_reason is StopReason.JUDGE_FAILURES
     assert outcome.dropped_judgements == 2
 
 
-async def test_the_run_stops_early_once_the_scale_is_stable() -> None:
+@pytest.mark.parametrize("design", [PAIRS, {"strategy": Strategy.UNCERTAIN, "ranking_size": 5}])
+async def test_the_run_stops_once_the_expected_rank_correlation_reaches_its_target(
+    design: dict[str, object],
+) -> None:
     students, _, qualities = _batch(12, anchors=False, seed=10)
     spread = {essay_id: 3.0 * q for essay_id, q in qualities.items()}  # easy to tell apart
     snapshots: list[WaveSnapshot] = []
@@ -240,16 +296,16 @@ async def test_the_run_stops_early_once_the_scale_is_stable() -> None:
         students,
         [],
         SimulatedJudge(spread, seed=10),
-        CJConfig(seed=10, max_comparisons_per_essay=60, ssr_target=0.85, stable_score_change=0.2),
+        CJConfig(seed=10, max_comparisons_per_essay=60, rho_target=0.85, **design),  # type: ignore[arg-type]
         observer=snapshots.append,
     )
 
     assert outcome.stop_reason is StopReason.STABLE
-    assert outcome.waves < 60
+    assert outcome.essay_reads_per_essay < 60
     assert snapshots[-1].is_stable
+    assert snapshots[-1].expected_rho >= 0.85
     assert not any(s.is_stable for s in snapshots[:-1])
-    assert outcome.scale_separation_reliability is not None
-    assert outcome.scale_separation_reliability >= 0.85
+    assert min(e.comparison_count for e in outcome.essays) >= CJConfig().min_comparisons_before_stop
 
 
 async def test_the_heuristic_judge_ranks_better_written_essays_higher() -> None:
@@ -271,19 +327,41 @@ async def test_the_heuristic_judge_ranks_better_written_essays_higher() -> None:
 
 def test_the_evaluate_command_prints_a_markdown_report() -> None:
     result = CliRunner().invoke(
-        app, ["evaluate", "--n", "8", "--repeats", "2", "--budgets", "5,10", "--no-anchors", "--seed", "3"]
+        app,
+        [
+            "evaluate",
+            "--n",
+            "8",
+            "--repeats",
+            "2",
+            "--designs",
+            "uncertain:4",
+            "--other-spreads",
+            "2.5",
+            "--other-repeats",
+            "2",
+            "--ranking-budget",
+            "4",
+            "--seed",
+            "3",
+        ],
     )
 
     assert result.exit_code == 0, result.output
     assert result.output.startswith("# Comparative judgement")
-    assert "huleedu cj evaluate --n 8" in result.output
-    assert re.search(r"\| random \| 20\.0 \| \(reference\) \| 0% \|", result.output)
-    assert re.search(r"\| adaptive \| 10 \| 0\.\d{3} \| 0\.\d{3} \|", result.output)
-    assert "SSR inflation" in result.output
+    assert (
+        "huleedu cj evaluate --n 8 --repeats 2 --other-repeats 2 --ranking-budget 4 --seed 3" in result.output
+    )
+    assert re.search(r"\| random pairs \| 20\.0 \| \(reference\) \| 40\.0 \| 0% \|", result.output)
+    assert re.search(r"\| uncertain rankings of 4 \| (\d+\.\d|> budget) \|", result.output)
+    assert re.search(r"\| 2\.5 \| 2 \| 0\.\d{3} \|", result.output)  # the other spread
+    assert "The stop rule, against the truth it claims" in result.output
 
 
-def test_the_evaluate_command_rejects_an_unknown_strategy() -> None:
-    result = CliRunner().invoke(app, ["evaluate", "--strategies", "psychic", "--repeats", "1"])
+def test_the_evaluate_command_rejects_an_unknown_design() -> None:
+    result = CliRunner().invoke(app, ["evaluate", "--designs", "psychic:2", "--repeats", "2"])
+    assert result.exit_code != 0
+    result = CliRunner().invoke(app, ["evaluate", "--designs", "random:9", "--repeats", "2"])
     assert result.exit_code != 0
 
 

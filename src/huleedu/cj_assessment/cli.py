@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from huleedu.cj_assessment.evaluation import EvaluationSettings, evaluate
+from huleedu.cj_assessment.config import DEFAULT_RANKING_SIZE, DEFAULT_STRATEGY
+from huleedu.cj_assessment.evaluation import Design, EvaluationSettings, evaluate
 from huleedu.cj_assessment.evaluation_report import render_markdown
-from huleedu.cj_assessment.pairing import Strategy
 
 app = typer.Typer(help="Comparative judgement tools.", no_args_is_help=True)
 
@@ -19,26 +19,38 @@ def _group() -> None:
     """Comparative judgement tools."""
 
 
+ALL_DESIGNS = (
+    "random:2,adaptive:2,uncertain:2,random:3,uncertain:3,random:4,uncertain:4,"
+    "random:5,uncertain:5,random:6,uncertain:6"
+)
+
+
 @app.command("evaluate")
 def evaluate_command(
     n: Annotated[int, typer.Option(min=2, help="student essays per simulated batch")] = 30,
-    discrimination: Annotated[
-        float, typer.Option(min=0.0, help="the judge's Bradley-Terry discrimination")
-    ] = 1.0,
+    discrimination: Annotated[float, typer.Option(min=0.0, help="the judge's discrimination")] = 1.0,
     spread: Annotated[float, typer.Option(min=0.0, help="SD of the true qualities, logits")] = 1.5,
     position_bias: Annotated[float, typer.Option(help="logits in favour of the essay shown first")] = 0.2,
-    lapse_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of coin-toss verdicts")] = 0.05,
+    lapse_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of coin-toss choices")] = 0.05,
     anchors: Annotated[bool, typer.Option(help="judge six graded anchors in the pool")] = True,
-    repeats: Annotated[int, typer.Option(min=1, help="simulated batches per strategy")] = 100,
-    strategies: Annotated[str, typer.Option(help="comma-separated pairing strategies")] = "random,adaptive",
-    budgets: Annotated[str, typer.Option(help="comma-separated comparisons per essay to report")] = "5,10,20",
-    sensitivity: Annotated[str, typer.Option(help="comma-separated extra true SDs to check")] = "",
+    repeats: Annotated[int, typer.Option(min=2, help="simulated batches per design at --spread")] = 60,
+    designs: Annotated[
+        str, typer.Option(help="comma-separated designs, strategy:size (size 2: pairs, 3..6: rankings)")
+    ] = ALL_DESIGNS,
+    other_spreads: Annotated[
+        str, typer.Option(help="comma-separated other true SDs (random pairing and the default only)")
+    ] = "1,2.5",
+    other_repeats: Annotated[int, typer.Option(min=2, help="simulated batches at each other SD")] = 40,
+    ranking_budget: Annotated[
+        int, typer.Option(min=1, help="essay-reads per essay a ranking design runs to")
+    ] = 14,
     seed: Annotated[int, typer.Option(help="fixes every random draw")] = 20240601,
     output: Annotated[
         Path | None, typer.Option(help="write the Markdown here instead of printing it")
     ] = None,
 ) -> None:
-    """Compare pairing strategies with the simulated judge and print a Markdown report."""
+    """Compare judgement designs (pairs and rankings, equal and uncertainty-driven allocation) with
+    the simulated judge and print a Markdown report. The defaults are docs/cj-evaluation.md's."""
     try:
         settings = EvaluationSettings(
             n=n,
@@ -48,17 +60,17 @@ def evaluate_command(
             lapse_rate=lapse_rate,
             anchors=anchors,
             repeats=repeats,
-            strategies=tuple(Strategy(part) for part in _parts(strategies)),
-            budgets=tuple(sorted({int(part) for part in _parts(budgets)})),
-            sensitivity_spreads=tuple(float(part) for part in _parts(sensitivity)),
+            designs=tuple(Design.parse(part) for part in _parts(designs)),
+            other_spreads=tuple(float(part) for part in _parts(other_spreads)),
+            other_repeats=other_repeats,
+            ranking_budget=ranking_budget,
             seed=seed,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    if any(budget < 1 for budget in settings.budgets):
-        raise typer.BadParameter("budgets must be positive")
     command = _command_line(settings)
-    document = render_markdown(asyncio.run(evaluate(settings)), command)
+    default = Design(DEFAULT_STRATEGY, DEFAULT_RANKING_SIZE)
+    document = render_markdown(asyncio.run(evaluate(settings, default)), command)
     if output is None:
         typer.echo(document, nl=False)
     else:
@@ -70,19 +82,31 @@ def _parts(value: str) -> list[str]:
 
 
 def _command_line(settings: EvaluationSettings) -> str:
-    """The command that reproduces this report (every option spelt out)."""
-    options = [
-        f"--n {settings.n}",
-        f"--discrimination {settings.discrimination:g}",
-        f"--spread {settings.spread:g}",
-        f"--position-bias {settings.position_bias:g}",
-        f"--lapse-rate {settings.lapse_rate:g}",
-        "--anchors" if settings.anchors else "--no-anchors",
-        f"--repeats {settings.repeats}",
-        f"--strategies {','.join(settings.strategies)}",
-        f"--budgets {','.join(str(b) for b in settings.budgets)}",
-    ]
-    if settings.sensitivity_spreads:
-        options.append(f"--sensitivity {','.join(f'{s:g}' for s in settings.sensitivity_spreads)}")
-    options.append(f"--seed {settings.seed}")
-    return shlex.join(["huleedu", "cj", "evaluate"]) + " " + " ".join(options)
+    """The command that reproduces this report: the options that differ from the defaults."""
+    defaults = EvaluationSettings(
+        designs=tuple(Design.parse(part) for part in _parts(ALL_DESIGNS)), other_spreads=(1.0, 2.5)
+    )
+    options = []
+    for name, flag in (
+        ("n", "--n"),
+        ("discrimination", "--discrimination"),
+        ("spread", "--spread"),
+        ("position_bias", "--position-bias"),
+        ("lapse_rate", "--lapse-rate"),
+        ("repeats", "--repeats"),
+        ("other_repeats", "--other-repeats"),
+        ("ranking_budget", "--ranking-budget"),
+        ("seed", "--seed"),
+    ):
+        value = getattr(settings, name)
+        if value != getattr(defaults, name):
+            options.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    if not settings.anchors:
+        options.append("--no-anchors")
+    if settings.designs != defaults.designs:
+        options.append(f"--designs {','.join(str(d) for d in settings.designs)}")
+    if settings.other_spreads != defaults.other_spreads:
+        options.append(
+            f"--other-spreads {','.join(f'{s:g}' for s in settings.other_spreads) or shlex.quote('')}"
+        )
+    return " ".join([*shlex.split("huleedu cj evaluate"), *options])

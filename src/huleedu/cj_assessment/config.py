@@ -5,20 +5,24 @@ from dataclasses import dataclass
 from huleedu.cj_assessment.pairing import Strategy
 from huleedu.cj_assessment.scoring import DEFAULT_PRIOR_SD
 
-# Chosen by `huleedu cj evaluate`: the strategy that needs the fewest comparisons per essay to reach
-# the rank correlation random pairing reaches at 20 (see docs/cj-evaluation.md).
-DEFAULT_STRATEGY = Strategy.ADAPTIVE
+# Chosen by `huleedu cj evaluate`: the design that needs the fewest essay-reads to reach the rank
+# correlation random pairing reaches at 20 comparisons per essay (see docs/cj-evaluation.md).
+DEFAULT_STRATEGY = Strategy.UNCERTAIN
+DEFAULT_RANKING_SIZE = 6
+MAX_RANKING_SIZE = 6
 
 
 @dataclass(frozen=True)
 class CJConfig:
     strategy: Strategy = DEFAULT_STRATEGY
-    max_comparisons_per_essay: int = 20  # the budget; a request may lower or raise it
-    min_comparisons_per_essay: int = 3  # fewer (because the judge kept failing) and the essay fails
+    ranking_size: int = DEFAULT_RANKING_SIZE  # essays per judgement: 2 (pairs) .. 6
+    # The budget, in essay-reads per pool essay (for pairs: comparisons per essay); also the most
+    # judgements any one essay takes part in. A request may lower or raise it.
+    max_comparisons_per_essay: int = 20
+    min_comparisons_per_essay: int = 3  # pairwise orders; fewer (the judge kept failing) and the essay fails
     stop_when_stable: bool = True
-    min_comparisons_before_stop: int = 8  # stability is not judged on a thinner scale than this
-    ssr_target: float = 0.9
-    stable_score_change: float = 0.05  # mean absolute change of student scores over one wave, logits
+    min_comparisons_before_stop: int = 8  # pairwise orders every essay in play has before a stop
+    rho_target: float = 0.9  # stop once the expected rank correlation with the truth reaches this
     max_concurrent_judgements: int = 8
     judge_attempts: int = 3  # per judgement: the first try plus retries, then it is dropped
     judge_timeout_seconds: float = 120.0  # per attempt, on top of any timeout inside the judge
@@ -31,5 +35,7 @@ class CJConfig:
             raise ValueError("max_comparisons_per_essay must be at least 1")
         if self.judge_attempts < 1 or self.max_concurrent_judgements < 1:
             raise ValueError("judge_attempts and max_concurrent_judgements must be at least 1")
-        if not 0.0 < self.ssr_target < 1.0:
-            raise ValueError("ssr_target must lie in (0, 1)")
+        if not 0.0 < self.rho_target < 1.0:
+            raise ValueError("rho_target must lie in (0, 1)")
+        if not 2 <= self.ranking_size <= MAX_RANKING_SIZE:
+            raise ValueError(f"ranking_size must lie in 2..{MAX_RANKING_SIZE}")

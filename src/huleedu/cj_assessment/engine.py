@@ -26,10 +26,12 @@ class WaveSnapshot:
 
     wave: int
     essay_ids: tuple[str, ...]  # pool order: students, then anchors
-    counts: tuple[int, ...]
+    counts: tuple[int, ...]  # judgements per essay
+    reads: int  # essay-reads so far
     fit: BTFit
     comparisons: tuple[Comparison, ...]
     ssr: float
+    expected_rho: float
     is_stable: bool
     outcome: Callable[[], AssessmentOutcome]
 
@@ -43,7 +45,7 @@ async def assess(
     correlation_id: UUID | None = None,
     observer: Callable[[WaveSnapshot], None] | None = None,
 ) -> AssessmentOutcome:
-    """Judge the students (and anchors) to a Bradley-Terry scale, with grades when anchors allow,
+    """Judge the students (and anchors) to a Plackett-Luce scale, with grades when anchors allow,
     keeping every judgement in memory (the CJ service's jobs store them instead: see job.py).
 
     Always completes: missing texts, fewer than two student essays and a judge that keeps failing
@@ -58,7 +60,7 @@ async def assess(
 
     async def after_wave(check: WaveCheck) -> None:
         if observer is not None:
-            observer(_snapshot(run, check.ssr, check.is_stable))
+            observer(_snapshot(run, check))
 
     stop = await drive(run, judge, after_wave=after_wave)
     return run.outcome(stop)
@@ -78,10 +80,10 @@ async def drive(
     while True:
         if not may_ask():
             return StopReason.SPEND_LIMIT
-        pairs = run.plan()
-        if not pairs:
+        groups = run.plan(run.judgement_size(judge))
+        if not groups:
             return run.why_no_pairs()
-        complete = await run.judge_wave(pairs, judge, record, may_ask)
+        complete = await run.judge_wave(groups, judge, record, may_ask)
         check = run.close_wave()
         if after_wave is not None:
             await after_wave(check)
@@ -91,17 +93,19 @@ async def drive(
             return StopReason.STABLE
 
 
-def _snapshot(run: Run, ssr: float, stable: bool) -> WaveSnapshot:
+def _snapshot(run: Run, check: WaveCheck) -> WaveSnapshot:
     assert run.fit is not None  # a snapshot is taken after a refit
     comparisons = tuple(run.comparisons)
     return WaveSnapshot(
         wave=run.waves,
         essay_ids=tuple(text.essay_id for text in run.pool.texts),
         counts=tuple(int(c) for c in run.ledger.counts),
+        reads=run.ledger.reads,
         fit=run.fit,
         comparisons=comparisons,
-        ssr=ssr,
-        is_stable=stable,
+        ssr=check.ssr,
+        expected_rho=check.expected_rho,
+        is_stable=check.is_stable,
         outcome=lambda: _copy_run(run).outcome(StopReason.BUDGET_REACHED),
     )
 
@@ -110,8 +114,10 @@ def _copy_run(run: Run) -> Run:
     """A frozen view for `WaveSnapshot.outcome`: the refit there must not move the live run."""
     copy = Run(run.pool, run.config)
     copy.ledger.counts = run.ledger.counts.copy()
+    copy.ledger.compared = run.ledger.compared.copy()
+    copy.ledger.reads = run.ledger.reads
     copy.comparisons = list(run.comparisons)
-    copy.first, copy.second, copy.first_won = list(run.first), list(run.second), list(run.first_won)
+    copy.ranked, copy.slots = list(run.ranked), list(run.slots)
     copy.failures = run.failures.copy()
     copy.dropped, copy.waves, copy.fit = run.dropped, run.waves, run.fit
     return copy

@@ -1,9 +1,14 @@
-"""The simulated evaluation behind `huleedu cj evaluate`: pairing strategies against known truth.
+"""The simulated evaluation behind `huleedu cj evaluate`: judgement designs against known truth.
 
-Each repeat draws true qualities for n students (normal, SD `spread` logits) and, with anchors, six
-anchor essays graded F..A at the centres of six equal-width grade bands; a student's true grade is
-the band its true quality falls in. Every strategy then runs the real engine (`assess`) with the
-simulated judge on the same population, and the run is measured after every wave.
+A design is an allocation strategy and a judgement size (pairs, or rankings of 3..6). Each repeat
+draws true qualities for n students (normal, SD `spread` logits) and, with anchors, six anchor
+essays graded F..A at the centres of six equal-width grade bands; a student's true grade is the band
+its true quality falls in. Every design then runs the real engine (`assess`) with the simulated
+judge on the same population (stopping disabled), and the run is measured after every wave against
+what it has cost so far in essay-reads.
+
+Cost: essay-reads per essay = the essays the judge read (a pair 2, a ranking of k essays k) divided
+by the essays in the pool. Random pairing at 20 comparisons per essay costs 20 of them.
 """
 
 import asyncio
@@ -11,34 +16,63 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import kendalltau, spearmanr
+from scipy.stats import spearmanr
 
 from huleedu.cj_assessment.config import CJConfig
 from huleedu.cj_assessment.engine import WaveSnapshot, assess
 from huleedu.cj_assessment.judges.simulated import SimulatedJudge
 from huleedu.cj_assessment.model import AnchorInput, EssayInput
 from huleedu.cj_assessment.pairing import Strategy
-from huleedu.cj_assessment.scoring import FloatArray, fit_bradley_terry
+from huleedu.cj_assessment.scoring import FloatArray
 from huleedu.contracts.enums import ConfidenceLabel
 
 REFERENCE_BUDGET = 20  # random pairing's rho at this many comparisons per essay is the target
-SEARCH_BUDGETS = range(2, REFERENCE_BUDGET + 1)
+GRID_STEP = 0.25  # essay-reads per essay between the points every run is read at
 ANCHOR_GRADES = ("F", "E", "D", "C", "B", "A")
 ANCHOR_SPAN = 1.5  # anchor centres from -1.5 to +1.5 true SDs: six bands of 0.6 SD
+LABELS = (ConfidenceLabel.HIGH, ConfidenceLabel.MID, ConfidenceLabel.LOW)
+
+
+@dataclass(frozen=True)
+class Design:
+    strategy: Strategy
+    size: int  # essays per judgement
+
+    @classmethod
+    def parse(cls, text: str) -> "Design":
+        """`strategy:size`, e.g. `uncertain:6`; raises ValueError."""
+        strategy, _, size = text.partition(":")
+        design = cls(Strategy(strategy.strip()), int(size or 2))
+        if not 2 <= design.size <= 6:
+            raise ValueError(f"a judgement shows 2 to 6 essays, not {design.size}")
+        return design
+
+    def __str__(self) -> str:
+        return f"{self.strategy}:{self.size}"
+
+    @property
+    def label(self) -> str:
+        what = "pairs" if self.size == 2 else f"rankings of {self.size}"
+        return f"{self.strategy} {what}"
+
+
+REFERENCE = Design(Strategy.RANDOM, 2)
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
     n: int = 30
     discrimination: float = 1.0
-    spread: float = 1.5  # SD of the true qualities, logits
+    spread: float = 1.5  # SD of the true qualities, logits: the main comparison
     position_bias: float = 0.2  # logits in favour of the essay shown first
     lapse_rate: float = 0.05
     anchors: bool = True
-    repeats: int = 100
-    strategies: tuple[Strategy, ...] = (Strategy.RANDOM, Strategy.ADAPTIVE)
-    budgets: tuple[int, ...] = (5, 10, 20)
-    sensitivity_spreads: tuple[float, ...] = ()
+    repeats: int = 60
+    designs: tuple[Design, ...] = (REFERENCE, Design(Strategy.UNCERTAIN, 6))
+    other_spreads: tuple[float, ...] = ()  # the default and random pairing only, `other_repeats` each
+    other_repeats: int = 40
+    pair_budget: int = REFERENCE_BUDGET  # essay-reads per essay a pair design runs to
+    ranking_budget: int = 14  # and a ranking design
     seed: int = 20240601
 
 
@@ -50,25 +84,34 @@ class Population:
     true_grades: dict[str, str]
 
 
-@dataclass(frozen=True)
-class BudgetMetrics:
+@dataclass
+class WavePoint:
+    """One run after one wave."""
+
+    reads: float  # essay-reads per essay so far
     rho: float
-    tau: float
+    expected_rho: float  # the stop rule's estimate of rho
     ssr: float
+    stable: bool  # the stop rule would stop here
     grade_accuracy: float | None
     labels: dict[ConfidenceLabel, tuple[int, int, float]]  # label -> (essays, correct, summed confidence)
-    position_residual: float  # RMS shift of student scores when the fit models the position effect
-    first_shown_wins: float
-    information: float  # mean true Fisher information per comparison
 
 
 @dataclass
 class RunRecord:
-    rho_by_wave: dict[int, float] = field(default_factory=dict)
-    at_budget: dict[int, BudgetMetrics] = field(default_factory=dict)
-    stable_wave: int | None = None
-    stable_rho: float | None = None
-    stable_ssr: float | None = None
+    points: list[WavePoint] = field(default_factory=list)
+
+    def at(self, reads: float) -> WavePoint:
+        """The first wave at which the run had read at least `reads` per essay (else its last)."""
+        return next((point for point in self.points if point.reads >= reads - 1e-9), self.points[-1])
+
+    def on_grid(self, grid: FloatArray, name: str) -> FloatArray:
+        """A per-wave value interpolated linearly in essay-reads onto `grid` (before the first
+        wave: the first wave's value; after the last: NaN)."""
+        reads = np.array([point.reads for point in self.points])
+        values = np.array([float(getattr(point, name) or 0.0) for point in self.points])
+        result = np.interp(grid, reads, values)
+        return np.where(grid <= reads[-1] + 1e-9, result, np.nan)
 
 
 def simulate_population(n: int, spread: float, with_anchors: bool, rng: np.random.Generator) -> Population:
@@ -83,15 +126,11 @@ def simulate_population(n: int, spread: float, with_anchors: bool, rng: np.rando
     return Population(qualities, students, anchors, true_grades)
 
 
-async def run_strategy(
-    settings: EvaluationSettings,
-    population: Population,
-    strategy: Strategy,
-    seed: int,
-    budgets: Sequence[int],
+async def run_design(
+    settings: EvaluationSettings, population: Population, design: Design, seed: int
 ) -> RunRecord:
-    """One engine run to the largest budget, measured after every wave (stopping disabled, so the
-    first b waves are exactly the run a budget of b would make)."""
+    """One engine run to the design's budget, measured after every wave (stopping disabled, so the
+    first waves are exactly the run a smaller budget would make)."""
     judge = SimulatedJudge(
         population.qualities,
         discrimination=settings.discrimination,
@@ -100,20 +139,34 @@ async def run_strategy(
         seed=seed,
     )
     truth = np.array([population.qualities[s] for s in population.students])
+    pool_size = len(population.students) + len(population.anchors)
     record = RunRecord()
-    wanted = set(budgets)
 
     def observe(snapshot: WaveSnapshot) -> None:
-        students = snapshot.fit.scores[: len(population.students)]
-        rho = float(spearmanr(students, truth).statistic)
-        record.rho_by_wave[snapshot.wave] = rho
-        if snapshot.is_stable and record.stable_wave is None:
-            record.stable_wave, record.stable_rho, record.stable_ssr = snapshot.wave, rho, snapshot.ssr
-        if snapshot.wave in wanted:
-            record.at_budget[snapshot.wave] = _measure(settings, population, snapshot, truth, rho)
+        rho = float(spearmanr(snapshot.fit.scores[: len(population.students)], truth).statistic)
+        reads = snapshot.reads / pool_size
+        # random pairing is read for grades at 20 only; any other design wherever it may reach it
+        graded = design != REFERENCE or reads >= REFERENCE_BUDGET - 1e-9
+        accuracy, labels = _grades(population, snapshot) if graded else (None, {})
+        record.points.append(
+            WavePoint(
+                reads,
+                rho,
+                snapshot.expected_rho,
+                snapshot.ssr,
+                snapshot.is_stable,
+                accuracy,
+                labels,
+            )
+        )
 
+    budget = settings.pair_budget if design.size == 2 else settings.ranking_budget
     config = CJConfig(
-        strategy=strategy, max_comparisons_per_essay=max(budgets), stop_when_stable=False, seed=seed
+        strategy=design.strategy,
+        ranking_size=design.size,
+        max_comparisons_per_essay=budget,
+        stop_when_stable=False,
+        seed=seed,
     )
     await assess(
         [EssayInput(s, s) for s in population.students],
@@ -125,187 +178,127 @@ async def run_strategy(
     return record
 
 
-def _measure(
-    settings: EvaluationSettings,
-    population: Population,
-    snapshot: WaveSnapshot,
-    truth: FloatArray,
-    rho: float,
-) -> BudgetMetrics:
+def _grades(
+    population: Population, snapshot: WaveSnapshot
+) -> tuple[float | None, dict[ConfidenceLabel, tuple[int, int, float]]]:
+    if not population.anchors:
+        return None, {}
     outcome = snapshot.outcome()
+    if outcome.calibration_method is None:
+        return None, {}
     students = [essay for essay in outcome.students if not essay.failed]
-    scores = np.array([essay.score for essay in students], dtype=np.float64)
     labels: dict[ConfidenceLabel, tuple[int, int, float]] = {}
-    accuracy: float | None = None
-    if outcome.calibration_method is not None:
-        correct = [essay.grade == population.true_grades[essay.essay_id] for essay in students]
-        accuracy = float(np.mean(correct))
-        for essay, ok in zip(students, correct, strict=True):
-            if essay.confidence_label is not None and essay.confidence is not None:
-                seen, right, confidence = labels.get(essay.confidence_label, (0, 0, 0.0))
-                labels[essay.confidence_label] = (seen + 1, right + int(ok), confidence + essay.confidence)
-    index = {essay_id: i for i, essay_id in enumerate(snapshot.essay_ids)}
-    first = np.array([index[c.a_id] for c in snapshot.comparisons], dtype=np.intp)
-    second = np.array([index[c.b_id] for c in snapshot.comparisons], dtype=np.intp)
-    first_won = np.array([c.winner == "A" for c in snapshot.comparisons], dtype=np.bool_)
-    n_students = len(population.students)
-    mask = np.arange(len(snapshot.essay_ids)) < n_students
-    plain = fit_bradley_terry(len(snapshot.essay_ids), first, second, first_won, centre_on=mask)
-    modelled = fit_bradley_terry(
-        len(snapshot.essay_ids), first, second, first_won, centre_on=mask, estimate_position_effect=True
-    )
-    residual = float(np.sqrt(np.mean((plain.scores[:n_students] - modelled.scores[:n_students]) ** 2)))
-    qualities = np.array([population.qualities[essay_id] for essay_id in snapshot.essay_ids])
-    return BudgetMetrics(
-        rho=rho,
-        tau=float(kendalltau(scores, truth).statistic),
-        ssr=outcome.scale_separation_reliability or 0.0,
-        grade_accuracy=accuracy,
-        labels=labels,
-        position_residual=residual,
-        first_shown_wins=float(first_won.mean()) if len(first_won) else 0.5,
-        information=float(np.mean(_information(settings, qualities[first] - qualities[second]))),
-    )
-
-
-def _information(settings: EvaluationSettings, quality_difference: FloatArray) -> FloatArray:
-    """Fisher information about the true quality difference of one simulated comparison."""
-    logistic = 1.0 / (1.0 + np.exp(-(settings.discrimination * quality_difference + settings.position_bias)))
-    p = settings.lapse_rate / 2.0 + (1.0 - settings.lapse_rate) * logistic
-    slope = (1.0 - settings.lapse_rate) * settings.discrimination * logistic * (1.0 - logistic)
-    return np.asarray(slope**2 / (p * (1.0 - p)), dtype=np.float64)
-
-
-def best_information(settings: EvaluationSettings) -> float:
-    """The most any one comparison can tell (a pair whose outcome is a fair coin)."""
-    return float((1.0 - settings.lapse_rate) ** 2 * settings.discrimination**2 * 0.25)
-
-
-def oracle_budget(settings: EvaluationSettings, population: Population) -> float:
-    """Comparisons per essay that an oracle needs to collect the Fisher information random pairing
-    collects in REFERENCE_BUDGET: it knows the true qualities and gives every essay its most
-    informative partners, each at most once (the no-repeat rule), ignoring that pairs must also
-    fit into waves. A bound no real strategy beats."""
-    qualities = np.array(list(population.qualities.values()))
-    gap = qualities[:, None] - qualities[None, :]
-    information = 0.5 * (_information(settings, gap) + _information(settings, -gap))  # either order
-    np.fill_diagonal(information, -np.inf)
-    target = REFERENCE_BUDGET * float(information[np.isfinite(information)].mean())
-    best_first = -np.sort(-information, axis=1)[:, :-1]
-    collected = np.cumsum(best_first, axis=1).mean(axis=0)  # per essay, from its b best partners
-    reached = int(np.searchsorted(collected, target))
-    if reached >= len(collected):
-        return float(len(collected))
-    before = float(collected[reached - 1]) if reached else 0.0
-    return reached + (target - before) / (float(collected[reached]) - before)
-
-
-def budget_to_reach(curve: FloatArray, target: float) -> float | None:
-    """The first budget of SEARCH_BUDGETS at which `curve` (one value per budget) reaches
-    `target`, interpolated linearly from the budget before; None if it never does."""
-    for i, (budget, value) in enumerate(zip(SEARCH_BUDGETS, curve, strict=True)):
-        if value >= target:
-            before = float(curve[i - 1]) if i else None
-            if before is None or before >= value:
-                return float(budget)
-            return budget - 1 + (target - before) / (float(value) - before)
-    return None
+    correct = [essay.grade == population.true_grades[essay.essay_id] for essay in students]
+    for essay, ok in zip(students, correct, strict=True):
+        if essay.confidence_label is not None and essay.confidence is not None:
+            seen, right, confidence = labels.get(essay.confidence_label, (0, 0, 0.0))
+            labels[essay.confidence_label] = (seen + 1, right + int(ok), confidence + essay.confidence)
+    return float(np.mean(correct)) if correct else None, labels
 
 
 @dataclass
-class StrategyResult:
+class DesignResult:
     runs: list[RunRecord] = field(default_factory=list)
 
-    def mean_rho(self, wave: int) -> float:
-        return float(np.mean([run.rho_by_wave[wave] for run in self.runs if wave in run.rho_by_wave]))
+    def curve(self, grid: FloatArray, name: str = "rho") -> FloatArray:
+        """Batches x grid."""
+        return np.array([run.on_grid(grid, name) for run in self.runs])
 
-    def rho_matrix(self) -> FloatArray:
-        """Batches x SEARCH_BUDGETS."""
-        return np.array([[run.rho_by_wave[b] for b in SEARCH_BUDGETS] for run in self.runs])
 
-    def mean_metric(self, budget: int, name: str) -> float | None:
-        values = [getattr(run.at_budget[budget], name) for run in self.runs if budget in run.at_budget]
-        values = [v for v in values if v is not None]
-        return float(np.mean(values)) if values else None
+def reads_to_reach(curves: FloatArray, grid: FloatArray, target: FloatArray) -> FloatArray:
+    """Per row of `curves` (rho on `grid`): the essay-reads at which it first reaches the row's
+    `target`, interpolated linearly from the grid point before; NaN if it never does."""
+    reached = curves >= target[:, None]
+    first = np.argmax(reached, axis=1)
+    found = reached[np.arange(len(curves)), first]
+    before = np.clip(first - 1, 0, None)
+    low, high = curves[np.arange(len(curves)), before], curves[np.arange(len(curves)), first]
+    share = np.where(high > low, (target - low) / np.where(high > low, high - low, 1.0), 1.0)
+    at = np.where(first > 0, grid[before] + np.clip(share, 0.0, 1.0) * (grid[first] - grid[before]), grid[0])
+    return np.where(found, at, np.nan)
+
+
+@dataclass
+class SpreadResult:
+    spread: float
+    results: dict[Design, DesignResult]
+    seed: int
+
+    @property
+    def grid(self) -> FloatArray:
+        return np.arange(GRID_STEP, REFERENCE_BUDGET + GRID_STEP / 2, GRID_STEP)
+
+    def target_rho(self) -> float:
+        return float(np.mean([run.at(REFERENCE_BUDGET).rho for run in self.results[REFERENCE].runs]))
+
+    def needed(self, design: Design) -> float | None:
+        """Essay-reads per essay at which the design's mean rho first reaches random pairing's at 20."""
+        if design == REFERENCE:
+            return float(REFERENCE_BUDGET)
+        mean = column_means(self.results[design].curve(self.grid))[None, :]
+        value = float(
+            reads_to_reach(np.nan_to_num(mean, nan=-1.0), self.grid, np.array([self.target_rho()]))[0]
+        )
+        return None if np.isnan(value) else value
+
+    def needed_interval(self, design: Design, draws: int = 1000) -> tuple[float | None, float | None]:
+        """A 95 % bootstrap interval of `needed` over the batches (random's target resampled with
+        them: the same batches for both)."""
+        if design == REFERENCE:
+            return float(REFERENCE_BUDGET), float(REFERENCE_BUDGET)
+        curves = np.nan_to_num(self.results[design].curve(self.grid), nan=-1.0)
+        targets = np.array([run.at(REFERENCE_BUDGET).rho for run in self.results[REFERENCE].runs])
+        rng = np.random.default_rng([self.seed, int(self.spread * 1000)])
+        samples = rng.integers(0, len(curves), (draws, len(curves)))
+        means = curves[samples].mean(axis=1)
+        reached = reads_to_reach(means, self.grid, targets[samples].mean(axis=1))
+        never = 10.0 * REFERENCE_BUDGET  # stands for "not within the budget"
+        low, high = np.percentile(np.where(np.isnan(reached), never, reached), [2.5, 97.5])
+        return (float(low) if low < never else None, float(high) if high < never else None)
+
+    def at_point(self, design: Design, reads: float) -> list[WavePoint]:
+        return [run.at(reads) for run in self.results[design].runs]
+
+
+def column_means(values: FloatArray) -> FloatArray:
+    """Means over rows, ignoring NaN (NaN where a column has no value)."""
+    known = ~np.isnan(values)
+    counts = known.sum(axis=0)
+    sums = np.where(known, values, 0.0).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 @dataclass
 class Evaluation:
     settings: EvaluationSettings
-    results: dict[Strategy, StrategyResult]
-    sensitivity: dict[float, dict[Strategy, StrategyResult]]
-    oracle_budgets: list[float]  # one per batch of `results`
-    sensitivity_oracle: dict[float, float]  # mean oracle budget per spread
-
-    def target_rho(self, results: dict[Strategy, StrategyResult] | None = None) -> float:
-        return (results or self.results)[Strategy.RANDOM].mean_rho(REFERENCE_BUDGET)
-
-    def needed(
-        self, strategy: Strategy, results: dict[Strategy, StrategyResult] | None = None
-    ) -> float | None:
-        """Comparisons per essay at which the mean rho first reaches random's at 20, interpolated
-        linearly between waves; None when it never does within 20. Random itself: 20."""
-        if strategy is Strategy.RANDOM:
-            return float(REFERENCE_BUDGET)  # the reference, by definition
-        chosen = results or self.results
-        curve = np.array([chosen[strategy].mean_rho(budget) for budget in SEARCH_BUDGETS])
-        return budget_to_reach(curve, self.target_rho(chosen))
-
-    def needed_interval(self, strategy: Strategy, draws: int = 400) -> tuple[float, float]:
-        """A 95 % bootstrap interval of `needed` over the batches (beyond 20: not within 20)."""
-        curves = {s: self.results[s].rho_matrix() for s in (Strategy.RANDOM, strategy)}
-        rng = np.random.default_rng(self.settings.seed)
-        batches = len(curves[Strategy.RANDOM])
-        estimates = []
-        for _ in range(draws):
-            sample = rng.integers(0, batches, batches)  # the same batches for both: paired
-            target = float(curves[Strategy.RANDOM][sample].mean(axis=0)[-1])
-            reached = budget_to_reach(curves[strategy][sample].mean(axis=0), target)
-            estimates.append(reached if reached is not None else REFERENCE_BUDGET + 1.0)
-        low, high = np.percentile(estimates, [2.5, 97.5])
-        return float(low), float(high)
-
-    def best_strategy(self) -> Strategy:
-        ranked = sorted(self.results, key=lambda s: (self.needed(s) or float("inf"), s != Strategy.RANDOM))
-        return ranked[0]
+    main: SpreadResult
+    others: list[SpreadResult]
+    default: Design  # the design the code uses (config)
 
 
-async def evaluate(settings: EvaluationSettings) -> Evaluation:
-    """Runs every strategy on the same `repeats` populations (common random numbers)."""
-    strategies = tuple(dict.fromkeys((Strategy.RANDOM, *settings.strategies)))
-    budgets = sorted({*settings.budgets, *SEARCH_BUDGETS})
-    results = await _run_all(settings, strategies, budgets, settings.repeats, settings.spread)
-    oracle = [
-        oracle_budget(settings, _population(settings, settings.spread, repeat))
-        for repeat in range(settings.repeats)
-    ]
-    sensitivity = {}
-    sensitivity_oracle = {}
-    for spread in settings.sensitivity_spreads:
-        repeats = max(10, settings.repeats // 2)
-        sensitivity[spread] = await _run_all(settings, strategies, [REFERENCE_BUDGET], repeats, spread)
-        bounds = [oracle_budget(settings, _population(settings, spread, repeat)) for repeat in range(repeats)]
-        sensitivity_oracle[spread] = float(np.mean(bounds))
-    return Evaluation(settings, results, sensitivity, oracle, sensitivity_oracle)
+async def evaluate(settings: EvaluationSettings, default: Design) -> Evaluation:
+    """Runs every design on the same `repeats` populations (common random numbers) at the main
+    spread, and random pairing and `default` at the other spreads."""
+    designs = tuple(dict.fromkeys((REFERENCE, *settings.designs, default)))
+    main = await _run_all(settings, designs, settings.repeats, settings.spread)
+    others = []
+    for spread in settings.other_spreads:
+        compared = tuple(dict.fromkeys((REFERENCE, default)))
+        others.append(await _run_all(settings, compared, settings.other_repeats, spread))
+    return Evaluation(settings, main, others, default)
 
 
 async def _run_all(
-    settings: EvaluationSettings,
-    strategies: tuple[Strategy, ...],
-    budgets: list[int],
-    repeats: int,
-    spread: float,
-) -> dict[Strategy, StrategyResult]:
-    results = {strategy: StrategyResult() for strategy in strategies}
-    measured = [b for b in budgets if b in settings.budgets or b == REFERENCE_BUDGET]
+    settings: EvaluationSettings, designs: Sequence[Design], repeats: int, spread: float
+) -> SpreadResult:
+    results = {design: DesignResult() for design in designs}
     for repeat in range(repeats):
         population = _population(settings, spread, repeat)
         seed = settings.seed * 1000 + repeat
-        for strategy in strategies:
-            record = await run_strategy(settings, population, strategy, seed, measured or budgets)
-            results[strategy].runs.append(record)
+        for design in designs:
+            results[design].runs.append(await run_design(settings, population, design, seed))
         await asyncio.sleep(0)
-    return results
+    return SpreadResult(spread, results, settings.seed)
 
 
 def _population(settings: EvaluationSettings, spread: float, repeat: int) -> Population:

@@ -30,6 +30,9 @@ CSV_COLUMNS = (
     "tokens_out",
     "cost",
     "worker",
+    "kind",
+    "shown",
+    "ranking",
 )
 
 
@@ -110,7 +113,9 @@ def essay_comparisons(
 
 
 def comparisons_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """One line per judgement, oldest first."""
+    """One line per judgement, oldest first: a pair's essays shown first and second and its
+    winner; a ranking's essays in the order shown (`shown`) and best first (`ranking`, its best
+    also under `winner`), space-separated."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -136,6 +141,9 @@ def comparisons_csv(rows: Sequence[Mapping[str, Any]]) -> str:
             "tokens_out": row["tokens_out"],
             "cost": row["cost"],
             "worker": row["worker"],
+            "kind": row["kind"],
+            "shown": " ".join(row["shown_ids"]),
+            "ranking": " ".join(row["ranked_ids"]) or None,
         }
         writer.writerow(["" if values[column] is None else values[column] for column in CSV_COLUMNS])
     return out.getvalue()

@@ -21,8 +21,8 @@ from huleedu.cj_assessment.announcements import Announcer
 from huleedu.cj_assessment.config import CJConfig
 from huleedu.cj_assessment.engine import drive
 from huleedu.cj_assessment.inputs import run_inputs
-from huleedu.cj_assessment.judgements import Judgements, NewJudgement, StoredPair
-from huleedu.cj_assessment.judges.port import Judge, Side, Usage
+from huleedu.cj_assessment.judgements import Judgements, NewJudgement, StoredJudgement
+from huleedu.cj_assessment.judges.port import Judge, Judgement, Ranking, Usage
 from huleedu.cj_assessment.judging import JudgeChoice, SpendLimits
 from huleedu.cj_assessment.lifecycle import JobState
 from huleedu.cj_assessment.model import AssessmentOutcome, StopReason
@@ -63,13 +63,13 @@ async def work_on(job: Job, owner: str, deps: JobDeps) -> None:
     request = request_of(job)
     async with deps.sessions() as session:  # a short read: the texts, and what was judged already
         students, anchors = await run_inputs(request, deps.content(session), job.correlation_id)
-        stored = await Judgements(session).pairs_of(job.job_id)
+        stored = await Judgements(session).of_job(job.job_id)
         await session.commit()
     config = deps.config
     if request.max_comparisons_per_essay is not None:
         config = replace(config, max_comparisons_per_essay=request.max_comparisons_per_essay)
     pool = build_pool(students, anchors, job.correlation_id)
-    spent = total([pair.usage for pair in stored])
+    spent = total([judgement.usage for judgement in stored])
     if pool.n_students < 2:
         if job.state is JobState.JUDGING:
             await _move(deps, job, owner, JobState.SCORED, stop_reason=StopReason.INSUFFICIENT_ESSAYS.value)
@@ -95,14 +95,15 @@ async def _judge(
     """Judge until the run stops; each judgement stored as it arrives, progress after each wave
     (at most once per `progress_interval_seconds`). Returns why it stopped and the total spend."""
     judge = await deps.judges.judge_for(request.language)
-    prompt = deps.judges.prompt
-    if prompt is not None:
+    prompts = [prompt for prompt in (deps.judges.prompt, deps.judges.ranking_prompt) if prompt is not None]
+    if prompts:
         async with UnitOfWork(deps.sessions) as uow:
-            await Judgements(uow.session).remember_prompt(prompt.version, prompt.text, deps.clock())
+            for prompt in prompts:
+                await Judgements(uow.session).remember_prompt(prompt.version, prompt.text, deps.clock())
             await uow.commit()
     writer = _Writer(job, owner, deps)
     pool = run.pool
-    planned = len(pool.texts) * run.config.max_comparisons_per_essay // 2
+    planned = run.budget_reads // run.judgement_size(judge)  # judgements the budget allows at most
     loop = asyncio.get_running_loop()
     last_progress: float | None = None
 
@@ -205,15 +206,20 @@ def total(usages: Iterable[Usage | None]) -> Usage | None:
     return spent
 
 
-def _replayed(pool: Pool, stored: Sequence[StoredPair]) -> list[Asked]:
-    """Stored pairs as pool indices (a pair naming an essay no longer in the pool is left out)."""
+def _replayed(pool: Pool, stored: Sequence[StoredJudgement]) -> list[Asked]:
+    """Stored judgements as pool indices (one naming an essay no longer in the pool is left out)."""
     index = {text.essay_id: i for i, text in enumerate(pool.texts)}
     asked = []
-    for pair in stored:
-        if pair.first not in index or pair.second not in index:
+    for judgement in stored:
+        if any(essay not in index for essay in judgement.shown):
             continue
-        winner = None if pair.winner is None else (Side.A if pair.winner == pair.first else Side.B)
-        asked.append(Asked(pair.wave, index[pair.first], index[pair.second], winner, pair.confidence))
+        shown = tuple(index[essay] for essay in judgement.shown)
+        order = (
+            None
+            if judgement.ranked is None
+            else tuple(judgement.shown.index(essay) for essay in judgement.ranked)
+        )
+        asked.append(Asked(judgement.wave, shown, order, judgement.confidence))
     return asked
 
 
@@ -227,22 +233,23 @@ def _new_judgement(
     answer: Answer,
     now: datetime,
 ) -> NewJudgement:
-    first, second = pool.texts[asked.first].essay_id, pool.texts[asked.second].essay_id
+    ids = tuple(pool.texts[i].essay_id for i in asked.shown)
+    ranked = asked.ranked
     verdict = answer.judgement
-    winner = None if asked.winner is None else (first if asked.winner is Side.A else second)
+    prompt = choice.prompt if len(ids) == 2 else choice.ranking_prompt
     return NewJudgement(
         judgement_id=str(uuid4()),
         job_id=job.job_id,
         batch_id=job.batch_id,
         wave=asked.wave,
-        shown=(first, second),
-        winner=winner,
+        shown=ids,
+        ranked=None if ranked is None else tuple(pool.texts[i].essay_id for i in ranked),
         judge_kind=choice.kind,
         model=(verdict.model if verdict is not None else None) or judge.model_used,
         provider=judge.model_provider,
         prompt_version=(verdict.prompt_version if verdict is not None else None)
-        or (choice.prompt.version if choice.prompt is not None else None),
-        rationale=verdict.rationale if verdict is not None else None,
+        or (prompt.version if prompt is not None else None),
+        rationale=_rationale(verdict, ids),
         confidence=verdict.confidence if verdict is not None else None,
         error=answer.error,
         attempts=answer.attempts,
@@ -251,6 +258,18 @@ def _new_judgement(
         worker=owner,
         judged_at=now,
     )
+
+
+def _rationale(verdict: Judgement | Ranking | None, ids: tuple[str, ...]) -> str | None:
+    """A pair's rationale; a ranking's, one line per essay that has one (`essay id: text`)."""
+    if verdict is None:
+        return None
+    if not isinstance(verdict, Ranking):
+        return verdict.rationale
+    if verdict.rationales is None:
+        return None
+    lines = [f"{essay}: {text}" for essay, text in zip(ids, verdict.rationales, strict=True) if text]
+    return "\n".join(lines) or None
 
 
 class _Writer:

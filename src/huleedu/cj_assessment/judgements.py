@@ -1,5 +1,9 @@
 """Judgements: the SQL of the stored judgements, inside the caller's transaction (never commits).
 
+A judgement is a pair or a ranking of k essays: one row per essay with its shown position and its
+place (1: best). The evidence views read a ranking as the pairs it implies: an essay "won" against
+every essay it was placed above and "lost" against every one placed above it.
+
 Written as they arrive by the job that asked for them; read back by the same job to go on after a
 restart and to fit the scale, and by the evidence API (an essay's comparisons, a batch's as CSV).
 """
@@ -9,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huleedu.cj_assessment.judges.port import Usage
@@ -22,19 +26,20 @@ from huleedu.cj_assessment.tables import (
 )
 from huleedu.storage.dialect import insert_ignoring_duplicates
 
-PAIR = "pair"
+PAIR, RANKING = "pair", "ranking"
 
 
 @dataclass(frozen=True)
 class NewJudgement:
-    """One judgement to store: the essays in the order shown, and `winner` (None when dropped)."""
+    """One judgement to store: the essays in the order shown, and `ranked`, the same essays best
+    first (None when dropped)."""
 
     judgement_id: str
     job_id: str
     batch_id: str
     wave: int
-    shown: tuple[str, str]
-    winner: str | None
+    shown: tuple[str, ...]
+    ranked: tuple[str, ...] | None
     judge_kind: str
     model: str
     provider: str
@@ -50,13 +55,12 @@ class NewJudgement:
 
 
 @dataclass(frozen=True)
-class StoredPair:
-    """A stored pair judgement as a run replays it: essay ids, `first` shown first."""
+class StoredJudgement:
+    """A stored judgement as a run replays it: essay ids in the order shown, and best first."""
 
     wave: int
-    first: str
-    second: str
-    winner: str | None  # None: dropped
+    shown: tuple[str, ...]
+    ranked: tuple[str, ...] | None  # None: dropped
     confidence: float | None
     usage: Usage | None  # None: the judge reported none
 
@@ -82,15 +86,15 @@ class Judgements:
                     "batch_id": j.batch_id,
                     "essay_id": essay_id,
                     "shown_position": position,
-                    "place": None if j.winner is None else (1 if essay_id == j.winner else 2),
+                    "place": None if j.ranked is None else j.ranked.index(essay_id) + 1,
                 }
                 for j in judgements
                 for position, essay_id in enumerate(j.shown)
             ],
         )
 
-    async def pairs_of(self, job_id: str) -> list[StoredPair]:
-        """The job's pair judgements in the order they were stored (wave, then time)."""
+    async def of_job(self, job_id: str) -> list[StoredJudgement]:
+        """The job's judgements (pairs and rankings) in the order they were stored (wave, then time)."""
         j, e = cj_judgements, cj_judgement_essays
         rows = await self._session.execute(
             select(
@@ -101,33 +105,34 @@ class Judgements:
                 j.c.tokens_out,
                 j.c.cost,
                 e.c.essay_id,
-                e.c.shown_position,
                 e.c.place,
             )
             .join(e, e.c.judgement_id == j.c.judgement_id)
-            .where(j.c.cj_assessment_job_id == job_id, j.c.kind == PAIR)
+            .where(j.c.cj_assessment_job_id == job_id)
             .order_by(j.c.wave, j.c.judged_at, j.c.judgement_id, e.c.shown_position)
         )
-        pairs: list[StoredPair] = []
-        essays: list[Any] = []
+        grouped: dict[str, list[Any]] = {}
         for row in rows:
-            essays.append(row)
-            if len(essays) < 2:
-                continue
-            first, second = essays
-            essays = []
-            winner = next((r.essay_id for r in (first, second) if r.place == 1), None)
+            grouped.setdefault(row.judgement_id, []).append(row)
+        found = []
+        for essays in grouped.values():
+            first = essays[0]
+            placed = all(row.place is not None for row in essays)
+            ranked = tuple(row.essay_id for row in sorted(essays, key=lambda r: r.place)) if placed else None
             usage = (
                 None if first.tokens_in is None else Usage(first.tokens_in, first.tokens_out or 0, first.cost)
             )
-            pairs.append(
-                StoredPair(first.wave, first.essay_id, second.essay_id, winner, first.confidence, usage)
+            found.append(
+                StoredJudgement(
+                    first.wave, tuple(row.essay_id for row in essays), ranked, first.confidence, usage
+                )
             )
-        return pairs
+        return found
 
     async def of_essay(self, batch_id: str, essay_id: str) -> list[dict[str, Any]]:
-        """Every judgement of `essay_id` in the batch, oldest first: the opponent, whether the essay
-        was shown first, won or lost (None when dropped), and who judged it and why."""
+        """Every judgement of `essay_id` in the batch, oldest first, once per other essay in it (a
+        pair: once): the opponent, whether the essay was shown before it, won or lost against it
+        (None when dropped), and who judged it and why."""
         j, mine, other = cj_judgements, cj_judgement_essays.alias("mine"), cj_judgement_essays.alias("other")
         rows = await self._session.execute(
             select(
@@ -136,7 +141,9 @@ class Judgements:
                 j.c.outcome,
                 other.c.essay_id.label("opponent_id"),
                 mine.c.shown_position,
+                other.c.shown_position.label("opponent_position"),
                 mine.c.place,
+                other.c.place.label("opponent_place"),
                 j.c.rationale,
                 j.c.confidence,
                 j.c.error,
@@ -158,15 +165,17 @@ class Judgements:
                 ),
             )
             .where(mine.c.batch_id == batch_id, mine.c.essay_id == essay_id)
-            .order_by(j.c.judged_at, j.c.judgement_id)
+            .order_by(j.c.judged_at, j.c.judgement_id, other.c.shown_position)
         )
         return [
             {
                 "judgement_id": row.judgement_id,
                 "wave": row.wave,
                 "opponent_id": row.opponent_id,
-                "shown": "first" if row.shown_position == 0 else "second",
-                "result": "dropped" if row.outcome == DROPPED else ("won" if row.place == 1 else "lost"),
+                "shown": "first" if row.shown_position < row.opponent_position else "second",
+                "result": "dropped"
+                if row.outcome == DROPPED
+                else ("won" if row.place < row.opponent_place else "lost"),
                 "rationale": row.rationale,
                 "confidence": row.confidence,
                 "error": row.error,
@@ -184,46 +193,74 @@ class Judgements:
         ]
 
     async def of_batch(self, batch_id: str) -> list[dict[str, Any]]:
-        """Every judgement of the batch, oldest first, one row each (essay shown first and second)."""
-        j, first, second = (
-            cj_judgements,
-            cj_judgement_essays.alias("first"),
-            cj_judgement_essays.alias("second"),
-        )
-        rows = await self._session.execute(
-            select(
-                j,
-                first.c.essay_id.label("first_id"),
-                second.c.essay_id.label("second_id"),
-                first.c.place.label("first_place"),
+        """Every judgement of the batch, oldest first, one row each: its columns, the essays in the
+        order shown (`shown_ids`; `first_id`, `second_id`) and best first (`ranked_ids`;
+        `winner_id`: the best, None when dropped)."""
+        j, e = cj_judgements, cj_judgement_essays
+        judged = (
+            (
+                await self._session.execute(
+                    select(j).where(j.c.batch_id == batch_id).order_by(j.c.judged_at, j.c.judgement_id)
+                )
             )
-            .join(first, and_(first.c.judgement_id == j.c.judgement_id, first.c.shown_position == 0))
-            .join(second, and_(second.c.judgement_id == j.c.judgement_id, second.c.shown_position == 1))
-            .where(j.c.batch_id == batch_id)
-            .order_by(j.c.judged_at, j.c.judgement_id)
+            .mappings()
+            .all()
         )
+        essays = await self._session.execute(
+            select(e.c.judgement_id, e.c.essay_id, e.c.place)
+            .where(e.c.batch_id == batch_id)
+            .order_by(e.c.judgement_id, e.c.shown_position)
+        )
+        shown: dict[str, list[tuple[str, int | None]]] = {}
+        for judgement_id, essay, place in essays.tuples():
+            shown.setdefault(judgement_id, []).append((essay, place))
         found = []
-        for row in rows.mappings():
-            winner = None
-            if row["outcome"] == JUDGED:
-                winner = row["first_id"] if row["first_place"] == 1 else row["second_id"]
-            found.append({**row, "winner_id": winner})
+        for row in judged:
+            members = shown.get(row["judgement_id"], [])
+            ranked = (
+                [essay for essay, _ in sorted(members, key=lambda m: m[1] or 0)]
+                if row["outcome"] == JUDGED
+                else []
+            )
+            ids = [essay for essay, _ in members]
+            found.append(
+                {
+                    **row,
+                    "shown_ids": ids,
+                    "first_id": ids[0] if ids else None,
+                    "second_id": ids[1] if len(ids) > 1 else None,
+                    "ranked_ids": ranked,
+                    "winner_id": ranked[0] if ranked else None,
+                }
+            )
         return found
 
     async def tally(self, batch_id: str) -> dict[str, dict[str, int]]:
-        """essay_id -> {won, lost, dropped} over the batch's judgements."""
-        e, j = cj_judgement_essays, cj_judgements
+        """essay_id -> {won, lost, dropped} over the batch's judgements: won and lost count the
+        pairs the judgements imply (a ranking of k: k - 1 per essay), dropped the judgements."""
+        j, mine, other = cj_judgements, cj_judgement_essays.alias("mine"), cj_judgement_essays.alias("other")
         rows = await self._session.execute(
-            select(e.c.essay_id, e.c.place, j.c.outcome, func.count().label("n"))
-            .join(j, j.c.judgement_id == e.c.judgement_id)
-            .where(e.c.batch_id == batch_id)
-            .group_by(e.c.essay_id, e.c.place, j.c.outcome)
+            select(mine.c.essay_id, mine.c.judgement_id, j.c.outcome, mine.c.place, other.c.place)
+            .join(j, j.c.judgement_id == mine.c.judgement_id)
+            .join(
+                other,
+                and_(
+                    other.c.judgement_id == mine.c.judgement_id,
+                    other.c.shown_position != mine.c.shown_position,
+                ),
+            )
+            .where(mine.c.batch_id == batch_id)
         )
         tally: dict[str, dict[str, int]] = {}
-        for essay_id, place, outcome, n in rows.tuples():
+        dropped: set[tuple[str, str]] = set()
+        for essay_id, judgement_id, outcome, place, other_place in rows.tuples():
             counts = tally.setdefault(essay_id, {"won": 0, "lost": 0, "dropped": 0})
-            key = "dropped" if outcome == DROPPED else ("won" if place == 1 else "lost")
-            counts[key] += n
+            if outcome == DROPPED:
+                if (essay_id, judgement_id) not in dropped:
+                    dropped.add((essay_id, judgement_id))
+                    counts["dropped"] += 1
+            else:
+                counts["won" if place < other_place else "lost"] += 1
         return tally
 
 
@@ -234,8 +271,8 @@ def _judgement_row(j: NewJudgement) -> dict[str, Any]:
         "cj_assessment_job_id": j.job_id,
         "batch_id": j.batch_id,
         "wave": j.wave,
-        "kind": PAIR,
-        "outcome": DROPPED if j.winner is None else JUDGED,
+        "kind": PAIR if len(j.shown) == 2 else RANKING,
+        "outcome": DROPPED if j.ranked is None else JUDGED,
         "judge_kind": j.judge_kind,
         "model": j.model,
         "provider": j.provider,

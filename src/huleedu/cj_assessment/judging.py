@@ -16,7 +16,8 @@ class JudgeChoice:
     kind: str  # heuristic | simulated | llm: stored with every judgement
     judge_for: JudgeSource
     identity: tuple[str, str, str | None]  # model, provider, version: for events without a judge at hand
-    prompt: Prompt | None = None  # the prompt of a judge that asks a model
+    prompt: Prompt | None = None  # the pair prompt of a judge that asks a model
+    ranking_prompt: Prompt | None = None  # and its ranking prompt
 
 
 @dataclass(frozen=True)

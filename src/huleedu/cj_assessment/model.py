@@ -33,7 +33,7 @@ class AnchorInput:
 
 class StopReason(StrEnum):
     BUDGET_REACHED = "budget_reached"
-    STABLE = "stable"  # reliability target reached and scores stopped moving
+    STABLE = "stable"  # the expected rank correlation with the truth reached its target
     JUDGE_FAILURES = "judge_failures"  # no essay left that the judge could still compare
     INSUFFICIENT_ESSAYS = "insufficient_essays"  # fewer than two student essays to compare
     SPEND_LIMIT = "spend_limit_reached"  # the batch's token or cost budget is used up
@@ -41,12 +41,25 @@ class StopReason(StrEnum):
 
 @dataclass(frozen=True)
 class Comparison:
-    """One obtained judgement: `a_id` was shown first."""
+    """One obtained judgement: the essays as shown (first shown first) and the judge's order of
+    them, best first. A pair is the case of two."""
 
-    a_id: str
-    b_id: str
-    winner: Side
+    shown: tuple[str, ...]
+    ranked: tuple[str, ...]
     confidence: float | None = None
+
+    @property
+    def a_id(self) -> str:
+        return self.shown[0]
+
+    @property
+    def b_id(self) -> str:
+        return self.shown[1]
+
+    @property
+    def winner(self) -> Side:
+        """Of a pair: which side won (for a ranking: whether the first shown came first)."""
+        return Side.A if self.ranked[0] == self.shown[0] else Side.B
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,7 @@ class EssayOutcome:
 
     essay_id: str
     is_anchor: bool
-    comparison_count: int
+    comparison_count: int  # the pairwise orders its judgements gave: k - 1 per judgement of k
     score: float | None = None
     se: float | None = None
     rank: int | None = None  # 1-based among students; None for anchors
@@ -105,6 +118,13 @@ class AssessmentOutcome:
     anchors_used: int
     calibration_method: str | None  # None: no letter grades (no usable anchors)
     dropped_judgements: int  # judgements that failed every attempt and were left out
+    essay_reads: int = 0  # essays the judge read: k per judgement of k asked
+
+    @property
+    def essay_reads_per_essay(self) -> float:
+        """Essay-reads per essay of the judged pool (students and anchors)."""
+        judged = [essay for essay in self.essays if essay.comparison_count > 0]
+        return self.essay_reads / len(judged) if judged else 0.0
 
     @property
     def students(self) -> tuple[EssayOutcome, ...]:
@@ -116,9 +136,10 @@ class AssessmentOutcome:
 
     @property
     def comparisons_per_essay(self) -> float:
-        """Mean real comparisons per judged essay (students and anchors in the pool)."""
+        """Mean pairwise orders per judged essay (students and anchors in the pool): for pairs, the
+        comparisons each took part in."""
         judged = [essay for essay in self.essays if essay.comparison_count > 0]
-        return 2.0 * len(self.comparisons) / len(judged) if judged else 0.0
+        return sum(essay.comparison_count for essay in judged) / len(judged) if judged else 0.0
 
     @property
     def status(self) -> CJAssessmentStatus:
@@ -155,4 +176,5 @@ class AssessmentOutcome:
             calibration_method=self.calibration_method,
             stop_reason=self.stop_reason.value,
             processing_duration_seconds=processing_duration_seconds,
+            essay_reads=self.essay_reads,
         )

@@ -1,4 +1,6 @@
-"""Which essays meet in the next wave: random balanced matching or information-based adaptive.
+"""Which essays meet in the next wave of pairs under equal allocation: random balanced matching or
+information-based adaptive (rankings, and uncertainty-driven allocation, are planned by
+allocation.py on the same ledger).
 
 A wave is a matching among the essays in play (each essay at most once). Who plays, and which pairs
 they may form, is decided first, by exact integer logic on the ledger (the blossom search of
@@ -37,33 +39,47 @@ _SWAP_TOLERANCE = 1e-12  # relative gain below which a swap of partners is not w
 
 
 class Strategy(StrEnum):
-    RANDOM = "random"  # a uniformly shuffled balanced matching each wave
-    ADAPTIVE = "adaptive"  # the matching with the most expected information about the ranking
+    RANDOM = "random"  # equal allocation: every wave a shuffled balanced matching (or grouping)
+    ADAPTIVE = "adaptive"  # equal allocation: the matching with the most expected information
+    UNCERTAIN = "uncertain"  # judgements go to the essays whose place is still uncertain
 
 
 class PairingLedger:
     """What has been asked and answered so far, per pool essay (indices 0..n-1)."""
 
     def __init__(self, n_items: int) -> None:
-        self.pair_uses = np.zeros((n_items, n_items), dtype=np.intp)
-        self.counts = np.zeros(n_items, dtype=np.intp)
-        self.position_balance = np.zeros(n_items, dtype=np.intp)  # times first minus times second
+        self.pair_uses = np.zeros((n_items, n_items), dtype=np.intp)  # judgements asked with both in
+        self.counts = np.zeros(n_items, dtype=np.intp)  # judgements obtained
+        self.compared = np.zeros(n_items, dtype=np.intp)  # pairwise orders implied: k - 1 per judgement
+        # sum over judgements of k - 1 - 2 * shown slot: for pairs, times first minus times second
+        self.position_balance = np.zeros(n_items, dtype=np.intp)
+        self.reads = 0  # essays read by the judge: k per judgement asked (answered or dropped)
+        self.pair_drops = np.zeros((n_items, n_items), dtype=np.intp)  # dropped judgements with both in
 
     @property
     def n_items(self) -> int:
         return len(self.counts)
 
-    def record_attempt(self, a: int, b: int) -> None:
-        """A pair was put to the judge (answered or not): it counts as used for the no-repeat rule."""
-        self.pair_uses[a, b] += 1
-        self.pair_uses[b, a] += 1
+    def record_attempt(self, *shown: int) -> None:
+        """A judgement of `shown` was asked (answered or not): its pairs count as used."""
+        items = list(shown)
+        self.pair_uses[np.ix_(items, items)] += 1
+        self.pair_uses[items, items] -= 1  # an essay is not paired with itself
+        self.reads += len(items)
 
-    def record_comparison(self, a: int, b: int) -> None:
-        """A judgement for `a` (shown first) against `b` was obtained."""
-        self.counts[a] += 1
-        self.counts[b] += 1
-        self.position_balance[a] += 1
-        self.position_balance[b] -= 1
+    def record_drop(self, *shown: int) -> None:
+        """A judgement of `shown` failed every attempt."""
+        items = list(shown)
+        self.pair_drops[np.ix_(items, items)] += 1
+        self.pair_drops[items, items] -= 1
+
+    def record_comparison(self, *shown: int) -> None:
+        """A judgement of `shown` (in the order shown) was obtained."""
+        k = len(shown)
+        for slot, item in enumerate(shown):
+            self.counts[item] += 1
+            self.compared[item] += k - 1
+            self.position_balance[item] += k - 1 - 2 * slot
 
 
 def plan_wave(
@@ -85,8 +101,8 @@ def plan_wave(
     wave = _structure(ledger, players, shuffle_rank)
     jitter = rng.random((ledger.n_items, ledger.n_items))
     preference = jitter + jitter.T
-    if strategy is Strategy.ADAPTIVE and fit is not None:  # the jitter only breaks ties
-        preference = _information_gain(fit) + 1e-9 * preference
+    if strategy is not Strategy.RANDOM and fit is not None:  # the jitter only breaks ties
+        preference = information_gain(fit) + 1e-9 * preference
     members = np.flatnonzero(wave.playing)
     chosen = _preferred_pairing(
         wave.usable[np.ix_(members, members)],
@@ -257,7 +273,7 @@ def expected_information(score_difference: FloatArray, difference_variance: Floa
     return np.asarray(kappa * p * (1.0 - p), dtype=np.float64)
 
 
-def _information_gain(fit: BTFit) -> FloatArray:
+def information_gain(fit: BTFit) -> FloatArray:
     """For every pair of pool essays, the expected drop of the order-weighted contrast variance
     sum_(i<j) w_ij var(theta_i - theta_j) if the two meet (a Kalman update on their contrast):
     I (u' L u) / (1 + I v), with u = S (e_k - e_l), v = var(theta_k - theta_l), L the Laplacian of w.

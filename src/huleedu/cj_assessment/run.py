@@ -1,8 +1,22 @@
 """The state of one CJ run, rebuilt from the judgements asked so far: the ledger of who met whom,
-the comparisons and failures, the latest fit, the stop rule's inputs and, at the end, the outcome.
+the judgements and failures, the latest fit, the stop rule's inputs and, at the end, the outcome.
 
 A `Run` asks the judge one wave at a time (`judge_wave`) and hands each judgement to a recorder the
 moment it arrives; a run cut short is rebuilt from what the recorder kept and goes on from there.
+A judgement is a pair or a ranking of k essays (`CJConfig.ranking_size`); a judge that ranks badly
+(`Judge.ranks_well` False) is asked for pairs instead, as are the waves after a judgement failed,
+and both kinds fit into one scale.
+
+The budget is counted in essay-reads: the run asks no more judgements once the judge has read
+`max_comparisons_per_essay` essays per pool essay on average (for pairs under equal allocation:
+exactly that many comparisons per essay), and no essay takes part in more judgements than that.
+
+Stop rule (`stop_when_stable`): after each wave, the expected Spearman correlation between the
+published scores and the true qualities is estimated from the posterior of the current fit under
+an empirical-Bayes prior on the students (`expected_rank_correlation`); the run stops once it
+reaches `rho_target` and every essay in play has at least `min_comparisons_before_stop` pairwise
+orders. Unlike SSR it does not read the spread of the point estimates, which adaptive designs
+inflate (docs/cj-evaluation.md shows the estimate against the truth).
 """
 
 import asyncio
@@ -11,10 +25,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtr
 
 from huleedu.cj_assessment import grading
+from huleedu.cj_assessment.allocation import plan_groups
 from huleedu.cj_assessment.config import CJConfig
-from huleedu.cj_assessment.judges.port import Judge, JudgeError, Judgement, Side, Usage
+from huleedu.cj_assessment.judges.port import Judge, JudgeError, Judgement, Ranking, Side, Usage
 from huleedu.cj_assessment.model import (
     SERVICE_NAME,
     AssessmentOutcome,
@@ -22,14 +38,15 @@ from huleedu.cj_assessment.model import (
     EssayOutcome,
     StopReason,
 )
-from huleedu.cj_assessment.pairing import PairingLedger, plan_wave
+from huleedu.cj_assessment.pairing import PairingLedger, Strategy, information_gain, plan_wave
 from huleedu.cj_assessment.pool import Pool, in_request_order, known_grade
 from huleedu.cj_assessment.scoring import (
+    NO_ITEM,
     BoolArray,
     BTFit,
     FloatArray,
     IntArray,
-    fit_bradley_terry,
+    fit_plackett_luce,
     ranks_descending,
     scale_separation_reliability,
 )
@@ -37,18 +54,25 @@ from huleedu.contracts.enums import ErrorCode
 from huleedu.contracts.errors import ErrorDetail
 
 _MIN_TRUE_VARIANCE = 0.05  # logits^2: the floor of the students' estimated true variance
+_SETTLED_MISORDERINGS = 0.5  # an essay expected to be out of order with fewer students is settled
+_POSTERIOR_DRAWS = 200
 
 
 @dataclass(frozen=True)
 class Asked:
-    """One pair put to the judge (indices into the pool; `first` was shown first) and how it
-    ended: `winner` None when every attempt failed and the judgement was dropped."""
+    """One judgement put to the judge (pool indices in the order shown) and how it ended: `order`
+    lists the shown positions best first (for a pair (0, 1) when the first shown won), None when
+    every attempt failed and the judgement was dropped."""
 
     wave: int
-    first: int
-    second: int
-    winner: Side | None
+    shown: tuple[int, ...]
+    order: tuple[int, ...] | None
     confidence: float | None = None
+
+    @property
+    def ranked(self) -> tuple[int, ...] | None:
+        """The pool indices best first."""
+        return None if self.order is None else tuple(self.shown[position] for position in self.order)
 
 
 @dataclass(frozen=True)
@@ -56,7 +80,7 @@ class Answer:
     """Everything one judgement produced, for whoever keeps the record: the verdict (None when
     dropped, `error` then says why), the attempts it took, their wall time and what they cost."""
 
-    judgement: Judgement | None
+    judgement: Judgement | Ranking | None
     error: str | None
     attempts: int
     seconds: float
@@ -69,6 +93,7 @@ class WaveCheck:
 
     wave: int
     ssr: float
+    expected_rho: float  # the stop rule's estimate of the rank correlation with the truth
     is_stable: bool
 
 
@@ -87,10 +112,9 @@ def always() -> bool:
 
 
 class Run:
-    """The state of one run (ledger, comparisons, failures, latest fit), rebuilt from the
-    judgements asked so far when there are some: a run resumed from stored judgements plans its
-    next wave exactly as it would have, and never puts a pair again before the pool runs out of
-    new ones."""
+    """The state of one run (ledger, judgements, failures, latest fit), rebuilt from the judgements
+    asked so far when there are some: a run resumed from stored judgements plans its next wave
+    from them, and never asks again for a judgement it has."""
 
     def __init__(self, pool: Pool, config: CJConfig, asked: Sequence[Asked] = ()) -> None:
         n = len(pool.texts)
@@ -98,16 +122,15 @@ class Run:
         self.ledger = PairingLedger(n)
         self.rng = np.random.default_rng(config.seed)
         self.comparisons: list[Comparison] = []
-        self.first: list[int] = []
-        self.second: list[int] = []
-        self.first_won: list[bool] = []
+        self.ranked: list[tuple[int, ...]] = []  # pool indices best first, per judgement obtained
+        self.slots: list[tuple[int, ...]] = []  # the shown slot of each of those
         self.failures = np.zeros(n, dtype=np.intp)
         self.consecutive_failures = np.zeros(n, dtype=np.intp)
         self.withdrawn = np.zeros(n, dtype=np.bool_)
         self.dropped = 0
         self.waves = 0
         self.fit: BTFit | None = None
-        self.previous: FloatArray | None = None  # student scores after the wave before the last
+        self.need: FloatArray | None = None  # per essay: how uncertain its place still is
         self._limit = asyncio.Semaphore(config.max_concurrent_judgements)
         if asked:
             self._replay(asked)
@@ -118,38 +141,86 @@ class Run:
             for item in (item for item in asked if item.wave == wave):
                 self.add(item)
             self._withdraw_failing()
-            if wave == waves[-1] and len(waves) > 1:
-                self.previous = self.refit().scores[: self.pool.n_students]  # before the last wave
         self.waves = waves[-1] + 1
         self.refit()
+        self._assess_need()
 
-    def plan(self) -> list[tuple[int, int]]:
+    @property
+    def budget_reads(self) -> int:
+        return self.config.max_comparisons_per_essay * len(self.pool.texts)
+
+    def judgement_size(self, judge: Judge) -> int:
+        """Rankings of the configured size; pairs when the judge ranks badly, and while an essay in
+        play has a streak of failed judgements: a failed ranking does not say which of its essays
+        the judge failed on, pairs do (and an essay is taken out of play for its own streak only)."""
+        failing = bool((self.consecutive_failures[~self.withdrawn] > 0).any())
+        return self.config.ranking_size if judge.ranks_well and not failing else 2
+
+    def plan(self, size: int = 2) -> list[tuple[int, ...]]:
+        """The next wave's judgements (pool indices in shown order) of `size` essays; empty once
+        the budget is spent or (uncertainty-driven) every essay's place is settled."""
+        if self.ledger.reads >= self.budget_reads:
+            return []
         in_play = (self.ledger.counts < self.config.max_comparisons_per_essay) & ~self.withdrawn
-        return plan_wave(self.config.strategy, self.ledger, in_play, self.rng, self.fit)
+        strategy = self.config.strategy
+        if size == 2 and strategy is not Strategy.UNCERTAIN:
+            groups: list[tuple[int, ...]] = list(
+                plan_wave(strategy, self.ledger, in_play, self.rng, self.fit)
+            )
+        else:
+            jitter = self.rng.random((len(self.pool.texts),) * 2)
+            preference = jitter + jitter.T
+            if strategy is not Strategy.RANDOM and self.fit is not None:
+                preference = information_gain(self.fit) + 1e-9 * preference
+            uncertain = strategy is Strategy.UNCERTAIN and self.fit is not None and self.need is not None
+            floor = -(-self.config.min_comparisons_before_stop // (size - 1))  # pairwise orders first
+            wave = plan_groups(
+                size,
+                self.ledger.counts,
+                self.ledger.position_balance,
+                in_play,
+                preference,
+                self.rng,
+                need=self.need if uncertain else None,
+                floor=min(floor, self.config.max_comparisons_per_essay),
+                max_groups=max(1, round(in_play.sum() / size / 2)) if uncertain else None,
+                forbidden=self.ledger.pair_drops > 0,
+            )
+            groups = wave.groups
+        spare = self.budget_reads - self.ledger.reads
+        kept = []
+        for group in groups:  # the budget may end inside a wave
+            if spare <= 0:
+                break
+            kept.append(group)
+            spare -= len(group)
+        return kept
 
     def why_no_pairs(self) -> StopReason:
-        """Budget reached, unless the judge's failures took essays out of play that still needed
-        comparisons (or left fewer than two in play)."""
+        """Budget reached, or every place settled; unless the judge's failures took essays out of
+        play that still needed judgements (or left fewer than two in play)."""
         active = ~self.withdrawn
         if self.withdrawn.any() and (
             active.sum() < 2
             or bool((self.ledger.counts[active] < self.config.max_comparisons_per_essay).any())
         ):
             return StopReason.JUDGE_FAILURES
+        if self.ledger.reads < self.budget_reads and self.config.strategy is Strategy.UNCERTAIN:
+            return StopReason.STABLE  # nothing uncertain left to judge
         return StopReason.BUDGET_REACHED
 
     async def judge_wave(
         self,
-        pairs: list[tuple[int, int]],
+        groups: list[tuple[int, ...]],
         judge: Judge,
         record: Recorder = nothing_to_record,
         may_ask: Callable[[], bool] = always,
     ) -> bool:
-        """Ask the judge about `pairs` concurrently and count the answers (in pair order, so a
-        seeded run is reproducible). False when `may_ask` stopped some pairs from being asked."""
+        """Ask the judge about `groups` concurrently and count the answers (in plan order, so a
+        seeded run is reproducible). False when `may_ask` stopped some from being asked."""
         wave = self.waves
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._ask(wave, a, b, judge, record, may_ask)) for a, b in pairs]
+            tasks = [group.create_task(self._ask(wave, shown, judge, record, may_ask)) for shown in groups]
         self.waves += 1
         answered = [task.result() for task in tasks]
         for asked in answered:
@@ -159,78 +230,104 @@ class Run:
 
     def add(self, asked: Asked) -> None:
         """Count one judgement (answered or dropped)."""
-        a, b = asked.first, asked.second
-        self.ledger.record_attempt(a, b)
-        if asked.winner is None:
+        shown = asked.shown
+        self.ledger.record_attempt(*shown)
+        ranked = asked.ranked
+        if ranked is None:
+            self.ledger.record_drop(*shown)
             self.dropped += 1
-            self.failures[[a, b]] += 1
-            self.consecutive_failures[[a, b]] += 1
+            self.failures[list(shown)] += 1
+            self.consecutive_failures[list(shown)] += 1
             return
-        self.consecutive_failures[[a, b]] = 0
-        self.ledger.record_comparison(a, b)
-        self.first.append(a)
-        self.second.append(b)
-        self.first_won.append(asked.winner is Side.A)
+        self.consecutive_failures[list(shown)] = 0
+        self.ledger.record_comparison(*shown)
+        self.ranked.append(ranked)
+        self.slots.append(tuple(shown.index(item) for item in ranked))
         texts = self.pool.texts
         self.comparisons.append(
-            Comparison(texts[a].essay_id, texts[b].essay_id, asked.winner, asked.confidence)
+            Comparison(
+                tuple(texts[i].essay_id for i in shown),
+                tuple(texts[i].essay_id for i in ranked),
+                asked.confidence,
+            )
         )
 
     def close_wave(self) -> WaveCheck:
-        """After a wave: take essays the judge keeps failing on out of play, refit, and say
-        whether the scale is stable (reliable enough, and no longer moving)."""
+        """After a wave: take essays the judge keeps failing on out of play, refit, estimate how
+        well the scale ranks, and say whether the run may stop."""
         self._withdraw_failing()
         fit = self.refit()
-        students_now = fit.scores[: self.pool.n_students]
-        ssr = scale_separation_reliability(students_now, fit.ses[: self.pool.n_students])
-        moved = float(np.mean(np.abs(students_now - self.previous))) if self.previous is not None else np.inf
+        n = self.pool.n_students
+        ssr = scale_separation_reliability(fit.scores[:n], fit.ses[:n])
+        expected = self._assess_need()
         stable = (
-            _fewest(self.ledger.counts[~self.withdrawn]) >= self.config.min_comparisons_before_stop
-            and ssr >= self.config.ssr_target
-            and moved < self.config.stable_score_change
+            _fewest(self.ledger.compared[~self.withdrawn]) >= self.config.min_comparisons_before_stop
+            and expected >= self.config.rho_target
         )
-        self.previous = students_now
-        return WaveCheck(self.waves, ssr, stable)
+        return WaveCheck(self.waves, ssr, expected, stable)
+
+    def _assess_need(self) -> float:
+        """Update each essay's need (expected students it is out of order with; 0 once settled) and
+        return the expected rank correlation of the students' scores with the truth."""
+        assert self.fit is not None
+        students = self.pool.student_mask & (self.ledger.counts > 0)
+        if students.sum() < 2:
+            self.need = np.ones(len(self.pool.texts))
+            return 0.0
+        posterior = self._grading_fit(self.fit, students)
+        self.need = _misorderings(posterior, students)
+        self.need[self.need < _SETTLED_MISORDERINGS] = 0.0
+        members = np.flatnonzero(students)
+        return expected_rank_correlation(
+            self.fit.scores[members],
+            posterior.scores[members],
+            posterior.covariance[np.ix_(members, members)],
+            np.random.default_rng(self.waves),
+        )
 
     def _withdraw_failing(self) -> None:
         self.withdrawn |= self.consecutive_failures >= self.config.max_consecutive_failures
 
     async def _ask(
-        self, wave: int, a: int, b: int, judge: Judge, record: Recorder, may_ask: Callable[[], bool]
+        self, wave: int, shown: tuple[int, ...], judge: Judge, record: Recorder, may_ask: Callable[[], bool]
     ) -> Asked | None:
         """The judgement (or its drop, once every attempt failed: never a guess), recorded; None
         when it was not asked at all."""
         async with self._limit:
             if not may_ask():
                 return None
-            answer = await self._answer(judge, a, b)
-        judgement = answer.judgement
-        asked = Asked(
-            wave,
-            a,
-            b,
-            judgement.winner if judgement is not None else None,
-            judgement.confidence if judgement is not None else None,
-        )
+            answer = await self._answer(judge, shown)
+        verdict = answer.judgement
+        order: tuple[int, ...] | None = None
+        if isinstance(verdict, Ranking):
+            order = verdict.order
+        elif verdict is not None:
+            order = (0, 1) if verdict.winner is Side.A else (1, 0)
+        asked = Asked(wave, shown, order, verdict.confidence if verdict is not None else None)
         await record(asked, answer)
         return asked
 
-    async def _answer(self, judge: Judge, a: int, b: int) -> Answer:
+    async def _answer(self, judge: Judge, shown: tuple[int, ...]) -> Answer:
         started = time.perf_counter()
         usage: Usage | None = None
         error = "no attempt made"
+        texts = [self.pool.texts[i] for i in shown]
         for attempt in range(1, self.config.judge_attempts + 1):
             try:
                 async with asyncio.timeout(self.config.judge_timeout_seconds):
-                    judgement = await judge.compare(self.pool.texts[a], self.pool.texts[b])
+                    verdict: Judgement | Ranking = (
+                        await judge.compare(texts[0], texts[1])
+                        if len(texts) == 2
+                        else await judge.rank(texts)
+                    )
             except JudgeError as exc:
                 usage, error = _plus(usage, exc.usage), str(exc) or type(exc).__name__
                 continue
             except TimeoutError:
                 error = f"no verdict within {self.config.judge_timeout_seconds:g} s"
                 continue
-            usage = _plus(usage, judgement.usage)
-            return Answer(judgement, None, attempt, time.perf_counter() - started, usage)
+            usage = _plus(usage, verdict.usage)
+            return Answer(verdict, None, attempt, time.perf_counter() - started, usage)
         return Answer(None, error, self.config.judge_attempts, time.perf_counter() - started, usage)
 
     def refit(self, centre_on: BoolArray | None = None) -> BTFit:
@@ -238,11 +335,16 @@ class Run:
         return self.fit
 
     def _fit(self, centre_on: BoolArray, prior_sd: float | FloatArray) -> BTFit:
-        return fit_bradley_terry(
+        width = max((len(ranked) for ranked in self.ranked), default=2)
+        order = np.full((len(self.ranked), width), NO_ITEM, dtype=np.intp)
+        slots = np.zeros((len(self.ranked), width), dtype=np.intp)
+        for row, (ranked, slot) in enumerate(zip(self.ranked, self.slots, strict=True)):
+            order[row, : len(ranked)] = ranked
+            slots[row, : len(slot)] = slot
+        return fit_plackett_luce(
             len(self.pool.texts),
-            np.asarray(self.first, dtype=np.intp),
-            np.asarray(self.second, dtype=np.intp),
-            np.asarray(self.first_won, dtype=np.bool_),
+            order,
+            slots,
             prior_sd=prior_sd,
             centre_on=centre_on,
             start=self.fit.raw if self.fit is not None else None,
@@ -262,7 +364,7 @@ class Run:
         return self._fit(students, prior)
 
     def outcome(self, stop: StopReason) -> AssessmentOutcome:
-        pool, counts = self.pool, self.ledger.counts
+        pool, counts = self.pool, self.ledger.compared
         minimum = min(self.config.min_comparisons_per_essay, self.config.max_comparisons_per_essay)
         scored = counts >= minimum
         students = np.flatnonzero(scored & pool.student_mask)
@@ -314,6 +416,7 @@ class Run:
             anchors_used=len(anchors) if projections else 0,
             calibration_method=grading.CALIBRATION_METHOD if projections else None,
             dropped_judgements=self.dropped,
+            essay_reads=self.ledger.reads,
         )
 
     def _error(self, i: int) -> ErrorDetail:
@@ -328,7 +431,7 @@ class Run:
             service=SERVICE_NAME,
             operation="compare_essays",
             details={
-                "comparisons": int(self.ledger.counts[i]),
+                "comparisons": int(self.ledger.compared[i]),
                 "dropped_judgements": int(self.failures[i]),
                 "min_comparisons": self.config.min_comparisons_per_essay,
             },
@@ -343,3 +446,33 @@ def _plus(total: Usage | None, more: Usage | None) -> Usage | None:
 
 def _fewest(counts: IntArray) -> int:
     return int(counts.min()) if counts.size else 0
+
+
+def _misorderings(fit: BTFit, students: BoolArray) -> FloatArray:
+    """Per essay: the expected number of students it is out of order with, sum_j P(the order of
+    i and j is wrong) under the fit's posterior."""
+    difference = fit.scores[:, None] - fit.scores[None, :]
+    variance = np.diag(fit.covariance)
+    contrast = np.clip(variance[:, None] + variance[None, :] - 2.0 * fit.covariance, 1e-12, None)
+    wrong = np.asarray(ndtr(-np.abs(difference) / np.sqrt(contrast)), dtype=np.float64)
+    np.fill_diagonal(wrong, 0.0)
+    return np.asarray(wrong[:, students].sum(axis=1), dtype=np.float64)
+
+
+def expected_rank_correlation(
+    published: FloatArray, mean: FloatArray, covariance: FloatArray, rng: np.random.Generator
+) -> float:
+    """E[Spearman(published, theta)] for theta drawn from N(mean, covariance): how well the
+    published scores are expected to rank the true qualities, by the posterior's own account."""
+    n = len(published)
+    if n < 2:
+        return 0.0
+    values, vectors = np.linalg.eigh(covariance)  # centred scores: the covariance is singular
+    factor = vectors * np.sqrt(np.clip(values, 0.0, None))
+    draws = mean[None, :] + rng.standard_normal((_POSTERIOR_DRAWS, n)) @ factor.T
+    ranks = np.argsort(np.argsort(draws, axis=1), axis=1).astype(np.float64)
+    own = np.argsort(np.argsort(published)).astype(np.float64)
+    ranks -= ranks.mean(axis=1, keepdims=True)
+    own -= own.mean()
+    correlation = (ranks @ own) / (np.sqrt((ranks**2).sum(axis=1)) * np.sqrt(float(own @ own)))
+    return float(correlation.mean())

@@ -221,7 +221,7 @@ async def fail_job(deps: JobDeps, job: Job, owner: str | None, target: JobState,
         if moved is None:
             return False
         request = request_of(moved)
-        spent = total(pair.usage for pair in await Judgements(uow.session).pairs_of(job.job_id))
+        spent = total(judged.usage for judged in await Judgements(uow.session).of_job(job.job_id))
         entries = deps.announcer.failure(
             request, job.job_id, job.correlation_id, reason, deps.judges.identity, round(seconds, 3), spent
         )

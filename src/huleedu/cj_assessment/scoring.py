@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import logsumexp
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -96,8 +95,9 @@ def fit_plackett_luce(
     """
     if n_items < 1:
         raise ValueError("need at least one item")
-    order = np.asarray(order, dtype=np.intp).reshape(len(order), -1)
-    slots = np.asarray(slots, dtype=np.intp).reshape(len(slots), -1)
+    order, slots = np.asarray(order, dtype=np.intp), np.asarray(slots, dtype=np.intp)
+    if order.ndim != 2 or slots.ndim != 2:
+        raise ValueError("order and slots must be two-dimensional")
     if order.shape != slots.shape:
         raise ValueError("order and slots must have the same shape")
     width = order.shape[1]
@@ -190,7 +190,7 @@ class _Choices:
         if not len(self.items):
             return 0.0
         utility = self._utilities(theta)
-        return float(np.sum(utility[:, 0] - logsumexp(utility, axis=1)))
+        return float(np.sum(utility[:, 0] - _row_logsumexp(utility)[:, 0]))
 
     def derivatives(self, theta: FloatArray, size: int) -> tuple[FloatArray, FloatArray]:
         """The log likelihood's gradient and information (its negative Hessian)."""
@@ -199,7 +199,7 @@ class _Choices:
         if not len(self.items):
             return gradient, information
         utility = self._utilities(theta)
-        p = np.exp(utility - logsumexp(utility, axis=1, keepdims=True))  # 0 where padded
+        p = np.exp(utility - _row_logsumexp(utility))  # 0 where padded
         chosen = np.zeros_like(p)
         chosen[:, 0] = 1.0
         residual = chosen - p
@@ -207,13 +207,20 @@ class _Choices:
         indices = [self.items] + ([self.effects] if (self.effects >= 0).any() else [])
         for left in indices:
             valid = self.present & (left >= 0)
-            np.add.at(gradient, left[valid], residual[valid])
+            gradient += np.bincount(left[valid], residual[valid], minlength=size)
             for right in indices:
                 pairs = valid[:, :, None] & self.present[:, None, :] & (right >= 0)[:, None, :]
-                rows = np.broadcast_to(left[:, :, None], block.shape)[pairs]
-                columns = np.broadcast_to(right[:, None, :], block.shape)[pairs]
-                np.add.at(information, (rows, columns), block[pairs])
+                flat = left[:, :, None] * size + right[:, None, :]
+                information += np.bincount(flat[pairs], block[pairs], minlength=size * size).reshape(
+                    size, size
+                )
         return gradient, information
+
+
+def _row_logsumexp(values: FloatArray) -> FloatArray:
+    """log(sum(exp)) of each row, as a column (every row has a finite entry)."""
+    top = np.max(values, axis=1, keepdims=True)
+    return np.asarray(top + np.log(np.sum(np.exp(values - top), axis=1, keepdims=True)), dtype=np.float64)
 
 
 def scale_separation_reliability(scores: FloatArray, ses: FloatArray) -> float:

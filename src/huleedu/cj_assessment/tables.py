@@ -6,8 +6,8 @@ truth. The judgements are: the scale is fitted from them (a restarted run goes o
 stored), and they are the evidence behind every grade (who was compared with whom, who won, why).
 
 A judgement is a set of essays shown together and the judge's order of them
-(`cj_judgement_essays`: shown position, place). Today every judgement is a pair (`kind` 'pair':
-places 1 and 2); a ranking of k essays is the same rows with k places.
+(`cj_judgement_essays`: shown position, place): a pair (`kind` 'pair': places 1 and 2) or a ranking
+of k essays (`kind` 'ranking': k rows, places 1..k).
 """
 
 from sqlalchemy import (
@@ -30,7 +30,7 @@ from huleedu.storage.metadata import JsonColumn, UtcDateTime, metadata
 
 OUTCOME_STATUSES = tuple(status.value for status in CJAssessmentStatus)
 STATES = tuple(state.value for state in JobState)
-JUDGEMENT_KINDS = ("pair",)
+JUDGEMENT_KINDS = ("pair", "ranking")
 JUDGED, DROPPED = "judged", "dropped"
 
 

@@ -177,6 +177,9 @@ class AssessmentMetadata(WireModel):
     tokens_in: NonNegative | None = None
     tokens_out: NonNegative | None = None
     cost: float | None = Field(default=None, ge=0.0)
+    # The essays the judge read (a pair 2, a ranking of k essays k): what tokens follow. None from
+    # producers that do not count them.
+    essay_reads: NonNegative | None = None
 
 
 class AssessmentResultV1(WireModel):

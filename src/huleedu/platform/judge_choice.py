@@ -36,7 +36,7 @@ def choose_judge(settings: Settings) -> tuple[JudgeChoice, LLMJudge | None]:
             return judge
 
         identity = (judge.model_used, judge.model_provider, judge.model_version)
-        return JudgeChoice("llm", shared, identity, judge.prompt), judge
+        return JudgeChoice("llm", shared, identity, judge.prompt, judge.ranking_prompt), judge
     if settings.cj_judge == "simulated":
 
         async def simulated(_language: str) -> Judge:

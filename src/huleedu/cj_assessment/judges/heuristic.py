@@ -14,6 +14,8 @@ Each essay gets a quality score, the weighted sum of features scaled to 0..1:
 
 Below 50 words every feature but length counts in proportion to the word count (a short text
 gives little evidence of style). The essay with the higher score wins; the verdict's confidence is sigmoid(2 * score difference).
+A ranking orders its essays by the same score (each essay's rationale names its score), so it
+agrees with every pair it implies.
 Equal scores are broken by comparing SHA-256 digests of the texts, so a pair gets the same winner
 whichever side it is shown on and however often it is asked.
 """
@@ -21,11 +23,12 @@ whichever side it is shown on and however often it is asked.
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from functools import cache, lru_cache
 
 from spellchecker import SpellChecker
 
-from huleedu.cj_assessment.judges.port import EssayText, Judgement, Side
+from huleedu.cj_assessment.judges.port import EssayText, Judgement, Ranking, Side
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n{2,}")
@@ -38,6 +41,7 @@ class HeuristicJudge:
     model_used = "heuristic-text-quality"
     model_provider = "huleedu"
     model_version: str | None = "1"
+    ranks_well = True
 
     def __init__(self, language: str = "en") -> None:
         """Spelling counts only for languages the dictionary knows; otherwise it is left out."""
@@ -51,6 +55,15 @@ class HeuristicJudge:
             winner=Side.A if a_wins else Side.B,
             confidence=confidence,
             rationale=f"text-quality score difference {difference:+.3f} (first minus second)",
+        )
+
+    async def rank(self, essays: Sequence[EssayText]) -> Ranking:
+        scores = [text_quality(essay.text, self._language) for essay in essays]
+        keys = [(score, _digest(essay.text)) for score, essay in zip(scores, essays, strict=True)]
+        order = sorted(range(len(essays)), key=lambda i: keys[i], reverse=True)
+        return Ranking(
+            order=tuple(order),
+            rationales=tuple(f"text-quality score {score:.3f}" for score in scores),
         )
 
 
