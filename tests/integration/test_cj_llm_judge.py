@@ -1,6 +1,7 @@
 """The llm judge against the local OpenAI-compatible model server (support.model_server): real HTTP
-chat completions that answer from hidden essay qualities and misbehave on cue (a malformed answer,
-an answer slower than the judge's timeout, a 429 with Retry-After, a 500, a 401)."""
+chat completions that answer pairs and rankings from hidden essay qualities and misbehave on cue (a
+malformed answer, an answer slower than the judge's timeout, a 429 with Retry-After, a 500, a 401,
+rankings that echo the order shown or name a label twice)."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -12,9 +13,17 @@ from scipy.stats import spearmanr
 
 from huleedu.cj_assessment.config import CJConfig
 from huleedu.cj_assessment.engine import assess
-from huleedu.cj_assessment.judges.llm import LLMJudge, LLMJudgeSettings, ModelPrice, pair_prompt
+from huleedu.cj_assessment.judges.llm import (
+    LLMJudge,
+    LLMJudgeSettings,
+    ModelPrice,
+    RankingCheck,
+    pair_prompt,
+    ranking_prompt,
+)
 from huleedu.cj_assessment.judges.port import EssayText, JudgeError, Side
 from huleedu.cj_assessment.model import EssayInput
+from huleedu.cj_assessment.pairing import Strategy
 from huleedu.contracts.enums import CJAssessmentStatus
 from support.model_server import ModelServer
 
@@ -183,7 +192,16 @@ async def test_the_engine_ranks_a_batch_through_the_llm_judge_despite_misbehavio
 
     async with _judge(server, max_concurrency=3) as judge:
         outcome = await assess(
-            students, [], judge, CJConfig(seed=5, max_comparisons_per_essay=4, max_concurrent_judgements=3)
+            students,
+            [],
+            judge,
+            CJConfig(
+                seed=5,
+                max_comparisons_per_essay=4,
+                max_concurrent_judgements=3,
+                strategy=Strategy.ADAPTIVE,
+                ranking_size=2,
+            ),
         )
 
     assert outcome.status is CJAssessmentStatus.COMPLETED_SUCCESSFULLY
@@ -192,3 +210,84 @@ async def test_the_engine_ranks_a_batch_through_the_llm_judge_despite_misbehavio
     scores = [e.score for e in outcome.students]
     assert spearmanr(scores, range(6)).statistic > 0.9
     assert server.stats.calls >= outcome.comparisons_total + 4
+
+
+# --- rankings ---
+
+ESSAYS = [EssayText(f"r{i}", f"ranked essay {i}: " + "text " * (3 + i)) for i in range(6)]
+
+
+async def test_a_ranking_request_speaks_the_documented_format_and_its_answer_becomes_a_ranking(
+    server: ModelServer,
+) -> None:
+    server.qualities |= {essay.text: 3.0 * i for i, essay in enumerate(ESSAYS)}
+    shown = [ESSAYS[2], ESSAYS[5], ESSAYS[0], ESSAYS[4]]
+    async with _judge(server, ranking_check=RankingCheck(first_checks=0, check_every=1000)) as judge:
+        ranking = await judge.rank(shown)
+
+    assert [shown[position].essay_id for position in ranking.order] == ["r5", "r4", "r2", "r0"]
+    assert ranking.rationales is not None
+    assert all(ranking.rationales)
+    assert ranking.prompt_version == ranking_prompt().version == judge.ranking_prompt.version
+    assert ranking.prompt_version.startswith("ranking-")
+    assert ranking.usage is not None
+    assert ranking.usage.tokens_in == server.stats.tokens_in
+    (body, _) = server.requests[0]
+    user = body["messages"][1]["content"]
+    assert '"ranking"' in user
+    assert [
+        user.index(f"Essay {label}:\n<<<\n{essay.text}\n>>>")
+        for label, essay in zip("ABCD", shown, strict=True)
+    ] == sorted(user.index(f"Essay {label}:") for label in "ABCD")
+    assert "Essay E:" not in user
+
+
+async def test_rankings_are_checked_against_the_pairs_they_imply_and_agree_on_the_model_server(
+    server: ModelServer,
+) -> None:
+    server.behaviour.discrimination = 1.5
+    server.qualities |= {essay.text: 0.8 * i for i, essay in enumerate(ESSAYS)}
+    async with _judge(server, ranking_check=RankingCheck(first_checks=20), seed=1) as judge:
+        for round_ in range(20):
+            shown = [ESSAYS[(round_ + j) % 6] for j in range(4)]
+            await judge.rank(shown)
+
+    record = judge.rankings
+    assert record.checks == 20
+    assert record.agreement is not None
+    assert record.agreement >= 0.7  # the server ranks by the qualities it pairs by
+    assert judge.ranks_well
+    assert server.stats.rankings == 20
+
+
+async def test_a_model_that_ranks_badly_is_asked_for_pairs_and_the_run_still_ranks_the_batch(
+    server: ModelServer,
+) -> None:
+    server.behaviour.ranking = "shown"  # echoes the order shown, whatever the essays
+    server.behaviour.discrimination = 3.0
+    students = [EssayInput(f"e{i}", f"essay {i}: " + "word " * (5 + 7 * i)) for i in range(8)]
+    server.qualities |= {essay.text: 1.0 * i for i, essay in enumerate(students) if essay.text}
+
+    async with _judge(server, max_concurrency=4, ranking_check=RankingCheck(first_checks=4), seed=2) as judge:
+        outcome = await assess(
+            students, [], judge, CJConfig(seed=6, ranking_size=4, max_comparisons_per_essay=12)
+        )
+
+    assert not judge.ranks_well
+    assert judge.rankings.given_up is not None
+    sizes = [len(c.shown) for c in outcome.comparisons]
+    assert 4 in sizes
+    assert sizes[-1] == 2  # after giving up: pairs
+    assert outcome.status is CJAssessmentStatus.COMPLETED_SUCCESSFULLY
+    assert spearmanr([e.score for e in outcome.students], range(8)).statistic > 0.8
+
+
+async def test_rankings_that_cannot_be_read_are_retried_then_given_up_for_pairs(server: ModelServer) -> None:
+    server.behaviour.ranking = "malformed"  # names a label twice
+    async with _judge(server, ranking_check=RankingCheck(min_answers=3)) as judge:
+        for _ in range(3):
+            with pytest.raises(JudgeError, match="once each") as failure:
+                await judge.rank(ESSAYS[:3])
+            assert failure.value.usage is not None  # the tokens were spent all the same
+    assert not judge.ranks_well
+    assert judge.rankings.unreadable == 3

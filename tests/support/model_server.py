@@ -38,7 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-_ESSAY = re.compile(r"Essay ([AB]):\n<<<\n(.*?)\n>>>", re.DOTALL)
+_ESSAY = re.compile(r"Essay ([A-F]):\n<<<\n(.*?)\n>>>", re.DOTALL)
+RANKINGS = ("plackett-luce", "shown", "malformed")
 _WORD = re.compile(r"[^\W\d_]+")
 BEHAVIOURS = ("ok", "malformed", "slow", "429", "500", "401")
 
@@ -56,6 +57,7 @@ class Behaviour:
     discrimination: float = 1.5  # logits per quality point
     slow_seconds: float = 30.0  # how long a scripted "slow" call takes
     hold_after: int | None = None  # calls after this many wait, as under `hold()`, until released
+    ranking: str = "plackett-luce"  # how rankings are answered: one of RANKINGS
     script: list[str] = field(default_factory=list)  # behaviours of the next calls, then the rates apply
 
 
@@ -63,6 +65,7 @@ class Behaviour:
 class Stats:
     calls: int = 0  # requests received
     answered: int = 0  # verdicts given
+    rankings: int = 0  # of them, rankings
     refused: int = 0  # 429
     errors: int = 0  # 5xx and 401
     malformed: int = 0
@@ -212,6 +215,9 @@ class ModelServer:
                 stats.malformed += 1
                 return self._completion(body, prompt, "I think the first essay is somewhat better, overall.")
             stats.answered += 1
+            if '"ranking"' in prompt:
+                stats.rankings += 1
+                return self._completion(body, prompt, self._ranking(prompt))
             return self._completion(body, prompt, self._verdict(prompt))
         finally:
             stats.in_flight -= 1
@@ -243,6 +249,36 @@ class ModelServer:
             f"than the {worse}."
         )
         return orjson.dumps({"winner": winner, "confidence": confidence, "rationale": rationale}).decode()
+
+    def _ranking(self, prompt: str) -> str:
+        """Plackett-Luce: the best of the essays left, drawn with weights exp(discrimination *
+        quality), until one is left."""
+        essays = _ESSAY.findall(prompt)
+        labels = [label for label, _ in essays]
+        mode = self.behaviour.ranking
+        if mode == "shown":
+            order = labels
+        elif mode == "malformed":
+            order = [labels[0], *labels[:-1]]
+        else:
+            digest = hashlib.sha256(
+                "\0".join([str(self.seed), *(text for _, text in essays)]).encode()
+            ).digest()
+            draw = random.Random(digest)
+            weights = {
+                label: math.exp(self.behaviour.discrimination * self._quality(text)) for label, text in essays
+            }
+            order = []
+            while weights:
+                pick = draw.choices(list(weights), weights=list(weights.values()))[0]
+                order.append(pick)
+                del weights[pick]
+        rationales = {
+            label: f"Essay {label} is placed {place} of {len(order)}: its argument and language are "
+            + ("the strongest here." if place == 1 else "weaker than those above it.")
+            for place, label in enumerate(order, start=1)
+        }
+        return orjson.dumps({"ranking": order, "rationales": rationales, "confidence": 0.7}).decode()
 
     def _quality(self, text: str) -> float:
         known = self.qualities.get(text, self.qualities.get(text.strip()))
@@ -307,6 +343,7 @@ async def _serve(arguments: argparse.Namespace) -> None:
         retry_after=arguments.retry_after,
         error_rate=arguments.error_rate,
         malformed_rate=arguments.malformed_rate,
+        ranking=arguments.ranking,
     )
     async with server:
         print(f"model server at {server.base_url} (POST /chat/completions; GET /_admin/stats)", flush=True)
@@ -323,6 +360,9 @@ def main() -> None:
     parser.add_argument("--retry-after", default="1")
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--malformed-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--ranking", choices=RANKINGS, default="plackett-luce", help="how rankings are answered"
+    )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(parser.parse_args()))
 

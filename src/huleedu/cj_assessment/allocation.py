@@ -30,6 +30,8 @@ import numpy as np
 
 from huleedu.cj_assessment.scoring import BoolArray, FloatArray, IntArray
 
+_SEARCH_LIMIT = 5000  # partial groups tried per seed before it rests this wave
+
 
 @dataclass(frozen=True)
 class GroupWave:
@@ -82,11 +84,12 @@ def plan_groups(
         pool = players.tolist()
     limit = len(players) // k if max_groups is None else min(max_groups, len(players) // k)
     apart = np.zeros((len(counts), len(counts)), dtype=np.bool_) if forbidden is None else forbidden
-    groups = _form(seeds, pool, k, bound, balance, preference, shuffle, limit, apart, keep_positions=True)
+    search = _Search(k, bound, balance, preference, shuffle, apart, keep_positions=True)
+    groups = _form(seeds, pool, limit, search)
     forced = False
     if not groups and seeds:
-        nothing = np.zeros_like(apart)
-        groups = _form(seeds, pool, k, bound, balance, preference, shuffle, 1, nothing, keep_positions=False)
+        anyhow = _Search(k, bound, balance, preference, shuffle, np.zeros_like(apart), keep_positions=False)
+        groups = _form(seeds, pool, 1, anyhow)
         forced = bool(groups)
     shown = [_shown_order(group, balance, shuffle) for group in groups]
     return GroupWave(shown, forced)
@@ -95,18 +98,11 @@ def plan_groups(
 def _form(
     seeds: list[int],
     pool: list[int],
-    k: int,
-    bound: int,
-    balance: IntArray,
-    preference: FloatArray,
-    shuffle: IntArray,
     limit: int,
-    apart: BoolArray,
-    *,
-    keep_positions: bool,
+    search: "_Search",
 ) -> list[list[int]]:
-    """Groups seeded in `seeds` order, each filled greedily with the free essay of `pool` that adds
-    most preference (and keeps a position-safe slot assignment possible)."""
+    """Groups seeded in `seeds` order (at most `limit`), each found by `search` among the essays of
+    `pool` not in an earlier group."""
     free = dict.fromkeys(pool, True)
     groups: list[list[int]] = []
     for seed in seeds:
@@ -114,25 +110,55 @@ def _form(
             break
         if not free.get(seed, False):
             continue
-        group = [seed]
-        while len(group) < k:
-            candidates = [
-                i
-                for i, available in free.items()
-                if available and i not in group and not apart[i, group].any()
-            ]
-            if keep_positions:
-                candidates = [i for i in candidates if _slots_exist([*group, i], k, bound, balance)]
-            if not candidates:
-                break
-            gains = preference[np.ix_(candidates, group)].sum(axis=1)
-            best = max(range(len(candidates)), key=lambda c: (float(gains[c]), -int(shuffle[candidates[c]])))
-            group.append(candidates[best])
-        if len(group) == k:
+        group = search.group_of(seed, [i for i, available in free.items() if available])
+        if group is not None:
             for member in group:
                 free[member] = False
             groups.append(group)
     return groups
+
+
+@dataclass
+class _Search:
+    """Fills a group with the essays that add most preference, one at a time, backtracking when a
+    choice leaves no way to complete it: so a seed gets a group whenever one exists (searched
+    exhaustively up to _SEARCH_LIMIT partial groups per seed)."""
+
+    k: int
+    bound: int
+    balance: IntArray
+    preference: FloatArray
+    shuffle: IntArray
+    apart: BoolArray
+    keep_positions: bool
+    _left: int = 0
+
+    def group_of(self, seed: int, free: list[int]) -> list[int] | None:
+        self._left = _SEARCH_LIMIT
+        return self._extend([seed], free)
+
+    def _extend(self, group: list[int], free: list[int]) -> list[int] | None:
+        if len(group) == self.k:
+            return group
+        self._left -= 1
+        if self._left < 0:
+            return None
+        candidates = [i for i in free if i not in group and not self.apart[i, group].any()]
+        if self.keep_positions:
+            candidates = [
+                i for i in candidates if _slots_exist([*group, i], self.k, self.bound, self.balance)
+            ]
+        if not candidates:
+            return None
+        gains = self.preference[np.ix_(candidates, group)].sum(axis=1)
+        ranked = sorted(
+            range(len(candidates)), key=lambda c: (-float(gains[c]), int(self.shuffle[candidates[c]]))
+        )
+        for c in ranked:
+            found = self._extend([*group, candidates[c]], free)
+            if found is not None:
+                return found
+        return None
 
 
 def _slots_exist(members: list[int], k: int, bound: int, balance: IntArray) -> bool:
