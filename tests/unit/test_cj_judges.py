@@ -3,8 +3,8 @@
 import pytest
 
 from huleedu.cj_assessment.judges.heuristic import HeuristicJudge, text_quality
-from huleedu.cj_assessment.judges.llm import parse_answer
-from huleedu.cj_assessment.judges.port import EssayText, JudgeError, Judgement, Side
+from huleedu.cj_assessment.judges.llm import parse_answer, parse_ranking
+from huleedu.cj_assessment.judges.port import EssayText, JudgeError, Judgement, Ranking, Side
 from huleedu.cj_assessment.judges.simulated import SimulatedJudge
 
 STRONG = (
@@ -141,3 +141,77 @@ def test_an_llm_answer_is_read_despite_fences_words_and_percentages(
 def test_an_llm_answer_without_a_clear_winner_is_a_judge_error(content: str) -> None:
     with pytest.raises(JudgeError):
         parse_answer(content)
+
+
+# --- rankings ---
+
+
+async def test_the_simulated_judge_ranks_by_plackett_luce_with_a_bias_per_slot_and_lapses() -> None:
+    essays = [EssayText(name, "") for name in "abc"]
+    judge = SimulatedJudge({"a": 1.0, "b": 0.0, "c": -1.0}, position_bias=(0.0, 0.0, 0.5), seed=5)
+    orders = [(await judge.rank(essays)).order for _ in range(6000)]
+
+    # P(a first) = e^1 / (e^1 + e^0 + e^(-1 + 0.5)); then P(b before c | a first) = 1 / (1 + e^-0.5)
+    first_a = 2.718281828 / (2.718281828 + 1.0 + 2.718281828**-0.5)
+    assert sum(order[0] == 0 for order in orders) / 6000 == pytest.approx(first_a, abs=0.02)
+    after_a = [order for order in orders if order[0] == 0]
+    assert sum(order[1] == 1 for order in after_a) / len(after_a) == pytest.approx(
+        1 / (1 + 2.718281828**-0.5), abs=0.03
+    )
+    lapsing = SimulatedJudge({"a": 9.0, "b": 0.0, "c": -9.0}, lapse_rate=1.0, seed=6)
+    uniform = [(await lapsing.rank(essays)).order for _ in range(3000)]
+    assert sum(order[0] == 2 for order in uniform) / 3000 == pytest.approx(1 / 3, abs=0.03)
+
+
+async def test_a_simulated_ranking_of_two_is_its_pair() -> None:
+    a, b = EssayText("a", ""), EssayText("b", "")
+    judge = SimulatedJudge({"a": 0.7, "b": 0.0}, position_bias=0.3, lapse_rate=0.2, seed=7)
+    orders = [(await judge.rank([a, b])).order for _ in range(6000)]
+    share = sum(order == (0, 1) for order in orders) / 6000
+    assert share == pytest.approx(judge.probability_first_wins(a, b), abs=0.02)
+
+
+async def test_the_heuristic_judge_ranks_by_its_score_and_agrees_with_every_pair_it_implies() -> None:
+    texts = [STRONG, WEAK, STRONG[:200], WEAK + " " + WEAK]
+    essays = [EssayText(f"e{i}", text) for i, text in enumerate(texts)]
+    judge = HeuristicJudge()
+
+    ranking = await judge.rank(essays)
+
+    assert ranking.order[0] == 0
+    assert ranking.rationales is not None
+    assert len(ranking.rationales) == 4
+    for better, worse in zip(ranking.order, ranking.order[1:], strict=False):
+        assert (await judge.compare(essays[better], essays[worse])).winner is Side.A
+        assert (await judge.compare(essays[worse], essays[better])).winner is Side.B
+
+
+def test_a_ranking_answer_is_read_with_its_rationales_and_labels_in_any_case() -> None:
+    content = (
+        'Here you are:\n```json\n{"ranking": ["c", " A", "B"], "rationales": {"A": "clear", "b": "thin", '
+        '"C": "best"}, "confidence": 80}\n```'
+    )
+    assert parse_ranking(content, 3) == Ranking(
+        order=(2, 0, 1), rationales=("clear", "thin", "best"), confidence=0.8
+    )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"ranking": ["A", "B"]}',  # C missing
+        '{"ranking": ["A", "A", "B"]}',  # a label twice
+        '{"ranking": ["A", "B", "D"]}',  # a label not shown
+        '{"ranking": "A > B > C"}',  # not a list
+        '{"order": ["A", "B", "C"]}',
+        "A, then B, then C",
+    ],
+)
+def test_a_ranking_that_does_not_name_every_shown_label_once_is_refused(content: str) -> None:
+    with pytest.raises(JudgeError):
+        parse_ranking(content, 3)
+
+
+def test_a_ranking_must_order_every_shown_essay_once() -> None:
+    with pytest.raises(ValueError, match="once"):
+        Ranking(order=(0, 0, 1))

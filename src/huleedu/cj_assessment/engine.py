@@ -80,9 +80,10 @@ async def drive(
     while True:
         if not may_ask():
             return StopReason.SPEND_LIMIT
-        groups = run.plan(run.judgement_size(judge))
+        size = run.judgement_size(judge)
+        groups = run.plan(size)
         if not groups:
-            return run.why_no_pairs()
+            return run.why_no_pairs(size)
         complete = await run.judge_wave(groups, judge, record, may_ask)
         check = run.close_wave()
         if after_wave is not None:

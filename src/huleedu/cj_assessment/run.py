@@ -159,7 +159,7 @@ class Run:
     def plan(self, size: int = 2) -> list[tuple[int, ...]]:
         """The next wave's judgements (pool indices in shown order) of `size` essays; empty once
         the budget is spent or (uncertainty-driven) every essay's place is settled."""
-        if self.ledger.reads >= self.budget_reads:
+        if self.budget_reads - self.ledger.reads < 2:
             return []
         in_play = (self.ledger.counts < self.config.max_comparisons_per_essay) & ~self.withdrawn
         strategy = self.config.strategy
@@ -189,24 +189,29 @@ class Run:
             groups = wave.groups
         spare = self.budget_reads - self.ledger.reads
         kept = []
-        for group in groups:  # the budget may end inside a wave
-            if spare <= 0:
+        for group in groups:  # the budget may end inside a wave; it is never exceeded
+            if len(group) > spare:
                 break
             kept.append(group)
             spare -= len(group)
         return kept
 
-    def why_no_pairs(self) -> StopReason:
-        """Budget reached, or every place settled; unless the judge's failures took essays out of
-        play that still needed judgements (or left fewer than two in play)."""
+    def why_no_pairs(self, size: int = 2) -> StopReason:
+        """Why a wave of judgements of `size` had nothing to ask: the budget is spent (or has no
+        room left for one judgement), or (uncertainty-driven) every place is settled; unless the
+        judge's failures took essays out of play that still needed judgements (or left fewer than
+        two in play)."""
         active = ~self.withdrawn
-        if self.withdrawn.any() and (
-            active.sum() < 2
-            or bool((self.ledger.counts[active] < self.config.max_comparisons_per_essay).any())
+        if self.withdrawn.any() and active.sum() < 2:
+            return StopReason.JUDGE_FAILURES
+        if self.budget_reads - self.ledger.reads < min(size, int(active.sum())):
+            return StopReason.BUDGET_REACHED
+        if self.config.strategy is Strategy.UNCERTAIN:
+            return StopReason.STABLE  # nothing uncertain left to judge
+        if self.withdrawn.any() and bool(
+            (self.ledger.counts[active] < self.config.max_comparisons_per_essay).any()
         ):
             return StopReason.JUDGE_FAILURES
-        if self.ledger.reads < self.budget_reads and self.config.strategy is Strategy.UNCERTAIN:
-            return StopReason.STABLE  # nothing uncertain left to judge
         return StopReason.BUDGET_REACHED
 
     async def judge_wave(
