@@ -5,7 +5,7 @@ repeated failures, stopped by a spending budget or an operator, and the evidence
 
 import asyncio
 import csv
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,10 +14,11 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from huleedu.cj_assessment.app import CJService, assemble
-from huleedu.cj_assessment.judges.port import EssayText, Judgement, Usage
+from huleedu.cj_assessment.config import CJConfig
+from huleedu.cj_assessment.judges.port import EssayText, Judgement, Ranking, Usage
 from huleedu.cj_assessment.judges.simulated import SimulatedJudge
 from huleedu.cj_assessment.judging import JudgeChoice, SpendLimits
 from huleedu.cj_assessment.lifecycle import (
@@ -31,8 +32,9 @@ from huleedu.cj_assessment.lifecycle import (
     sources,
     state_after_claim,
 )
+from huleedu.cj_assessment.pairing import Strategy
 from huleedu.cj_assessment.runner import JobRunner
-from huleedu.cj_assessment.tables import cj_jobs, cj_judgements
+from huleedu.cj_assessment.tables import cj_jobs, cj_judgement_essays, cj_judgements
 from huleedu.content.store import ContentStore
 from huleedu.contracts.envelope import EventEnvelope, wrap
 from huleedu.contracts.events import CJAssessmentRequestedV1, EssayRef
@@ -108,15 +110,27 @@ class Judge:
         self.usage = usage
         self.gate = asyncio.Event()
         self.gate.set()
-        self.asked: list[tuple[str, str]] = []
+        self.asked: list[tuple[str, ...]] = []
+        self.ranks_well = True
 
     async def compare(self, a: EssayText, b: EssayText) -> Judgement:
-        self.asked.append((a.essay_id, b.essay_id))
+        await self._ask((a, b))
+        verdict = await self.inner.compare(a, b)
+        return replace(verdict, usage=self.usage, rationale=f"{a.essay_id} against {b.essay_id}")
+
+    async def rank(self, essays: Sequence[EssayText]) -> Ranking:
+        await self._ask(essays)
+        ranking = await self.inner.rank(essays)
+        return replace(ranking, usage=self.usage, rationales=tuple(f"about {e.essay_id}" for e in essays))
+
+    async def _ask(self, essays: Sequence[EssayText]) -> None:
+        self.asked.append(tuple(essay.essay_id for essay in essays))
         if self.fail_after is not None and len(self.asked) > self.fail_after:
             raise RuntimeError("the judge broke")
         await self.gate.wait()
-        verdict = await self.inner.compare(a, b)
-        return replace(verdict, usage=self.usage, rationale=f"{a.essay_id} against {b.essay_id}")
+
+
+PAIRS = CJConfig(strategy=Strategy.ADAPTIVE, ranking_size=2)  # the pair design, equal allocation
 
 
 @dataclass
@@ -204,7 +218,7 @@ async def test_an_attempt_that_failed_half_way_goes_on_from_the_stored_judgement
     clock = Clock()
     broken = Judge(fail_after=7)
 
-    await system.runner(broken, clock, owner="w1").run_until_idle()
+    await system.runner(broken, clock, owner="w1", config=PAIRS).run_until_idle()
 
     job = await system.job(sent.data.batch_id)
     assert (job["state"], job["attempts"], job["lease_owner"]) == ("judging", 1, None)
@@ -215,7 +229,7 @@ async def test_an_attempt_that_failed_half_way_goes_on_from_the_stored_judgement
 
     clock.now += timedelta(minutes=5)
     working = Judge()
-    await system.runner(working, clock, owner="w2").run_until_idle()
+    await system.runner(working, clock, owner="w2", config=PAIRS).run_until_idle()
 
     job = await system.job(sent.data.batch_id)
     assert (job["state"], job["attempts"], job["stop_reason"]) == ("published", 2, "budget_reached")
@@ -230,6 +244,46 @@ async def test_an_attempt_that_failed_half_way_goes_on_from_the_stored_judgement
     first_pairs = {(j["judgement_id"]) for j in stored_before}
     assert first_pairs <= {j["judgement_id"] for j in stored}
     assert len(broken.asked) + len(working.asked) <= 12 + (len(broken.asked) - len(stored_before))
+
+
+async def test_a_ranking_run_cut_short_goes_on_from_its_stored_rankings_and_asks_nothing_twice(
+    system: System,
+) -> None:
+    sent = await system.request(n=12, budget=6)  # 72 essay-reads: at most 18 rankings of 4
+    clock = Clock()
+    design = CJConfig(ranking_size=4, stop_when_stable=False)
+    broken = Judge(fail_after=5)
+
+    await system.runner(broken, clock, owner="w1", config=design).run_until_idle()
+
+    stored_before = await system.judgements(sent.data.batch_id)
+    assert 0 < len(stored_before) <= 5
+    assert {j["kind"] for j in stored_before} == {"ranking"}
+    clock.now += timedelta(minutes=5)
+    working = Judge()
+    await system.runner(working, clock, owner="w2", config=design).run_until_idle()
+
+    job = await system.job(sent.data.batch_id)
+    assert (job["state"], job["stop_reason"]) == ("published", "budget_reached")
+    stored = await system.judgements(sent.data.batch_id)
+    assert len(working.asked) == len(stored) - len(stored_before)
+    assert {j["judgement_id"] for j in stored_before} <= {j["judgement_id"] for j in stored}
+    async with system.adapters.sessions() as session:
+        rows = await session.execute(
+            select(cj_judgement_essays.c.judgement_id, func.count(), func.min(cj_judgement_essays.c.place))
+            .where(cj_judgement_essays.c.batch_id == sent.data.batch_id)
+            .group_by(cj_judgement_essays.c.judgement_id)
+        )
+        sizes = [(n, best) for _, n, best in rows.tuples()]
+    assert len(sizes) == len(stored)
+    assert all(best == 1 and 2 <= n <= 4 for n, best in sizes)  # k rows each, places from 1
+    [rich] = await system.outbox(system.adapters.topics.cj_assessment_result)
+    metadata = rich["data"]["assessment_metadata"]
+    assert metadata["comparisons_total"] == len(stored)
+    assert metadata["essay_reads"] == sum(n for n, _ in sizes)
+    assert 72 - 4 < metadata["essay_reads"] <= 72  # the budget, never exceeded
+    counts = [r["comparison_count"] for r in rich["data"]["essay_results"]]
+    assert sum(counts) == sum(n * (n - 1) for n, _ in sizes)  # each essay ordered against k - 1
 
 
 async def test_a_worker_that_stops_renewing_loses_the_job_to_another_and_stores_nothing_more(
@@ -315,7 +369,7 @@ async def test_a_spent_token_budget_stops_the_run_with_its_reason_and_still_publ
 
 async def test_progress_is_announced_per_wave_with_counts_only(system: System) -> None:
     sent = await system.request(n=6, budget=4)
-    await system.runner(Judge(), Clock(), owner="w1").run_until_idle()
+    await system.runner(Judge(), Clock(), owner="w1", config=PAIRS).run_until_idle()
 
     progress = await system.outbox(system.adapters.topics.cj_assessment_progress)
     assert len(progress) >= 3
@@ -327,9 +381,13 @@ async def test_progress_is_announced_per_wave_with_counts_only(system: System) -
     assert {p["correlation_id"] for p in progress} == {str(sent.correlation_id)}
 
 
-async def test_the_evidence_api_lists_an_essays_comparisons_and_the_batch_as_csv(system: System) -> None:
+@pytest.mark.parametrize("size", [2, 4])
+async def test_the_evidence_api_lists_an_essays_comparisons_and_the_batch_as_csv(
+    system: System, size: int
+) -> None:
     sent = await system.request(n=5, budget=4)
-    await system.runner(Judge(), Clock(), owner="w1").run_until_idle()
+    design = CJConfig(strategy=Strategy.ADAPTIVE, ranking_size=size, stop_when_stable=False)
+    await system.runner(Judge(), Clock(), owner="w1", config=design).run_until_idle()
     batch_id = sent.data.batch_id
     [rich] = await system.outbox(system.adapters.topics.cj_assessment_result)
     counts = {r["essay_id"]: r["comparison_count"] for r in rich["data"]["essay_results"]}
@@ -355,14 +413,19 @@ async def test_the_evidence_api_lists_an_essays_comparisons_and_the_batch_as_csv
         assert comparison["rationale"]
         assert (comparison["judge"], comparison["model"]) == ("simulated", "scripted")
     assert tally["essays"]["essay-0"] == {"won": essay["won"], "lost": essay["lost"], "dropped": 0}
-    assert (
-        sum(t["won"] for t in tally["essays"].values())
-        == rich["data"]["assessment_metadata"]["comparisons_total"]
-    )
+    judged = rich["data"]["assessment_metadata"]["comparisons_total"]
+    implied = judged * size * (size - 1) // 2  # the pairs its judgements imply, each won once
+    assert sum(t["won"] for t in tally["essays"].values()) == implied
+    assert sum(t["lost"] for t in tally["essays"].values()) == implied
     assert exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(exported.text.splitlines()))
-    assert len(rows) == job["judgements_stored"] == rich["data"]["assessment_metadata"]["comparisons_total"]
-    assert all(row["winner"] in {row["shown_first"], row["shown_second"]} for row in rows)
+    assert len(rows) == job["judgements_stored"] == judged
+    for row in rows:
+        shown, ranking = row["shown"].split(), row["ranking"].split()
+        assert len(shown) == size
+        assert sorted(ranking) == sorted(shown)
+        assert (row["shown_first"], row["shown_second"], row["winner"]) == (shown[0], shown[1], ranking[0])
+        assert row["kind"] == ("pair" if size == 2 else "ranking")
     assert (job["state"], job["outcome_status"]) == ("published", "completed_successfully")
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "RESOURCE_NOT_FOUND"

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from huleedu.cj_assessment.app import assemble
+from huleedu.cj_assessment.config import DEFAULT_RANKING_SIZE
 from huleedu.cj_assessment.runner import JobRunner
 from huleedu.cj_assessment.tables import cj_jobs
 from huleedu.content.store import ContentStore
@@ -146,8 +147,11 @@ async def test_a_request_becomes_one_thin_and_one_rich_event_with_its_correlatio
         assert anchor["rank"] is None
         assert anchor["letter_grade"] == anchor["essay_id"].removeprefix("anchor-")
     counts = [r["comparison_count"] for r in results]
-    assert all(0 < count <= BUDGET for count in counts)
-    assert sum(counts) == 2 * data["assessment_metadata"]["comparisons_total"]
+    metadata = data["assessment_metadata"]
+    k = DEFAULT_RANKING_SIZE  # the heuristic judge ranks well: every judgement a ranking of k
+    assert all(0 < count <= BUDGET * (k - 1) for count in counts)  # at most BUDGET judgements each
+    assert metadata["essay_reads"] == k * metadata["comparisons_total"] <= BUDGET * len(results)
+    assert sum(counts) == (k - 1) * metadata["essay_reads"]
 
 
 async def test_the_thin_event_names_ids_counts_and_status_and_nothing_else(services: Services) -> None:
@@ -245,9 +249,11 @@ async def test_the_requests_budget_bounds_every_essays_comparisons(services: Ser
     await services.feed("cj", [await request(services, max_comparisons_per_essay=3)])
 
     _thin, rich = await announced(services)
-    counts = [r["comparison_count"] for r in rich["data"]["essay_results"]]
-    assert max(counts) <= 3
-    assert rich["data"]["assessment_metadata"]["stop_reason"] == "budget_reached"
+    results = rich["data"]["essay_results"]
+    metadata = rich["data"]["assessment_metadata"]
+    assert metadata["essay_reads"] <= 3 * len(results)  # 3 essay-reads per essay
+    assert max(r["comparison_count"] for r in results) <= 3 * (DEFAULT_RANKING_SIZE - 1)
+    assert metadata["stop_reason"] in ("budget_reached", "stable")
 
 
 async def test_without_a_budget_in_the_request_the_configured_one_applies(
@@ -260,8 +266,11 @@ async def test_without_a_budget_in_the_request_the_configured_one_applies(
         await services.feed("cj", [await request(services, max_comparisons_per_essay=None)])
 
         _thin, rich = await announced(services)
-    counts = [r["comparison_count"] for r in rich["data"]["essay_results"]]
-    assert max(counts) == 4
+    results = rich["data"]["essay_results"]
+    metadata = rich["data"]["assessment_metadata"]
+    assert metadata["essay_reads"] <= 4 * len(results)
+    if metadata["stop_reason"] == "budget_reached":  # no room left for another ranking
+        assert metadata["essay_reads"] > 4 * len(results) - DEFAULT_RANKING_SIZE
 
 
 async def test_the_llm_judge_without_an_endpoint_refuses_to_start(
@@ -275,3 +284,7 @@ async def test_the_llm_judge_without_an_endpoint_refuses_to_start(
     async with build_adapters(settings) as adapters:
         with pytest.raises(JudgeNotConfigured, match="HULEEDU_CJ_LLM_BASE_URL"):
             build_unit("cj", adapters)
+
+
+def test_the_ranking_size_setting_defaults_to_the_default_design() -> None:
+    assert Settings().cj_ranking_size == DEFAULT_RANKING_SIZE

@@ -46,6 +46,7 @@ def assemble(adapters: Adapters) -> CJService:
         judges=judges,
         config=CJConfig(
             max_comparisons_per_essay=settings.cj_max_comparisons_per_essay,
+            ranking_size=settings.cj_ranking_size,
             max_concurrent_judgements=settings.cj_max_concurrent_judgements,
         ),
         limits=SpendLimits(settings.cj_llm_max_tokens_per_batch, settings.cj_llm_max_cost_per_batch),

@@ -167,7 +167,13 @@ class Settings(BaseSettings):
     cj_judge: Literal["heuristic", "simulated", "llm"] = "heuristic"
     content_url: str | None = None
     cj_max_comparisons_per_essay: int = Field(
-        default=20, ge=1, le=200, description="comparison budget per essay unless the request sets one"
+        default=20,
+        ge=1,
+        le=200,
+        description="budget in essay-reads per essay (pairs: comparisons per essay) unless the request sets one",
+    )
+    cj_ranking_size: int = Field(
+        default=6, ge=2, le=6, description="essays per judgement: 2 asks for pairs, 3..6 for rankings"
     )
     cj_max_concurrent_judgements: int = Field(default=8, ge=1, description="judge calls in flight per run")
     cj_llm_base_url: str | None = Field(
