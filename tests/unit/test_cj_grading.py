@@ -11,6 +11,7 @@ from huleedu.cj_assessment.engine import assess
 from huleedu.cj_assessment.evaluation import simulate_population
 from huleedu.cj_assessment.judges.simulated import SimulatedJudge
 from huleedu.cj_assessment.model import AnchorInput, EssayInput
+from huleedu.cj_assessment.pairing import Strategy
 from huleedu.contracts.enums import ConfidenceLabel
 
 _CONTRACT_GRADE = re.compile(r"^([A-F][+-]?|U)$")
@@ -128,7 +129,8 @@ async def test_high_confidence_grades_are_right_at_least_90_percent_of_the_time_
             [EssayInput(s, s) for s in population.students],
             [AnchorInput(a, a, grade) for a, grade in population.anchors],
             judge,
-            CJConfig(stop_when_stable=False, seed=batch),
+            # pairs to 20 comparisons per essay; the default design's labels are in docs/cj-evaluation.md
+            CJConfig(stop_when_stable=False, seed=batch, strategy=Strategy.ADAPTIVE, ranking_size=2),
         )
         for essay in outcome.students:
             assert essay.confidence is not None

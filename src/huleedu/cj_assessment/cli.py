@@ -2,6 +2,7 @@
 
 import asyncio
 import shlex
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -33,17 +34,17 @@ def evaluate_command(
     position_bias: Annotated[float, typer.Option(help="logits in favour of the essay shown first")] = 0.2,
     lapse_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of coin-toss choices")] = 0.05,
     anchors: Annotated[bool, typer.Option(help="judge six graded anchors in the pool")] = True,
-    repeats: Annotated[int, typer.Option(min=2, help="simulated batches per design at --spread")] = 60,
+    repeats: Annotated[int, typer.Option(min=2, help="simulated batches per design at --spread")] = 40,
     designs: Annotated[
         str, typer.Option(help="comma-separated designs, strategy:size (size 2: pairs, 3..6: rankings)")
     ] = ALL_DESIGNS,
     other_spreads: Annotated[
         str, typer.Option(help="comma-separated other true SDs (random pairing and the default only)")
     ] = "1,2.5",
-    other_repeats: Annotated[int, typer.Option(min=2, help="simulated batches at each other SD")] = 40,
+    other_repeats: Annotated[int, typer.Option(min=2, help="simulated batches at each other SD")] = 30,
     ranking_budget: Annotated[
         int, typer.Option(min=1, help="essay-reads per essay a ranking design runs to")
-    ] = 14,
+    ] = 12,
     seed: Annotated[int, typer.Option(help="fixes every random draw")] = 20240601,
     output: Annotated[
         Path | None, typer.Option(help="write the Markdown here instead of printing it")
@@ -70,7 +71,12 @@ def evaluate_command(
         raise typer.BadParameter(str(exc)) from exc
     command = _command_line(settings)
     default = Design(DEFAULT_STRATEGY, DEFAULT_RANKING_SIZE)
-    document = render_markdown(asyncio.run(evaluate(settings, default)), command)
+    started = time.monotonic()
+
+    def progress(step: str) -> None:
+        typer.echo(f"{time.monotonic() - started:7.0f} s  {step}", err=True)
+
+    document = render_markdown(asyncio.run(evaluate(settings, default, progress)), command)
     if output is None:
         typer.echo(document, nl=False)
     else:

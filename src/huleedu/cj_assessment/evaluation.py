@@ -12,7 +12,7 @@ by the essays in the pool. Random pairing at 20 comparisons per essay costs 20 o
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,12 +67,12 @@ class EvaluationSettings:
     position_bias: float = 0.2  # logits in favour of the essay shown first
     lapse_rate: float = 0.05
     anchors: bool = True
-    repeats: int = 60
+    repeats: int = 40
     designs: tuple[Design, ...] = (REFERENCE, Design(Strategy.UNCERTAIN, 6))
     other_spreads: tuple[float, ...] = ()  # the default and random pairing only, `other_repeats` each
-    other_repeats: int = 40
+    other_repeats: int = 30
     pair_budget: int = REFERENCE_BUDGET  # essay-reads per essay a pair design runs to
-    ranking_budget: int = 14  # and a ranking design
+    ranking_budget: int = 12  # and a ranking design
     seed: int = 20240601
 
 
@@ -276,20 +276,26 @@ class Evaluation:
     default: Design  # the design the code uses (config)
 
 
-async def evaluate(settings: EvaluationSettings, default: Design) -> Evaluation:
+async def evaluate(
+    settings: EvaluationSettings, default: Design, progress: Callable[[str], None] = lambda _: None
+) -> Evaluation:
     """Runs every design on the same `repeats` populations (common random numbers) at the main
-    spread, and random pairing and `default` at the other spreads."""
+    spread, and random pairing and `default` at the other spreads; `progress` hears of each batch."""
     designs = tuple(dict.fromkeys((REFERENCE, *settings.designs, default)))
-    main = await _run_all(settings, designs, settings.repeats, settings.spread)
+    main = await _run_all(settings, designs, settings.repeats, settings.spread, progress)
     others = []
     for spread in settings.other_spreads:
         compared = tuple(dict.fromkeys((REFERENCE, default)))
-        others.append(await _run_all(settings, compared, settings.other_repeats, spread))
+        others.append(await _run_all(settings, compared, settings.other_repeats, spread, progress))
     return Evaluation(settings, main, others, default)
 
 
 async def _run_all(
-    settings: EvaluationSettings, designs: Sequence[Design], repeats: int, spread: float
+    settings: EvaluationSettings,
+    designs: Sequence[Design],
+    repeats: int,
+    spread: float,
+    progress: Callable[[str], None],
 ) -> SpreadResult:
     results = {design: DesignResult() for design in designs}
     for repeat in range(repeats):
@@ -297,6 +303,7 @@ async def _run_all(
         seed = settings.seed * 1000 + repeat
         for design in designs:
             results[design].runs.append(await run_design(settings, population, design, seed))
+        progress(f"SD {spread:g}: batch {repeat + 1} of {repeats}")
         await asyncio.sleep(0)
     return SpreadResult(spread, results, settings.seed)
 
