@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from huleedu.cj_assessment.config import DEFAULT_RANKING_SIZE
 from huleedu.messaging.kafka import KafkaBus
 from huleedu.platform.bootstrap import build_adapters
 from huleedu.platform.runner import build_unit
@@ -64,14 +65,19 @@ async def test_a_request_is_judged_over_http_stored_announced_and_shown_live_to_
     assert progress, [f["event"] for f in frames]
     done = [f["data"]["payload"]["comparisons_done"] for f in progress]
     assert done == sorted(done)
-    assert {f["data"]["payload"]["comparisons_planned"] for f in progress} == {batch.planned}
+    # the default design: rankings, as many as the budget of 4 essay-reads per essay allows at most
+    assert {f["data"]["payload"]["comparisons_planned"] for f in progress} == {
+        batch.allowed(DEFAULT_RANKING_SIZE)
+    }
     assert all(f["data"]["batch_id"] == batch.batch_id for f in progress)
     [ready] = [f for f in frames if f["event"] == "batch_results_ready"]
     assert ready["data"]["batch_id"] == batch.batch_id
     assert ready["data"]["overall_status"] == "completed_successfully"
     assert ready["data"]["phase_results"]["cj_assessment"]["completed_count"] == 6
 
-    assert await stored_judgements(sessions, batch.batch_id) == batch.planned == server.stats.answered
+    stored = await stored_judgements(sessions, batch.batch_id)
+    assert stored == done[-1] == server.stats.rankings
+    assert server.stats.answered == 2 * stored  # each of the first rankings checked against a pair it implies
     job = (await job_rows(sessions, [batch.batch_id]))[batch.batch_id]
     assert (job["state"], job["model_used"]) == ("published", MODEL)
     assert (job["tokens_in"], job["tokens_out"]) == (server.stats.tokens_in, server.stats.tokens_out)

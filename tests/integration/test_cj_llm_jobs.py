@@ -75,6 +75,8 @@ async def cj(postgres_url: str, broker: TansuBroker) -> AsyncIterator[CJ]:
             cj_llm_requests_per_minute=RATE_PER_MINUTE,
             cj_llm_prices={MODEL: PRICE},
             cj_llm_max_tokens_per_batch=TOKEN_BUDGET,
+            cj_strategy="adaptive",  # pairs under equal allocation: a known number of judgements
+            cj_ranking_size=2,
         )
         reader = TopicReader(settings, [settings.topics.cj_assessment_result])
         bus = KafkaBus(settings)

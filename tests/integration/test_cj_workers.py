@@ -43,7 +43,8 @@ def worker_env(settings: Settings, model_url: str, **more: object) -> dict[str, 
         "HULEEDU_RELAY_POLL_SECONDS": "0.5",
         "HULEEDU_LOG_LEVEL": "WARNING",
     }
-    return base | llm_env(model_url, **more)
+    # pairs under equal allocation: every batch asks a known number of judgements
+    return base | llm_env(model_url, **({"cj_strategy": "adaptive", "cj_ranking_size": 2} | more))
 
 
 async def outcome_rows(sessions: Sessions, batch_id: str, topic: str) -> int:

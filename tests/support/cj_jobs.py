@@ -43,9 +43,14 @@ class Batch:
 
     @property
     def planned(self) -> int:
+        """The judgements its budget allows when they are pairs."""
+        return self.allowed(2)
+
+    def allowed(self, size: int) -> int:
+        """The most judgements of `size` essays its budget (essay-reads per essay) allows."""
         data = self.request.data
         assert isinstance(data, CJAssessmentRequestedV1)
-        return len(self.essay_ids) * (data.max_comparisons_per_essay or 20) // 2
+        return len(self.essay_ids) * (data.max_comparisons_per_essay or 20) // size
 
 
 async def new_batch(

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from huleedu.cj_assessment.app import assemble
-from huleedu.cj_assessment.config import DEFAULT_RANKING_SIZE
+from huleedu.cj_assessment.config import DEFAULT_RANKING_SIZE, DEFAULT_STRATEGY
 from huleedu.cj_assessment.runner import JobRunner
 from huleedu.cj_assessment.tables import cj_jobs
 from huleedu.content.store import ContentStore
@@ -286,5 +286,6 @@ async def test_the_llm_judge_without_an_endpoint_refuses_to_start(
             build_unit("cj", adapters)
 
 
-def test_the_ranking_size_setting_defaults_to_the_default_design() -> None:
+def test_the_cj_settings_default_to_the_default_design() -> None:
     assert Settings().cj_ranking_size == DEFAULT_RANKING_SIZE
+    assert Settings().cj_strategy == DEFAULT_STRATEGY

@@ -14,6 +14,7 @@ from huleedu.cj_assessment.config import CJConfig
 from huleedu.cj_assessment.handlers import Deps
 from huleedu.cj_assessment.job import JobDeps
 from huleedu.cj_assessment.judging import SpendLimits
+from huleedu.cj_assessment.pairing import Strategy
 from huleedu.cj_assessment.runner import JobRunner
 from huleedu.cj_assessment.worker import CONSUMER_GROUP, SERVICE, SERVICE_ID, routes
 from huleedu.contracts.errors import utc_now
@@ -47,6 +48,7 @@ def assemble(adapters: Adapters) -> CJService:
         config=CJConfig(
             max_comparisons_per_essay=settings.cj_max_comparisons_per_essay,
             ranking_size=settings.cj_ranking_size,
+            strategy=Strategy(settings.cj_strategy),
             max_concurrent_judgements=settings.cj_max_concurrent_judgements,
         ),
         limits=SpendLimits(settings.cj_llm_max_tokens_per_batch, settings.cj_llm_max_cost_per_batch),

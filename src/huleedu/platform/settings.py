@@ -175,6 +175,10 @@ class Settings(BaseSettings):
     cj_ranking_size: int = Field(
         default=6, ge=2, le=6, description="essays per judgement: 2 asks for pairs, 3..6 for rankings"
     )
+    cj_strategy: Literal["random", "adaptive", "uncertain"] = Field(
+        default="uncertain",
+        description="allocation: equal (random or adaptive partners) or uncertainty-driven",
+    )
     cj_max_concurrent_judgements: int = Field(default=8, ge=1, description="judge calls in flight per run")
     cj_llm_base_url: str | None = Field(
         default=None, description="OpenAI-compatible API up to its version, e.g. https://api.openai.com/v1"
