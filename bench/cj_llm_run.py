@@ -1,19 +1,24 @@
 """CJ jobs with the llm judge against the local model server (answers in 0.3 to 2 s), on PostgreSQL
-and the Tansu broker, one `huleedu serve cj` worker process with default settings.
+and the Tansu broker, one `huleedu serve cj` worker process with default settings (the default
+design: uncertainty-driven rankings of 6, stopping on the expected rank correlation).
 
-    .venv/bin/python bench/cj_llm_run.py [--essays 30] [--per-essay 10] [--latency 0.3 2.0]
+    .venv/bin/python bench/cj_llm_run.py [--essays 30] [--per-essay 20] [--latency 0.3 2.0] [--no-pairs]
 
-Part 1, one run: a batch of `--essays` essays at `--per-essay` comparisons per essay; model calls,
-tokens and wall time of that run; while it judges, a second (smaller) batch is requested, and the
-script says when it was recorded and when its first judgement was stored, against the end of the
-first run. Throughout, pg_stat_activity is sampled every 50 ms: the longest transaction of the CJ
-worker seen open (now() - xact_start of every backend in the bench's database but the sampler).
+Part 1, one run: a batch of `--essays` essays with a budget of `--per-essay` essay-reads per essay;
+model calls, judgements, essay-reads, tokens, wall time and the Spearman rho of the scores with the
+server's hidden qualities; while it judges, a second (smaller) batch is requested, and the script
+says when it was recorded and when its first judgement was stored, against the end of the first
+run. Then (unless `--no-pairs`) the same essays with random pairs at `--per-essay` comparisons per
+essay (a second worker, HULEEDU_CJ_STRATEGY=random, HULEEDU_CJ_RANKING_SIZE=2): the design the
+default replaces, measured the same way. Throughout, pg_stat_activity is sampled every 50 ms: the
+longest transaction of the CJ worker seen open (now() - xact_start of every backend in the bench's
+database but the sampler).
 
-Part 2, a kill: the same batch again; the worker is SIGKILLed once about half its judgements are
-stored and started again. Reported: calls served against the planned comparisons (plus the calls in
-flight at the kill), how long after the kill and after the restart judging went on, and that the
-batch completed exactly once (one rich event, one thin event, one BatchResultsReadyV1 from RAS,
-which runs in this process).
+Part 2, a kill: the same batch again; the worker is SIGKILLed once about half as many judgements as
+part 1 made are stored, and started again. Reported: calls served (plus the calls in flight at the
+kill), how long after the kill and after the restart judging went on, and that the batch completed
+exactly once (one rich event, one thin event, one BatchResultsReadyV1 from RAS, which runs in this
+process).
 
 Creates its own database, broker and model server and removes them when done.
 """
@@ -29,6 +34,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+from scipy.stats import spearmanr
 from sqlalchemy import func, select, text
 
 from huleedu.cj_assessment.tables import cj_jobs, cj_judgements
@@ -37,9 +43,9 @@ from huleedu.platform.settings import Settings
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.storage.migrations import upgrade_async
 from support import servers
-from support.cj_jobs import Batch, llm_env, new_batch, stored_judgements
+from support.cj_jobs import Batch, essay_texts, llm_env, new_batch, stored_judgements
 from support.gateway import publish
-from support.model_server import ModelServer
+from support.model_server import ModelServer, text_quality
 from support.processes import ServiceProcess
 from support.running import running
 from support.topic_reader import TopicReader
@@ -142,13 +148,32 @@ async def run_totals(sessions: Sessions, batch_id: str) -> dict[str, Any]:
     }
 
 
-def worker_env(settings: Settings, model_url: str) -> dict[str, str]:
+def worker_env(settings: Settings, model_url: str, **more: object) -> dict[str, str]:
     return {
         "HULEEDU_DATABASE_URL": settings.database_url,
         "HULEEDU_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
         "HULEEDU_TOPIC_PREFIX": settings.topic_prefix,
         "HULEEDU_LOG_LEVEL": "WARNING",
-    } | llm_env(model_url)
+    } | llm_env(model_url, **more)
+
+
+def figures(rich: dict[str, Any], totals: dict[str, Any], essays: int, calls: int) -> list[str]:
+    """What a run cost and how well it ranked: judgements, calls, essay-reads, tokens, rho."""
+    metadata = rich["data"]["assessment_metadata"]
+    texts = essay_texts(essays)
+    scored = [r for r in rich["data"]["essay_results"] if r["bt_score"] is not None]
+    truth = [text_quality(texts[int(r["essay_id"].removeprefix("essay-"))]) for r in scored]
+    rho = float(spearmanr([r["bt_score"] for r in scored], truth).statistic)
+    reads = metadata["essay_reads"]
+    tokens = (metadata["tokens_in"] or 0) + (metadata["tokens_out"] or 0)
+    return [
+        f"   judgements stored {totals['judgements']} (stop: {metadata['stop_reason']}), model calls for them "
+        f"{totals['attempts']} (all calls served meanwhile: {calls}, ranking checks included)",
+        f"   essay-reads {reads} ({reads / essays:.1f} per essay), tokens in {metadata['tokens_in']}, out "
+        f"{metadata['tokens_out']} ({tokens / max(reads, 1):.0f} per essay-read; stored: {totals['tokens_in']} / "
+        f"{totals['tokens_out']})",
+        f"   Spearman rho with the server's hidden qualities: {rho:.3f}",
+    ]
 
 
 async def part_one(
@@ -189,19 +214,14 @@ async def part_one(
         await reader.stop()
     totals = await run_totals(sessions, first.batch_id)
     [rich] = reader.of_batch(topics.cj_assessment_result, first.batch_id)
-    metadata = rich["data"]["assessment_metadata"]
     print(
-        f"\n1. One run: {args.essays} essays at {args.per_essay} comparisons per essay ({first.planned} planned)"
+        f"\n1. One run, the default design: {args.essays} essays, a budget of {args.per_essay} essay-reads per "
+        "essay"
     )
     print(f"   wall time, request published -> rich event read: {wall:.1f} s")
-    print(
-        f"   judgements stored {totals['judgements']} (stop: {metadata['stop_reason']}), "
-        f"model calls for it {totals['attempts']} (all calls served: {server.stats.calls - calls_before})"
-    )
-    print(
-        f"   tokens in {metadata['tokens_in']}, out {metadata['tokens_out']} "
-        f"(stored: {totals['tokens_in']} / {totals['tokens_out']})"
-    )
+    for line in figures(rich, totals, args.essays, server.stats.calls - calls_before):
+        print(line)
+    args.judged = totals["judgements"]
     assert second_started is not None
     print(
         f"   second batch: requested {second_sent - sent_wall:.1f} s into the first run, first judgement stored "
@@ -231,8 +251,8 @@ async def part_two(
             calls_before = server.stats.calls
             await publish(bus, [batch.registration, batch.request])
 
-            async def half() -> bool:  # a few past the half: in the middle of a wave, calls in flight
-                return await stored_judgements(sessions, batch.batch_id) >= batch.planned // 2 + 3
+            async def half() -> bool:  # about half of what part 1 made: in the middle of the run
+                return await stored_judgements(sessions, batch.batch_id) >= max(args.judged // 2, 3)
 
             await until(half, 600, "half the judgements")
             await asyncio.to_thread(worker.kill)
@@ -257,7 +277,7 @@ async def part_two(
     in_flight = calls_at_kill - calls_before - stored_at_kill
     counts = {topic.split(".", 1)[1]: len(reader.of_batch(topic, batch.batch_id)) for topic in watched}
     print(
-        f"\n2. SIGKILL half-way: {args.essays} essays at {args.per_essay} per essay ({batch.planned} planned)"
+        f"\n2. SIGKILL half-way: {args.essays} essays, the default design ({args.judged} judgements in part 1)"
     )
     print(f"   killed with {stored_at_kill} judgements stored and {in_flight} calls in flight")
     print(
@@ -265,8 +285,41 @@ async def part_two(
         f"{settings.cj_job_lease_seconds:g} s; the restarted worker answered /healthz after {answering - killed:.1f} s, "
         "once its consumer group had rebalanced)"
     )
-    print(f"   model calls in all: {calls} (planned {batch.planned} + {in_flight} in flight at the kill)")
+    print(f"   model calls in all: {calls} ({in_flight} in flight at the kill)")
     print(f"   events of the batch: {counts}")
+
+
+async def pairs_part(
+    settings: Settings, sessions: Sessions, server: ModelServer, logs: Path, args: argparse.Namespace
+) -> None:
+    """The same essays with random pairs at `--per-essay` comparisons per essay, the old design."""
+    env = worker_env(settings, server.base_url, cj_strategy="random", cj_ranking_size=2)
+    worker = ServiceProcess("cj", env, log_path=logs / "cj-pairs.log")
+    await asyncio.to_thread(worker.start)
+    topics = settings.topics
+    reader = TopicReader(settings, [topics.cj_assessment_result])
+    bus = KafkaBus(settings)
+    await reader.start()
+    await bus.start()
+    try:
+        batch = await new_batch(sessions, topics, args.essays, args.per_essay)
+        calls_before = server.stats.calls
+        sent = time.monotonic()
+        await publish(bus, [batch.request])
+        await until(
+            lambda: bool(reader.of_batch(topics.cj_assessment_result, batch.batch_id)), 1200, "pairs result"
+        )
+        wall = time.monotonic() - sent
+    finally:
+        await bus.stop()
+        await reader.stop()
+        await asyncio.to_thread(worker.stop)
+    totals = await run_totals(sessions, batch.batch_id)
+    [rich] = reader.of_batch(topics.cj_assessment_result, batch.batch_id)
+    print(f"\n1b. The same essays, random pairs at {args.per_essay} comparisons per essay (the old design)")
+    print(f"   wall time, request published -> rich event read: {wall:.1f} s")
+    for line in figures(rich, totals, args.essays, server.stats.calls - calls_before):
+        print(line)
 
 
 async def bench(url: str, broker: servers.TansuBroker, args: argparse.Namespace) -> None:
@@ -295,6 +348,8 @@ async def bench(url: str, broker: servers.TansuBroker, args: argparse.Namespace)
                     await part_two(settings, sessions, server, worker, args)
                 finally:
                     await asyncio.to_thread(worker.stop)
+                if args.pairs:
+                    await pairs_part(settings, sessions, server, Path(logs), args)
         overall = transactions.worst()
         print(
             f"\n3. Transactions of the CJ worker ({transactions.samples} samples of pg_stat_activity, every 50 ms)"
@@ -326,6 +381,7 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--essays", type=int, default=30)
-    parser.add_argument("--per-essay", type=int, default=10)
+    parser.add_argument("--per-essay", type=int, default=20, help="the budget, essay-reads per essay")
+    parser.add_argument("--pairs", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--latency", type=float, nargs=2, default=(0.3, 2.0), metavar=("MIN", "MAX"))
     main(parser.parse_args())

@@ -139,9 +139,9 @@ class RankingCheck:
     agree falls below `min_agreement`, or once at least `min_answers` rankings were asked and more
     than `max_unreadable` of them could not be read."""
 
-    first_checks: int = 12
+    first_checks: int = 30
     check_every: int = 10
-    min_agreement: float = 0.6
+    min_agreement: float = 0.55  # a ranking no better than a coin agrees half the time
     min_answers: int = 5
     max_unreadable: float = 0.25
 
