@@ -341,6 +341,7 @@ DOCUMENTED: dict[type[WireModel], dict[tuple[str | int, ...], set[str]]] = {
             "tokens_in",
             "tokens_out",
             "cost",
+            "essay_reads",
         },
     },
     CJAssessmentProgressV1: {

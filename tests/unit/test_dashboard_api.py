@@ -375,7 +375,9 @@ async def test_the_evidence_of_each_grade_is_shown_to_the_batchs_owner_and_refus
         assert exported.status_code == 200
         assert exported.headers["content-disposition"] == 'attachment; filename="Evidence-comparisons.csv"'
         rows = list(csv.DictReader(io.StringIO(exported.text)))
-        assert len(rows) == sum(t["won"] for t in tally.values())
+        # one row per judgement; a judgement of k essays implies k(k-1)/2 pairs, each won by one essay
+        sizes = [len(row["shown"].split()) for row in rows]
+        assert sum(k * (k - 1) // 2 for k in sizes) == sum(t["won"] for t in tally.values())
 
         for path in (
             tally_path,
