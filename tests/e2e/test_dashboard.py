@@ -360,6 +360,8 @@ async def test_the_cj_bar_moves_during_the_run_and_each_essays_comparisons_are_s
             cj_llm_model="local-judge-1",
             cj_progress_interval_seconds=0.0,
             cj_max_comparisons_per_essay=4,
+            cj_strategy="adaptive",  # pairs under equal allocation: the bar's 14 is a known number
+            cj_ranking_size=2,
         ) as system,
     ):
         ada_context = await chromium.new_context(viewport=DESKTOP)
