@@ -348,14 +348,15 @@ def test_the_evaluate_command_prints_a_markdown_report() -> None:
     )
 
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("# Comparative judgement")
+    assert "SD 2.5: batch 2 of 2" in result.stderr  # progress goes to stderr, the report to stdout
+    assert result.stdout.startswith("# Comparative judgement")
     assert (
-        "huleedu cj evaluate --n 8 --repeats 2 --other-repeats 2 --ranking-budget 4 --seed 3" in result.output
+        "huleedu cj evaluate --n 8 --repeats 2 --other-repeats 2 --ranking-budget 4 --seed 3" in result.stdout
     )
-    assert re.search(r"\| random pairs \| 20\.0 \| \(reference\) \| 40\.0 \| 0% \|", result.output)
-    assert re.search(r"\| uncertain rankings of 4 \| (\d+\.\d|> budget) \|", result.output)
-    assert re.search(r"\| 2\.5 \| 2 \| 0\.\d{3} \|", result.output)  # the other spread
-    assert "The stop rule, against the truth it claims" in result.output
+    assert re.search(r"\| random pairs \| 20\.0 \| \(reference\) \| 40\.0 \| 0% \|", result.stdout)
+    assert re.search(r"\| uncertain rankings of 4 \| (\d+\.\d|> budget) \|", result.stdout)
+    assert re.search(r"\| 2\.5 \| 2 \| 0\.\d{3} \|", result.stdout)  # the other spread
+    assert "The stop rule, against the truth it claims" in result.stdout
 
 
 def test_the_evaluate_command_rejects_an_unknown_design() -> None:

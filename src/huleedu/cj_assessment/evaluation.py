@@ -105,13 +105,14 @@ class RunRecord:
         """The first wave at which the run had read at least `reads` per essay (else its last)."""
         return next((point for point in self.points if point.reads >= reads - 1e-9), self.points[-1])
 
-    def on_grid(self, grid: FloatArray, name: str) -> FloatArray:
-        """A per-wave value interpolated linearly in essay-reads onto `grid` (before the first
-        wave: the first wave's value; after the last: NaN)."""
+    def on_grid(self, grid: FloatArray, name: str, budget: float) -> FloatArray:
+        """A per-wave value interpolated linearly in essay-reads onto `grid`: before the first
+        wave the first wave's value, after the last (a run that ended before its budget, or whose
+        last judgement did not fit) the last one's, past `budget` NaN."""
         reads = np.array([point.reads for point in self.points])
         values = np.array([float(getattr(point, name) or 0.0) for point in self.points])
         result = np.interp(grid, reads, values)
-        return np.where(grid <= reads[-1] + 1e-9, result, np.nan)
+        return np.where(grid <= budget + 1e-9, result, np.nan)
 
 
 def simulate_population(n: int, spread: float, with_anchors: bool, rng: np.random.Generator) -> Population:
@@ -160,11 +161,10 @@ async def run_design(
             )
         )
 
-    budget = settings.pair_budget if design.size == 2 else settings.ranking_budget
     config = CJConfig(
         strategy=design.strategy,
         ranking_size=design.size,
-        max_comparisons_per_essay=budget,
+        max_comparisons_per_essay=budget_of(settings, design),
         stop_when_stable=False,
         seed=seed,
     )
@@ -176,6 +176,10 @@ async def run_design(
         observer=observe,
     )
     return record
+
+
+def budget_of(settings: EvaluationSettings, design: Design) -> int:
+    return settings.pair_budget if design.size == 2 else settings.ranking_budget
 
 
 def _grades(
@@ -198,11 +202,12 @@ def _grades(
 
 @dataclass
 class DesignResult:
+    budget: float  # essay-reads per essay its runs were given
     runs: list[RunRecord] = field(default_factory=list)
 
     def curve(self, grid: FloatArray, name: str = "rho") -> FloatArray:
         """Batches x grid."""
-        return np.array([run.on_grid(grid, name) for run in self.runs])
+        return np.array([run.on_grid(grid, name, self.budget) for run in self.runs])
 
 
 def reads_to_reach(curves: FloatArray, grid: FloatArray, target: FloatArray) -> FloatArray:
@@ -297,7 +302,7 @@ async def _run_all(
     spread: float,
     progress: Callable[[str], None],
 ) -> SpreadResult:
-    results = {design: DesignResult() for design in designs}
+    results = {design: DesignResult(budget_of(settings, design)) for design in designs}
     for repeat in range(repeats):
         population = _population(settings, spread, repeat)
         seed = settings.seed * 1000 + repeat

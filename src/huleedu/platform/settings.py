@@ -176,7 +176,7 @@ class Settings(BaseSettings):
         default=6, ge=2, le=6, description="essays per judgement: 2 asks for pairs, 3..6 for rankings"
     )
     cj_strategy: Literal["random", "adaptive", "uncertain"] = Field(
-        default="uncertain",
+        default="random",
         description="allocation: equal (random or adaptive partners) or uncertainty-driven",
     )
     cj_max_concurrent_judgements: int = Field(default=8, ge=1, description="judge calls in flight per run")
