@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from huleedu.cj_assessment.run import expected_rank_correlation
 from huleedu.cj_assessment.scoring import (
     NO_ITEM,
     fit_bradley_terry,
@@ -201,3 +202,21 @@ def test_rankings_of_mixed_sizes_fit_together_with_a_position_effect_per_slot() 
     assert fit.position_effects is not None
     assert fit.position_effects == pytest.approx((0.8, 0.3), abs=0.15)
     assert spearmanr(fit.scores, qualities).statistic > 0.95
+
+
+def test_the_expected_rank_correlation_follows_the_posterior_it_is_given() -> None:
+    scores = np.linspace(-2.0, 2.0, 20)
+    rng = np.random.default_rng(4)
+
+    sure = expected_rank_correlation(scores, scores, 1e-6 * np.eye(20), rng)
+    lost = expected_rank_correlation(scores, scores, 1e4 * np.eye(20), rng)
+    reversed_ = expected_rank_correlation(scores, -scores, 1e-6 * np.eye(20), rng)
+
+    assert sure == pytest.approx(1.0, abs=1e-9)
+    assert abs(lost) < 0.1
+    assert reversed_ == pytest.approx(-1.0, abs=1e-9)
+    # in between: the mean Spearman correlation of the scores with draws around them
+    noisy = expected_rank_correlation(scores, scores, 0.5 * np.eye(20), np.random.default_rng(5))
+    draws = scores + np.random.default_rng(6).normal(0.0, np.sqrt(0.5), (2000, 20))
+    direct = np.mean([spearmanr(scores, draw).statistic for draw in draws])
+    assert noisy == pytest.approx(direct, abs=0.02)
