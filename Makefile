@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install system-deps lint typecheck test test-unit test-integration test-e2e demo contracts bench clean
+.PHONY: install system-deps lint typecheck test test-unit test-integration test-e2e demo contracts cj-evaluation bench clean
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ demo: install
 contracts: install
 	$(VENV)/bin/huleedu contracts export docs/contracts
 
+# docs/cj-evaluation.md from its fixed seed (about 15 minutes on two shared cores; progress on stderr).
+cj-evaluation: install
+	$(VENV)/bin/huleedu cj evaluate --output docs/cj-evaluation.md
+
 # Figures on PostgreSQL + Redis + Tansu (each script starts what it needs and cleans up after itself).
 bench: install
 	$(PY) bench/relay_latency.py
@@ -53,6 +57,7 @@ bench: install
 	$(PY) bench/ws_latency.py
 	$(PY) bench/hostile_input.py
 	$(PY) bench/cj_llm_run.py
+	$(PY) bench/cj_ranking_agreement.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from huleedu.cj_assessment.app import assemble
 from huleedu.cj_assessment.config import DEFAULT_RANKING_SIZE, DEFAULT_STRATEGY
 from huleedu.cj_assessment.runner import JobRunner
-from huleedu.cj_assessment.tables import cj_jobs
+from huleedu.cj_assessment.tables import cj_jobs, cj_judgements
 from huleedu.content.store import ContentStore
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.envelope import EventEnvelope, wrap
@@ -289,3 +289,26 @@ async def test_the_llm_judge_without_an_endpoint_refuses_to_start(
 def test_the_cj_settings_default_to_the_default_design() -> None:
     assert Settings().cj_ranking_size == DEFAULT_RANKING_SIZE
     assert Settings().cj_strategy == DEFAULT_STRATEGY
+
+
+@pytest.mark.parametrize("judge", ["heuristic", "simulated"])
+async def test_the_service_judges_with_rankings_of_the_default_size_whichever_offline_judge(
+    sqlite_template: Path, tmp_path: Path, judge: str
+) -> None:
+    settings = service_settings(
+        database_url=copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"), cj_judge=judge
+    )
+    async with running_cj(settings) as services:
+        await services.feed("cj", [await request(services)])
+        _thin, rich = await announced(services)
+        async with services.adapters.sessions() as session:
+            kinds = set(
+                (await session.execute(select(cj_judgements.c.kind, cj_judgements.c.judge_kind))).tuples()
+            )
+
+    assert kinds == {("ranking", judge)}
+    metadata = rich["data"]["assessment_metadata"]
+    assert metadata["essay_reads"] == DEFAULT_RANKING_SIZE * metadata["comparisons_total"]
+    assert sorted(r["rank"] for r in rich["data"]["essay_results"] if not r["is_anchor"]) == list(
+        range(1, STUDENTS + 1)
+    )
