@@ -12,8 +12,10 @@ the rules allow:
   +(k-1), last -(k-1); for pairs +1 and -1). A group is formed only if its essays can be given
   slots that keep every balance within +-(size - 1), and it is shown in the order that does so:
   lowest balance first (that order minimises the largest balance and maximises the smallest at
-  once, so it keeps the bound whenever any order would). Only when no such group can be formed
-  at all is one formed regardless of positions (`forced`): a wave never stalls.
+  once, so it keeps the bound whenever any order would). Each seed's group is searched with
+  backtracking (exhaustively up to _SEARCH_LIMIT partial groups), so a seed gets a safe group
+  whenever one exists; only when no seed has one is a single group formed regardless of positions
+  and of failed pairs (`forced`): a wave never stalls.
 - Who plays. `equal`: the essays with the fewest judgements, as many as fill whole groups, so
   counts stay within one of each other while positions allow. `uncertain`: every essay in play
   below the floor (fewest first) comes first; then the essays still uncertain, most uncertain
