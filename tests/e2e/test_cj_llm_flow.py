@@ -77,7 +77,8 @@ async def test_a_request_is_judged_over_http_stored_announced_and_shown_live_to_
 
     stored = await stored_judgements(sessions, batch.batch_id)
     assert stored == done[-1] == server.stats.rankings
-    assert server.stats.answered == 2 * stored  # each of the first rankings checked against a pair it implies
+    # each of the first rankings is checked against a pair it implies, asked in both orders
+    assert server.stats.answered == 3 * stored
     job = (await job_rows(sessions, [batch.batch_id]))[batch.batch_id]
     assert (job["state"], job["model_used"]) == ("published", MODEL)
     assert (job["tokens_in"], job["tokens_out"]) == (server.stats.tokens_in, server.stats.tokens_out)

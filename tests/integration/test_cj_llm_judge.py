@@ -253,9 +253,11 @@ async def test_rankings_are_checked_against_the_pairs_they_imply_and_agree_on_th
             await judge.rank(shown)
 
     record = judge.rankings
-    assert record.checks == 20
+    assert record.checks + record.undecided == 20  # each ranking checked, its pair asked both ways
+    assert record.checks >= 10
     assert record.agreement is not None
-    assert record.agreement >= 0.7  # the server ranks by the qualities it pairs by
+    assert record.agreement >= 0.8  # where the pair is decided, the server's ranking agrees
+    assert server.stats.calls == 20 * 3
     assert judge.ranks_well
     assert server.stats.rankings == 20
 

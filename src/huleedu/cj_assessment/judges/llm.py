@@ -135,13 +135,14 @@ def ranking_prompt(rubric: str = DEFAULT_RUBRIC) -> Prompt:
 class RankingCheck:
     """When a model's rankings stop being trusted. The first `first_checks` rankings, and one in
     `check_every` after them, are followed by one pair they imply (drawn at random), asked as a
-    pair; rankings are given up once, after at least `first_checks` such checks, the share that
-    agree falls below `min_agreement`, or once at least `min_answers` rankings were asked and more
-    than `max_unreadable` of them could not be read."""
+    pair in both orders; where both verdicts name the same winner, the ranking should too. Rankings
+    are given up once, after at least `first_checks` such decided checks, the share that agree falls
+    below `min_agreement`, or once at least `min_answers` rankings were asked and more than
+    `max_unreadable` of them could not be read."""
 
     first_checks: int = 30
     check_every: int = 10
-    min_agreement: float = 0.55  # a ranking no better than a coin agrees half the time
+    min_agreement: float = 0.6  # a ranking no better than a coin agrees half the time
     min_answers: int = 5
     max_unreadable: float = 0.25
 
@@ -152,8 +153,9 @@ class RankingRecord:
 
     answered: int = 0
     unreadable: int = 0
-    checks: int = 0
-    agreed: int = 0
+    checks: int = 0  # implied pairs asked in both orders with the same verdict, and compared
+    agreed: int = 0  # of them, those the ranking agrees with
+    undecided: int = 0  # implied pairs whose verdict followed the order shown: not counted
     given_up: str | None = None  # why rankings were given up, once they were
 
     @property
@@ -260,21 +262,28 @@ class LLMJudge:
         return await self._checked(essays, ranking)
 
     async def _checked(self, essays: Sequence[EssayText], ranking: Ranking) -> Ranking:
-        """Ask one implied pair now and then; count whether it agrees. The check never fails the
-        ranking: a pair that cannot be had is simply not counted."""
+        """Now and then, ask one implied pair, in both orders; when the two verdicts agree (the pair
+        is decided, not a coin the order tosses), count whether the ranking agrees with them. The
+        check never fails the ranking: a pair that cannot be had is simply not counted."""
         record, check = self.rankings, self.settings.ranking_check
         due = record.answered <= check.first_checks or record.answered % check.check_every == 0
         if not due:
             return ranking
         better, worse = sorted(self._checks.sample(range(len(essays)), 2), key=ranking.order.index)
-        shown = [better, worse] if self._checks.random() < 0.5 else [worse, better]
-        try:
-            pair = await self.compare(essays[shown[0]], essays[shown[1]])
-        except JudgeError as exc:
-            return replace(ranking, usage=_sum_usage(ranking.usage, exc.usage))
+        usage = ranking.usage
+        winners = []
+        for first, second in ((better, worse), (worse, better)):
+            try:
+                pair = await self.compare(essays[first], essays[second])
+            except JudgeError as exc:
+                return replace(ranking, usage=_sum_usage(usage, exc.usage))
+            usage = _sum_usage(usage, pair.usage)
+            winners.append(first if pair.winner is Side.A else second)
+        if winners[0] != winners[1]:
+            record.undecided += 1
+            return replace(ranking, usage=usage)
         record.checks += 1
-        winner = shown[0] if pair.winner is Side.A else shown[1]
-        record.agreed += int(winner == better)
+        record.agreed += int(winners[0] == better)
         agreement = record.agreed / record.checks
         if (
             record.given_up is None
@@ -282,7 +291,7 @@ class LLMJudge:
             and agreement < check.min_agreement
         ):
             self._give_up(f"rankings agree with the pairs they imply {agreement:.0%} of the time")
-        return replace(ranking, usage=_sum_usage(ranking.usage, pair.usage))
+        return replace(ranking, usage=usage)
 
     def _note_unreadable(self) -> None:
         record, check = self.rankings, self.settings.ranking_check
