@@ -6,7 +6,7 @@ design: uncertainty-driven rankings of 6, stopping on the expected rank correlat
 
 Part 1, one run: a batch of `--essays` essays with a budget of `--per-essay` essay-reads per essay;
 model calls, judgements, essay-reads, tokens, wall time and the Spearman rho of the scores with the
-server's hidden qualities; while it judges, a second (smaller) batch is requested, and the script
+server's hidden qualities (normal, SD `--spread` logits, judged with discrimination 1); while it judges, a second (smaller) batch is requested, and the script
 says when it was recorded and when its first judgement was stored, against the end of the first
 run. Then (unless `--no-pairs`) the same essays with random pairs at `--per-essay` comparisons per
 essay (a second worker, HULEEDU_CJ_STRATEGY=random, HULEEDU_CJ_RANKING_SIZE=2): the design the
@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from huleedu.storage.migrations import upgrade_async
 from support import servers
 from support.cj_jobs import Batch, essay_texts, llm_env, new_batch, stored_judgements
 from support.gateway import publish
-from support.model_server import ModelServer, text_quality
+from support.model_server import ModelServer
 from support.processes import ServiceProcess
 from support.running import running
 from support.topic_reader import TopicReader
@@ -157,12 +158,20 @@ def worker_env(settings: Settings, model_url: str, **more: object) -> dict[str, 
     } | llm_env(model_url, **more)
 
 
-def figures(rich: dict[str, Any], totals: dict[str, Any], essays: int, calls: int) -> list[str]:
+def hidden_qualities(n: int, spread: float, seed: int) -> dict[str, float]:
+    """The model server's hidden quality of each text the bench may send: normal, SD `spread`."""
+    draw = random.Random(seed)
+    return {text: draw.gauss(0.0, spread) for text in essay_texts(n)}
+
+
+def figures(
+    rich: dict[str, Any], totals: dict[str, Any], essays: int, calls: int, qualities: dict[str, float]
+) -> list[str]:
     """What a run cost and how well it ranked: judgements, calls, essay-reads, tokens, rho."""
     metadata = rich["data"]["assessment_metadata"]
     texts = essay_texts(essays)
     scored = [r for r in rich["data"]["essay_results"] if r["bt_score"] is not None]
-    truth = [text_quality(texts[int(r["essay_id"].removeprefix("essay-"))]) for r in scored]
+    truth = [qualities[texts[int(r["essay_id"].removeprefix("essay-"))]] for r in scored]
     rho = float(spearmanr([r["bt_score"] for r in scored], truth).statistic)
     reads = metadata["essay_reads"]
     tokens = (metadata["tokens_in"] or 0) + (metadata["tokens_out"] or 0)
@@ -219,7 +228,7 @@ async def part_one(
         "essay"
     )
     print(f"   wall time, request published -> rich event read: {wall:.1f} s")
-    for line in figures(rich, totals, args.essays, server.stats.calls - calls_before):
+    for line in figures(rich, totals, args.essays, server.stats.calls - calls_before, server.qualities):
         print(line)
     args.judged = totals["judgements"]
     assert second_started is not None
@@ -318,7 +327,7 @@ async def pairs_part(
     [rich] = reader.of_batch(topics.cj_assessment_result, batch.batch_id)
     print(f"\n1b. The same essays, random pairs at {args.per_essay} comparisons per essay (the old design)")
     print(f"   wall time, request published -> rich event read: {wall:.1f} s")
-    for line in figures(rich, totals, args.essays, server.stats.calls - calls_before):
+    for line in figures(rich, totals, args.essays, server.stats.calls - calls_before, server.qualities):
         print(line)
 
 
@@ -334,7 +343,10 @@ async def bench(url: str, broker: servers.TansuBroker, args: argparse.Namespace)
             topic_prefix="bench-cj",
             log_level="WARNING",
         )
-        async with ModelServer(latency_min=args.latency[0], latency_max=args.latency[1]) as server:
+        qualities = hidden_qualities(3 * args.essays + 20, args.spread, seed=1)
+        async with ModelServer(
+            latency_min=args.latency[0], latency_max=args.latency[1], qualities=qualities, discrimination=1.0
+        ) as server:
             with TemporaryDirectory() as logs:
                 worker = ServiceProcess(
                     "cj", worker_env(settings, server.base_url), log_path=Path(logs) / "cj.log"
@@ -383,5 +395,6 @@ if __name__ == "__main__":
     parser.add_argument("--essays", type=int, default=30)
     parser.add_argument("--per-essay", type=int, default=20, help="the budget, essay-reads per essay")
     parser.add_argument("--pairs", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--spread", type=float, default=1.5, help="SD of the hidden qualities, logits")
     parser.add_argument("--latency", type=float, nargs=2, default=(0.3, 2.0), metavar=("MIN", "MAX"))
     main(parser.parse_args())
