@@ -27,5 +27,5 @@ def downgrade() -> None:
     op.execute(f"DELETE FROM cj_judgement_essays WHERE judgement_id IN ({ranking})")
     op.execute("DELETE FROM cj_judgements WHERE kind = 'ranking'")
     with op.batch_alter_table("cj_judgements") as batch:
-        batch.drop_constraint("ck_cj_judgements_kind_known", type_="check")
+        batch.drop_constraint("kind_known", type_="check")  # made by upgrade(): the convention names it
         batch.create_check_constraint("kind_known", "kind IN ('pair')")
