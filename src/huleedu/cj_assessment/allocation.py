@@ -39,6 +39,7 @@ _SEARCH_LIMIT = 5000  # partial groups tried per seed before it rests this wave
 class GroupWave:
     groups: list[tuple[int, ...]]  # pool indices in shown order
     forced: bool  # a group had to break the position bound (no group could keep it)
+    allowed: tuple[int, ...] = ()  # the essays the rules let play this wave
 
 
 def slot_shift(size: int, slot: int) -> int:
@@ -94,7 +95,7 @@ def plan_groups(
         groups = _form(seeds, pool, 1, anyhow)
         forced = bool(groups)
     shown = [_shown_order(group, balance, shuffle) for group in groups]
-    return GroupWave(shown, forced)
+    return GroupWave(shown, forced, tuple(pool))
 
 
 def _form(
