@@ -14,6 +14,7 @@ it again, at its new offset, under the new reason.
 """
 
 import base64
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -27,6 +28,8 @@ REPLAYED_AT = "huleedu-replayed-at"  # when the replay was requested (ISO 8601, 
 REPLAY_ID = "huleedu-replay-id"  # the dead_letter_replays row
 _REPLAY_HEADERS = (REPLAYED_FROM, REPLAYED_AT, REPLAY_ID)
 _DLQ_HEADER_PREFIX = "dlq_"
+# What SQLAlchemy puts before a driver's message: `(sqlalchemy....IntegrityError) <class '...'>: `.
+_WRAPPER_NOISE = re.compile(r"\(sqlalchemy\.[\w.]+\) (<class '[\w.]+'>: )?")
 
 TOPIC, TABLE = "topic", "table"  # where a dead letter is kept; where a replay took the original
 PUBLISHED, PENDING, REFUSED = "published", "pending", "refused"  # a replay's status
@@ -212,6 +215,13 @@ def merge(from_table: Iterable[DeadLetter], from_topic: Iterable[DeadLetter]) ->
         elif known.dlq is None:
             merged[letter.key] = replace(known, dlq=letter.dlq, original=known.original or letter.original)
     return sorted(merged.values(), key=lambda letter: (letter.source, letter.group))
+
+
+def short_reason(reason: str, width: int) -> str:
+    """The first line of a reason, without a database wrapper's class names, at most `width`."""
+    lines = reason.strip().splitlines()
+    line = " ".join(_WRAPPER_NOISE.sub("", lines[0] if lines else "").split())
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 # --- replays ---

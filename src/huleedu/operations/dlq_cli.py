@@ -27,7 +27,6 @@ from huleedu.operations.console import (
     JsonOption,
     clock,
     on_database,
-    one_line,
     print_json,
     table,
     when,
@@ -52,12 +51,14 @@ from huleedu.operations.dlq import (
     merge,
     parse_position,
     plan_replays,
+    short_reason,
     topic_names,
 )
 from huleedu.operations.dlq_store import Requested, replay_history, replays, request_replays, table_letters
 from huleedu.operations.dlq_topic import TopicUnreadable, read_topic
 from huleedu.operations.replays import publish_requested
 from huleedu.platform.cli_settings import USAGE_ERROR, load_settings
+from huleedu.platform.logging import configure_logging
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import Sessions, reading
 from huleedu.storage.unit_of_work import UnitOfWork
@@ -76,6 +77,7 @@ FromTableOption = Annotated[
     bool, typer.Option("--from-table", help="read the dead_letters table only, not the DLQ topic")
 ]
 _SHOWN_BYTES = 4_096
+_REASON_WIDTH = 160
 _POLL_SECONDS = 0.2
 
 
@@ -142,6 +144,13 @@ async def _read(
                 f"cannot read {dlq_topic}: {exc} (--from-table reads the dead_letters table alone)"
             ) from exc
     return _View(source_topic, dlq_topic, merge(from_rows, from_records), history, topic_read, foreign)
+
+
+def _settings() -> Settings:
+    """The settings, with logs (the replay publisher's, aiokafka's) on stderr: stdout is the report."""
+    settings = load_settings()
+    configure_logging(settings)
+    return settings
 
 
 def _topics(name: str) -> tuple[str, str]:
@@ -260,7 +269,7 @@ def list_letters(
     as_json: JsonOption = False,
 ) -> None:
     """The dead letters of TOPIC: how many, why, at which offsets, where kept, whether replayed."""
-    settings = load_settings()
+    settings = _settings()
     source_topic, dlq_topic = _topics(topic)
 
     async def read(sessions: Sessions) -> _View:
@@ -291,9 +300,14 @@ def list_letters(
     typer.echo(f"{view.source_topic}: {len(view.letters)} dead letter(s), read from {view.places}.\n")
     typer.echo(
         table(
-            ["error type", "count", "offsets"],
+            ["error type", "count", "offsets", "reason"],
             [
-                [name, str(len(letters)), ", ".join(letter.source.position for letter in letters)]
+                [
+                    name,
+                    str(len(letters)),
+                    ", ".join(letter.source.position for letter in letters),
+                    _reasons(letters),
+                ]
                 for name, letters in sorted(by_type.items())
             ],
         )
@@ -322,7 +336,7 @@ def list_letters(
                     letter.dlq.position if letter.dlq else "-",
                     clock(letter.failed_at),
                     _replay_state(view.replays_of(letter.source)),
-                    one_line(letter.reason, 60),
+                    short_reason(letter.reason, 60),
                 ]
                 for letter in view.letters
             ],
@@ -333,6 +347,12 @@ def list_letters(
     typer.echo(
         f"\n`huleedu ops dlq show {view.source_topic} OFFSET` shows one; `... replay` publishes it again."
     )
+
+
+def _reasons(letters: Sequence[DeadLetter]) -> str:
+    reasons = list(dict.fromkeys(short_reason(letter.reason, _REASON_WIDTH) for letter in letters))
+    others = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
+    return reasons[0] + others
 
 
 # --- show ---
@@ -350,7 +370,7 @@ def show(
 
     The record is shown as consumed: key, headers, value (JSON indented, text as it is, other
     bytes in hex; --json gives every byte in base64)."""
-    settings = load_settings()
+    settings = _settings()
     source_topic, dlq_topic = _topics(topic)
     [position] = _positions([offset])
 
@@ -465,7 +485,7 @@ def replay_letters(
     if bool(offsets) == all_letters:
         typer.echo("name the dead letters to replay (--offset N ...), or --all", err=True)
         raise typer.Exit(USAGE_ERROR)
-    settings = load_settings()
+    settings = _settings()
     source_topic, dlq_topic = _topics(topic)
     positions = _positions(offsets or [])
 
