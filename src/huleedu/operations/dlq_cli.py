@@ -431,7 +431,8 @@ def _print_letter(letter: DeadLetter, view: _View) -> None:
         for replay in history
     ]
     width = max(len(name) for name, _ in rows)
-    typer.echo("\n".join(f"{name.ljust(width)}  {value}" for name, value in rows))
+    indent = "\n" + " " * (width + 2)  # a reason of several lines stays in its column
+    typer.echo("\n".join(f"{name.ljust(width)}  {indent.join(value.splitlines())}" for name, value in rows))
     original = letter.original
     if original is None:
         typer.echo("\n(the record itself is not held here: only a summary is on the DLQ)\n")
@@ -513,7 +514,7 @@ def replay_letters(
         ids = [item.id for item in requested if item.id is not None]
         if ids and settings.kafka_bootstrap_servers:
             await _publish_now(settings, sessions, ids)
-        elif ids and not as_json:
+        elif ids and wait_seconds and not as_json:
             services = sorted({item.plan.service for item in requested})
             typer.echo(
                 f"Requested; waiting up to {wait_seconds:g}s for a running process of {', '.join(services)}"
@@ -624,7 +625,7 @@ def _report(result: _Result, source_topic: str, *, dry_run: bool, as_json: bool)
 
 _VERBS = {
     PUBLISHED: "published",
-    PENDING: "NOT published yet (still requested: a process of the consuming service publishes it)",
+    PENDING: "NOT published yet",
     REFUSED: "REFUSED by the broker",
     "would_replay": "would be replayed",
     "requested_elsewhere": "requested meanwhile by another command",
@@ -640,18 +641,29 @@ def _print_report(
     if not rows and not not_found:
         typer.echo(f"No dead letter of {topic} to replay.")
         return
+    taken = [row for row in rows if row["origin"] is not None]
     published = sum(1 for row in rows if row["status"] == PUBLISHED)
-    heading = "Dry run: nothing is written or published." if dry_run else f"{published} replayed to {topic}."
-    typer.echo(heading)
+    if dry_run:
+        typer.echo(f"Dry run: {len(taken)} would be replayed to {topic}; nothing is written or published.")
+    else:
+        typer.echo(f"{published} of {len(taken)} replay(s) published to {topic}.")
     for row in rows:
-        where = ""
+        details = []
         if row["origin"] == TOPIC and row["dlq"]:
-            where = f" from the DLQ record {row['dlq']['partition']}:{row['dlq']['offset']}"
+            details.append(f"from the DLQ record {row['dlq']['partition']}:{row['dlq']['offset']}")
         elif row["origin"] == TABLE:
-            where = " from the dead_letters table"
-        number = f" (replay #{row['replay_number']}, id {row['replay_id']})" if row["replay_number"] else ""
+            details.append("from the dead_letters table")
+        if row["replay_number"]:
+            details.append(f"replay #{row['replay_number']}, id {row['replay_id']}")
+        said = f" ({'; '.join(details)})" if details else ""
         error = f": {row['error']}" if row["error"] else ""
-        offset = f"{row['partition']}:{row['offset']}"
-        typer.echo(f"  {offset}  {_VERBS.get(row['status'], row['status'])}{where}{number}{error}")
+        typer.echo(
+            f"  {row['partition']}:{row['offset']}  {_VERBS.get(row['status'], row['status'])}{said}{error}"
+        )
     for position in not_found:
         typer.echo(f"  {position}  no such dead letter", err=True)
+    if any(row["status"] == PENDING for row in rows):
+        typer.echo(
+            "\nA replay not published yet stays requested: a running process of the consuming service"
+            " publishes it (`huleedu ops dlq list` shows when)."
+        )

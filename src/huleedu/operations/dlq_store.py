@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from huleedu.messaging.tables import dead_letter_replays, dead_letters
 from huleedu.operations.dlq import (
     REPLAYED_FROM,
+    TOPIC,
     DeadLetter,
     Original,
     Plan,
@@ -163,7 +164,7 @@ async def request_replays(
         original = plan.original
         if original is None:
             raise ValueError(f"no original loaded for {plan.source}")
-        dlq = plan.dlq if plan.origin == "topic" else None
+        dlq = plan.dlq if plan.origin == TOPIC else None
         row = {
             "source_topic": plan.source.topic,
             "source_partition": plan.source.partition,
