@@ -3,7 +3,8 @@ SQLite), safe to run beside the running services.
 
 Every command prints clear text, or one JSON document with `--json` (for scripts), and exits 0 when
 it did what was asked, 1 when it could not (database unreachable, an id that is not a parked row)
-and 2 on a usage error.
+and 2 on a usage error. The outbox commands are here; the dead-letter ones (`huleedu ops dlq`) in
+dlq_cli.py, the plumbing they share in console.py.
 """
 
 from datetime import UTC, datetime, timedelta
