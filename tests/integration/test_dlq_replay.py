@@ -195,6 +195,7 @@ async def test_dead_letters_of_a_ras_topic_are_listed_shown_and_replayed_once_th
 
     # --- list and show, as a bystander of the DLQ topic ---
     groups_before = await consumer_groups(kafka_bootstrap)
+    assert SERVICE in groups_before
     listed = await ops_json("dlq", "list", topic)
     assert listed["count"] == 3
     assert listed["by_error_type"] == {"handler_failed": 1, "undecodable": 2}

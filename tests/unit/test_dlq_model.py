@@ -10,13 +10,6 @@ from huleedu.messaging.bus import OutboundRecord, Record
 from huleedu.messaging.dead_letters import DeadLetter as Letter
 from huleedu.messaging.dead_letters import full_record, summary_record
 from huleedu.operations.dlq import (
-    ALREADY_REPLAYED,
-    NO_ORIGINAL,
-    PENDING,
-    PUBLISH_PENDING,
-    PUBLISHED,
-    REFUSED,
-    REPLAY,
     REPLAY_ID,
     REPLAYED_AT,
     REPLAYED_FROM,
@@ -25,18 +18,28 @@ from huleedu.operations.dlq import (
     DeadLetter,
     Original,
     Position,
-    Replay,
     Source,
-    counts_as_replayed,
     decode_headers,
     encode_headers,
     from_dlq_record,
     merge,
-    next_number,
     parse_position,
+    short_reason,
+    topic_names,
+)
+from huleedu.operations.dlq_replay import (
+    ALREADY_REPLAYED,
+    NO_ORIGINAL,
+    PENDING,
+    PUBLISH_PENDING,
+    PUBLISHED,
+    REFUSED,
+    REPLAY,
+    Replay,
+    counts_as_replayed,
+    next_number,
     plan_replays,
     replay_record,
-    topic_names,
 )
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -131,6 +134,16 @@ def test_an_offset_without_partition_matches_it_in_any_partition() -> None:
     assert Position(5, 3).matches(Source(TOPIC_NAME, 3, 5))
     assert not Position(5, 2).matches(Source(TOPIC_NAME, 3, 5))
     assert not Position(6).matches(Source(TOPIC_NAME, 3, 5))
+
+
+def test_a_reason_is_shown_by_its_first_line_without_the_database_wrapper() -> None:
+    reason = (
+        "IntegrityError: (sqlalchemy.dialects.postgresql.asyncpg.IntegrityError) <class"
+        " 'asyncpg.exceptions.CheckViolationError'>: new row violates check constraint \"ck_x\"\n[SQL: INSERT ...]"
+    )
+    assert short_reason(reason, 200) == 'IntegrityError: new row violates check constraint "ck_x"'
+    assert short_reason(reason, 20) == "IntegrityError: n..."
+    assert short_reason("value is not JSON:   unexpected\tend", 80) == "value is not JSON: unexpected end"
 
 
 # --- reading what dead_letters published ---

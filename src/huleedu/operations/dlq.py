@@ -1,4 +1,4 @@
-"""Dead letters as an operator sees them, and what replaying one publishes. Pure: no I/O.
+"""Dead letters as an operator sees them, from either place they are kept. Pure: no I/O.
 
 A dead letter is kept in up to two places: the `dead_letters` table of the consuming service's
 database (always, with the original record) and `<topic>.dlq` on the broker (whole when its
@@ -7,10 +7,8 @@ Both name the dead-lettered record by its source coordinates (topic, partition, 
 how every command names it: `OFFSET` is the record's offset in the source topic (`N`, or `P:N` to
 name the partition), whichever of the two topic names was given.
 
-A replay publishes the original key, value and headers (minus `dlq_*` and an earlier replay's
-headers) to the source topic with the replay headers below. The event inside is unchanged, event id
-included, so a consumer that processed it before skips it; one that fails on it again dead-letters
-it again, at its new offset, under the new reason.
+A replayed record carries the replay headers below (operations/dlq_replay.py); one that was
+dead-lettered again says so (`replay_of`).
 """
 
 import base64
@@ -20,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from huleedu.contracts.topics import DLQ_SUFFIX, dlq_topic
-from huleedu.messaging.bus import OutboundRecord, Record
+from huleedu.messaging.bus import Record
 from huleedu.messaging.dead_letters import FULL
 
 REPLAYED_FROM = "huleedu-replayed-from"  # <source topic>:<partition>:<offset> of the dead letter
@@ -32,7 +30,6 @@ _DLQ_HEADER_PREFIX = "dlq_"
 _WRAPPER_NOISE = re.compile(r"\(sqlalchemy\.[\w.]+\) (<class '[\w.]+'>: )?")
 
 TOPIC, TABLE = "topic", "table"  # where a dead letter is kept; where a replay took the original
-PUBLISHED, PENDING, REFUSED = "published", "pending", "refused"  # a replay's status
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -222,121 +219,3 @@ def short_reason(reason: str, width: int) -> str:
     lines = reason.strip().splitlines()
     line = " ".join(_WRAPPER_NOISE.sub("", lines[0] if lines else "").split())
     return line if len(line) <= width else line[: width - 3] + "..."
-
-
-# --- replays ---
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """One replay of a dead letter (a row of dead_letter_replays)."""
-
-    id: int
-    source: Source
-    number: int
-    origin: str
-    requested_at: datetime
-    published_at: datetime | None
-    failed_at: datetime | None
-    last_error: str | None
-
-    @property
-    def status(self) -> str:
-        if self.published_at is not None:
-            return PUBLISHED
-        return REFUSED if self.failed_at is not None else PENDING
-
-
-def counts_as_replayed(history: Sequence[Replay]) -> bool:
-    """A record is replayed once a replay was published or is on its way; a refused one is not."""
-    return any(replay.status != REFUSED for replay in history)
-
-
-def next_number(history: Sequence[Replay]) -> int:
-    return max((replay.number for replay in history), default=0) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What `dlq replay` does with one dead-lettered record (one source, every group that gave
-    up on it: one replay reaches them all)."""
-
-    source: Source
-    letters: tuple[DeadLetter, ...]
-    action: str  # see the constants below
-    origin: str | None = None  # where the original comes from, when it is replayed
-    pending: Replay | None = None  # the earlier request to publish instead of a new one
-
-    @property
-    def original(self) -> Original | None:
-        for letter in self.letters:
-            if self.origin == TOPIC and letter.dlq is not None and letter.original is not None:
-                return letter.original
-            if self.origin == TABLE and letter.table_id is not None and letter.original is not None:
-                return letter.original
-        return None
-
-    @property
-    def service(self) -> str:
-        return next((letter.service for letter in self.letters if letter.service), "unknown")
-
-    @property
-    def dlq(self) -> DlqRecord | None:
-        return next((letter.dlq for letter in self.letters if letter.dlq is not None), None)
-
-
-REPLAY, PUBLISH_PENDING, ALREADY_REPLAYED, NO_ORIGINAL = (
-    "replay",
-    "publish_pending",
-    "replayed",
-    "no_original",
-)
-
-
-def origin_of(letters: Sequence[DeadLetter], *, from_table: bool) -> str | None:
-    """Where to take the original: the DLQ record when it is whole (unless `from_table`), else
-    the table; None when neither holds it (a summary on the DLQ, and no row in this database)."""
-    if not from_table and any(letter.dlq is not None and letter.dlq.form == FULL for letter in letters):
-        return TOPIC
-    if any(letter.table_id is not None for letter in letters):
-        return TABLE
-    return None
-
-
-def plan_replays(
-    letters: Sequence[DeadLetter],
-    history: dict[Source, list[Replay]],
-    *,
-    force: bool,
-    from_table: bool,
-) -> list[Plan]:
-    """One plan per source record of `letters`, in source order. A record replayed already is left
-    alone unless `force`; a request still pending is published rather than requested again."""
-    by_source: dict[Source, list[DeadLetter]] = {}
-    for letter in letters:
-        by_source.setdefault(letter.source, []).append(letter)
-    plans = []
-    for source in sorted(by_source):
-        group = tuple(by_source[source])
-        replays = history.get(source, [])
-        pending = next((replay for replay in replays if replay.status == PENDING), None)
-        if pending is not None and not force:
-            plans.append(Plan(source, group, PUBLISH_PENDING, pending.origin, pending))
-        elif counts_as_replayed(replays) and not force:
-            plans.append(Plan(source, group, ALREADY_REPLAYED))
-        else:
-            origin = origin_of(group, from_table=from_table)
-            plans.append(Plan(source, group, REPLAY if origin else NO_ORIGINAL, origin))
-    return plans
-
-
-def replay_record(
-    source: Source, original: Original, *, replay_id: int, requested_at: datetime
-) -> OutboundRecord:
-    """The record a replay publishes: the original's key, value and own headers, to the source
-    topic, marked as a replay of `source`."""
-    headers = dict(original.replay_headers())
-    headers[REPLAYED_FROM] = str(source).encode()
-    headers[REPLAYED_AT] = requested_at.isoformat().encode()
-    headers[REPLAY_ID] = str(replay_id).encode()
-    return OutboundRecord(source.topic, original.value or b"", original.key, headers)

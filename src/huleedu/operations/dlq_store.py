@@ -15,13 +15,11 @@ from huleedu.operations.dlq import (
     TOPIC,
     DeadLetter,
     Original,
-    Plan,
-    Replay,
     Source,
     decode_headers,
     encode_headers,
-    next_number,
 )
+from huleedu.operations.dlq_replay import Plan, Replay, next_number
 from huleedu.storage.dialect import insert_skipping_duplicates
 
 _ORIGINALS_PER_QUERY = 50  # bounds one answer to some 50 MiB

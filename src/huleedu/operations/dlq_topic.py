@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from huleedu.messaging.bus import Record
 from huleedu.messaging.kafka import to_record
@@ -65,8 +66,11 @@ async def read_topic(settings: Settings, topic: str) -> AsyncIterator[Record]:
         except Exception as exc:
             raise TopicUnreadable(f"cannot read the offsets of {topic}: {exc!r}") from exc
         for partition in partitions:
-            async for record in _read_partition(consumer, partition, ends[partition], timeout_seconds):
-                yield record
+            try:
+                async for record in _read_partition(consumer, partition, ends[partition], timeout_seconds):
+                    yield record
+            except KafkaError as exc:
+                raise TopicUnreadable(f"reading {topic}[{partition.partition}] failed: {exc!r}") from exc
 
 
 async def _read_partition(

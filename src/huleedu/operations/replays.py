@@ -1,4 +1,4 @@
-"""Publishing the dead-letter replays operators requested (`huleedu ops dlq replay`).
+"""Requesting dead-letter replays (`huleedu ops dlq replay`) and publishing them.
 
 A replay is first a row of `dead_letter_replays` holding the original record; publishing it marks
 the row. The command publishes its requests itself when it can reach the broker. Every process that
@@ -24,25 +24,80 @@ from sqlalchemy import Row, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huleedu.messaging.bus import EventBus, PublishOutcome
+from huleedu.messaging.kafka import KafkaBus
 from huleedu.messaging.retry import backoff_seconds
 from huleedu.messaging.tables import dead_letter_replays
 from huleedu.messaging.transient import is_broker_unavailable
-from huleedu.operations.dlq import (
+from huleedu.operations.dlq import Original, Source, decode_headers
+from huleedu.operations.dlq_replay import (
     PENDING,
+    PUBLISH_PENDING,
     PUBLISHED,
     REFUSED,
-    Original,
-    Source,
-    decode_headers,
+    REPLAY,
+    Plan,
+    Replay,
     replay_record,
 )
+from huleedu.operations.dlq_store import Requested, replays, request_replays
+from huleedu.platform.settings import Settings
 from huleedu.storage.dialect import is_postgres_session
-from huleedu.storage.engine import Sessions, WriteTurn, begin_reading
+from huleedu.storage.engine import Sessions, WriteTurn, begin_reading, reading
+from huleedu.storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
 _ERROR_CHARS = 2_000
 BATCH = 50  # requests per pass: up to a MiB each
+_POLL_SECONDS = 0.2
+
+
+# --- the command's side ---
+
+
+async def request(
+    sessions: Sessions, plans: Sequence[Plan], history: dict[Source, list[Replay]]
+) -> list[Requested]:
+    """Write a request for every plan to replay (commits); a plan whose earlier request is still
+    pending keeps that one."""
+    new = [plan for plan in plans if plan.action == REPLAY]
+    pending = [
+        Requested(plan, plan.pending.id) for plan in plans if plan.action == PUBLISH_PENDING and plan.pending
+    ]
+    async with UnitOfWork(sessions) as uow:
+        requested = await request_replays(uow.session, new, history, now=datetime.now(UTC))
+        await uow.commit()
+    return pending + requested
+
+
+async def publish_now(settings: Settings, sessions: Sessions, ids: Sequence[int]) -> None:
+    """Publish the requests of `ids` through a producer of the command's own (it joins no consumer
+    group), a batch at a time, until none is left that this command may take (a service's process
+    may hold some). Only with a broker: in embedded mode no other process reaches the bus."""
+    bus = KafkaBus(settings)
+    try:
+        while outcomes := await publish_requested(sessions, bus, ids=ids):
+            if any(outcome.status == PENDING for outcome in outcomes):
+                return  # the broker does not answer: the services' processes publish them later
+    finally:
+        await bus.stop()
+
+
+async def wait_until_published(
+    sessions: Sessions, ids: Sequence[int], wait_seconds: float
+) -> dict[int, Replay]:
+    """The requests of `ids` once none is pending any more, or as they are after `wait_seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    while True:
+        async with reading(sessions) as session:
+            state = {replay.id: replay for replay in await replays(session, ids)}
+        if all(replay.status != PENDING for replay in state.values()) or loop.time() >= deadline:
+            return state
+        await asyncio.sleep(_POLL_SECONDS)  # polling rows another process writes
+
+
+# --- publishing ---
 
 
 @dataclass(frozen=True, slots=True)
