@@ -46,7 +46,7 @@ async def test_a_request_is_judged_over_http_stored_announced_and_shown_live_to_
             }
         )
         async with build_adapters(settings) as adapters:
-            units = [await build_unit(name, adapters) for name in ("cj", "ras", "websocket")]
+            units = [build_unit(name, adapters) for name in ("cj", "ras", "websocket")]
             async with serving(units, adapters), teacher_socket(settings, TEACHER) as socket:
                 await socket.frames_until(lambda frame: frame["event"] == "session")
                 batch = await new_batch(sessions, settings.topics, 6, 4, user_id=TEACHER)

@@ -26,6 +26,7 @@ from support.model_server import ModelServer
 from support.running import running
 from support.servers import TansuBroker
 from support.topic_reader import TopicReader
+from support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -47,8 +48,9 @@ class CJ:
         topics = self.settings.topics
         batch = await new_batch(self.sessions, topics, essays, budget, offset=essays * budget)
         await publish(self.bus, [batch.request])
-        await self.reader.wait_until(
-            lambda: bool(self.reader.of_batch(topics.cj_assessment_result, batch.batch_id))
+        await eventually(
+            lambda: bool(self.reader.of_batch(topics.cj_assessment_result, batch.batch_id)),
+            what="the batch's events on the topic",
         )
         [rich] = self.reader.of_batch(topics.cj_assessment_result, batch.batch_id)
         return batch, rich

@@ -16,11 +16,12 @@ from huleedu.messaging.tables import event_outbox
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from support.cj_jobs import job_rows, llm_env, new_batch, stored_judgements, workers_of
-from support.gateway import eventually, publish
+from support.gateway import publish
 from support.model_server import ModelServer
 from support.processes import ServiceProcess
 from support.running import production_settings, running
 from support.topic_reader import TopicReader
+from support.waiting import eventually
 
 
 @pytest.fixture
@@ -76,8 +77,10 @@ async def test_two_workers_share_five_batches_and_each_batch_is_judged_by_exactl
             batches = [await new_batch(sessions, topics, 6, 4, offset=i) for i in range(5)]
             await publish(bus, [batch.request for batch in batches])
             ids = [batch.batch_id for batch in batches]
-            await reader.wait_until(
-                lambda: all(reader.of_batch(topics.cj_assessment_result, b) for b in ids), seconds=90
+            await eventually(
+                lambda: all(reader.of_batch(topics.cj_assessment_result, b) for b in ids),
+                what="the batch's events on the topic",
+                seconds=90,
             )
         finally:
             await bus.stop()
@@ -128,7 +131,7 @@ async def test_a_worker_killed_half_way_is_restarted_and_the_batch_completes_exa
             async def half_stored() -> bool:
                 return await stored_judgements(sessions, batch.batch_id) >= batch.planned // 2
 
-            await eventually(half_stored, within=60)
+            await eventually(half_stored, what="half stored", seconds=60)
             await asyncio.to_thread(worker.kill)
             calls_at_kill = server.stats.calls
             stored_at_kill = await stored_judgements(sessions, batch.batch_id)
@@ -136,13 +139,19 @@ async def test_a_worker_killed_half_way_is_restarted_and_the_batch_completes_exa
 
             restarted = time.monotonic()
             await asyncio.to_thread(worker.start)
-            await eventually(lambda: server.stats.calls > calls_at_kill, within=30)
+            await eventually(
+                lambda: server.stats.calls > calls_at_kill,
+                what="the model server to be called again",
+                seconds=30,
+            )
             print(
                 f"\nkilled with {stored_at_kill}/{batch.planned} stored, {in_flight} calls in flight; "
                 f"judging went on {time.monotonic() - restarted:.1f} s after the restart"
             )
-            await reader.wait_until(
-                lambda: bool(reader.of_batch(topics.batch_results_ready, batch.batch_id)), seconds=60
+            await eventually(
+                lambda: bool(reader.of_batch(topics.batch_results_ready, batch.batch_id)),
+                what="the batch's events on the topic",
+                seconds=60,
             )
 
             async def relayed() -> bool:
@@ -154,7 +163,7 @@ async def test_a_worker_killed_half_way_is_restarted_and_the_batch_completes_exa
                     )
                 return pending == 0
 
-            await eventually(relayed, within=30)
+            await eventually(relayed, what="relayed", seconds=30)
         finally:
             await bus.stop()
             await reader.stop()

@@ -38,6 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from support.waiting import eventually
+
 _ESSAY = re.compile(r"Essay ([AB]):\n<<<\n(.*?)\n>>>", re.DOTALL)
 _WORD = re.compile(r"[^\W\d_]+")
 BEHAVIOURS = ("ok", "malformed", "slow", "429", "500", "401")
@@ -149,13 +151,14 @@ class ModelServer:
         )
         self._server = uvicorn.Server(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if self._serving.done():
-                self._serving.result()
-            if time.monotonic() > deadline:
-                raise TimeoutError("the model server did not start")
-            await asyncio.sleep(0.01)
+        server, serving = self._server, self._serving
+
+        def started() -> bool:
+            if serving.done():
+                serving.result()  # it died starting: say why
+            return bool(server.started)
+
+        await eventually(started, what="the model server to start", seconds=30)
 
     async def stop(self) -> None:
         self._stopping.set()  # ends held and slow calls

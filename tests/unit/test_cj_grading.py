@@ -118,8 +118,10 @@ def test_normalized_scores_are_expected_win_shares_between_zero_and_one() -> Non
 async def test_high_confidence_grades_are_right_at_least_90_percent_of_the_time_on_simulated_batches() -> (
     None
 ):
+    # HIGH is a few percent of the labels: 100 batches give about a hundred of them, enough for the
+    # share that is right (about 95 %) to sit well clear of 90 % whatever the pairing's details.
     outcomes: list[tuple[float, bool, ConfidenceLabel]] = []
-    for batch in range(30):
+    for batch in range(100):
         population = simulate_population(30, 1.5, True, np.random.default_rng([77, batch]))
         judge = SimulatedJudge(population.qualities, position_bias=0.2, lapse_rate=0.05, seed=batch)
         outcome = await assess(
@@ -135,7 +137,7 @@ async def test_high_confidence_grades_are_right_at_least_90_percent_of_the_time_
             outcomes.append((essay.confidence, correct, essay.confidence_label))
 
     high = [correct for _, correct, label in outcomes if label is ConfidenceLabel.HIGH]
-    assert len(high) >= 25, len(high)
+    assert len(high) >= 80, len(high)
     assert sum(high) / len(high) >= 0.9, (sum(high), len(high))
     # the probabilities are not wildly off either: overall accuracy within 10 points of confidence
     accuracy = sum(correct for _, correct, _ in outcomes) / len(outcomes)

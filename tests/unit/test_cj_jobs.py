@@ -43,6 +43,7 @@ from huleedu.platform.http import create_app
 from support.ras_events import as_record
 from support.services import INTERNAL_HEADERS, copy_sqlite, service_settings
 from support.thin_events import THIN_PROGRESS_KEYS, keys_of
+from support.waiting import eventually
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 LEASE = 10.0
@@ -241,7 +242,7 @@ async def test_a_worker_that_stops_renewing_loses_the_job_to_another_and_stores_
     first = system.runner(stuck, Clock(T0), owner="w1")
     running = asyncio.create_task(first.run())
     try:
-        await until(lambda: len(stuck.asked) > 0)
+        await eventually(lambda: len(stuck.asked) > 0, what="the runner to get there")
 
         # A second worker whose clock is past the first's lease (the first renews at T0 forever).
         second = system.runner(Judge(), Clock(T0 + timedelta(seconds=LEASE + 1)), owner="w2")
@@ -249,7 +250,7 @@ async def test_a_worker_that_stops_renewing_loses_the_job_to_another_and_stores_
         assert (await system.job(sent.data.batch_id))["state"] == "published"
 
         stuck.gate.set()  # its answers arrive now: refused, the job is not its own any more
-        await until(lambda: not first._running)
+        await eventually(lambda: not first._running, what="the runner to get there")
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
@@ -401,7 +402,7 @@ async def test_a_graceful_stop_hands_the_job_back_at_once_without_counting_the_a
     stuck.gate.clear()
     runner = system.runner(stuck, Clock(), owner="w1")
     running = asyncio.create_task(runner.run())
-    await until(lambda: len(stuck.asked) > 0)
+    await eventually(lambda: len(stuck.asked) > 0, what="the runner to get there")
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
 
@@ -409,10 +410,3 @@ async def test_a_graceful_stop_hands_the_job_back_at_once_without_counting_the_a
     assert (job["state"], job["lease_owner"], job["attempts"]) == ("judging", None, 0)
     await system.runner(Judge(), Clock(), owner="w2").run_until_idle()  # no wait for a lease to run out
     assert (await system.job(sent.data.batch_id))["state"] == "published"
-
-
-async def until(condition: Any, seconds: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

@@ -29,9 +29,10 @@ from huleedu.cj_assessment.runner import fail_job
 from huleedu.cj_assessment.tables import cj_judgements
 from huleedu.contracts.enums import ErrorCode
 from huleedu.platform.http import ApiError
+from huleedu.storage.text import NO_NUL_PATTERN
 
 Caller = Callable[..., Awaitable[str]]
-Id = Annotated[str, Path(min_length=1, max_length=255)]
+Id = Annotated[str, Path(min_length=1, max_length=255, pattern=NO_NUL_PATTERN)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or wrong X-Internal-API-Key"},
@@ -119,7 +120,10 @@ def router(deps: JobDeps, caller: Caller) -> APIRouter:
         summary="Stop a batch's CJ job: its essays fail with the reason, so the batch completes",
     )
     async def cancel(
-        batch_id: Id, reason: Annotated[str, Body(embed=True, max_length=500)] = "cancelled"
+        batch_id: Id,
+        reason: Annotated[
+            str, Body(embed=True, min_length=1, max_length=500, pattern=NO_NUL_PATTERN)
+        ] = "cancelled",
     ) -> JSONResponse:
         async with sessions() as session:
             found = await CJJobs(session).load(batch_id)

@@ -26,8 +26,9 @@ from huleedu.dashboard.api import (
 from huleedu.dashboard.internal_client import InternalClient
 from huleedu.dashboard.results import csv_filename
 from huleedu.platform.http import CorrelationId
+from huleedu.storage.text import NO_NUL_PATTERN
 
-EssayId = Annotated[str, Path(min_length=1, max_length=255)]
+EssayId = Annotated[str, Path(min_length=1, max_length=255, pattern=NO_NUL_PATTERN)]
 
 
 def router(ras: InternalClient, cj: InternalClient, user: Caller) -> APIRouter:

@@ -19,6 +19,7 @@ EVERY_OPERATION = {
     "503": "the database or another service is unreachable; try again",
 }
 INVALID_REQUEST = "a parameter or body field is not valid; details.fields names each"
+UNREADABLE_BODY = "the body cannot be read (not JSON, too deeply nested, broken multipart)"
 
 
 def with_error_responses(document: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +39,8 @@ def with_error_responses(document: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault(status, {"description": description})
             if operation.get("parameters") or operation.get("requestBody"):
                 responses.setdefault("422", {"description": INVALID_REQUEST})
+            if operation.get("requestBody"):  # every body is parsed before it is validated
+                responses.setdefault("400", {"description": UNREADABLE_BODY})
             for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400 and _is_ours_to_fill(response):
                     response["content"] = {JSON: {"schema": {"$ref": ERROR_REF}}}
