@@ -253,6 +253,41 @@ async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(
     assert dead.header("dlq_reason") == b"RuntimeError: a bug"
 
 
+async def test_an_event_dead_lettered_by_its_handler_is_handled_when_replayed_at_a_new_offset(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes, guard: MemoryIdempotency
+) -> None:
+    # What `huleedu ops dlq replay` does once the cause is fixed: the same event, at a new offset.
+    records = fetch("a", "b", "c")
+    notes.failures["b"] = [RuntimeError("a bug") for _ in range(6)]
+    for _ in range(2):
+        with pytest.raises(TransientError, match="handler failed"):
+            await consumer.handle_batch(records)
+    await consumer.handle_batch(records)
+    assert await applied_notes(sessions) == ["a", "c"]
+    claimed = await guard.claim([event_id(records[1])])  # not marked done: it was not processed
+    assert claimed == {event_id(records[1]): Claim.CLAIMED}
+    await guard.release(list(claimed))
+
+    notes.failures.pop("b")  # the fix
+    replayed = Record(TOPIC, 0, 7, records[1].key, records[1].value, records[1].headers)
+    await consumer.handle_batch([replayed])
+    await consumer.handle_batch([Record(TOPIC, 0, 8, records[1].key, records[1].value, records[1].headers)])
+
+    assert await applied_notes(sessions) == ["a", "c", "b"]  # once, though replayed twice
+    assert await processed_count(sessions) == 3
+
+
+async def test_an_event_processed_before_is_skipped_when_replayed(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes
+) -> None:
+    records = fetch("a", "b")
+    await consumer.handle_batch(records)
+
+    await consumer.handle_batch([Record(TOPIC, 0, 9, records[1].key, records[1].value, records[1].headers)])
+
+    assert await applied_notes(sessions) == ["a", "b"]
+
+
 async def test_a_transient_failure_is_raised_for_a_retry_and_releases_the_leases(
     consumer: EventConsumer,
     sessions: Sessions,

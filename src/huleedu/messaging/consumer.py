@@ -5,9 +5,12 @@ batch handler for the bus. The records of one fetch are handled in ONE database 
 dedupe, one commit), which is what makes ingest fast; if anything in the batch fails, the batch is
 rolled back and handled again one event at a time, so one bad event cannot hold back the others.
 A record given up on is dead-lettered by `messaging.dead_letters`, which never blocks the partition.
+Its event id is not marked done: it was not processed, and a replay (`huleedu ops dlq replay`, the
+same event at a new offset) must be handled; a retried fetch skips the record by its position.
 """
 
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +35,9 @@ from huleedu.storage.unit_of_work import UnitOfWork
 log = structlog.get_logger(__name__)
 
 E = TypeVar("E", bound=WireModel)
+
+# Positions of records this consumer dead-lettered lately: a retried fetch brings them again.
+_REMEMBERED_DEAD_LETTERS = 10_000
 
 # A handler changes state inside the caller's unit of work and never commits.
 Handler = Callable[[E, EventMeta, UnitOfWork], Awaitable[None]]
@@ -86,6 +92,7 @@ class EventConsumer:
         self._guard = guard
         self._max_attempts = max_handler_attempts
         self._attempts: dict[str, int] = {}
+        self._dead_lettered: OrderedDict[tuple[str, int, int], None] = OrderedDict()
 
     def attach(self) -> None:
         """Subscribe to every routed topic; consumption begins with `bus.start()`."""
@@ -99,6 +106,8 @@ class EventConsumer:
         items: list[_Item] = []
         seen: set[str] = set()
         for record in records:
+            if (record.topic, record.partition, record.offset) in self._dead_lettered:
+                continue  # a retried fetch: this record is in dead_letters already
             route = self._routes[record.topic]
             try:
                 event, meta = decode(record, route.model)
@@ -164,7 +173,7 @@ class EventConsumer:
                 await self._apply([item])
             except PoisonEvent as poison:
                 await self._dead_letter(item.record, poison)
-                await self._guard.mark_done([item.event_id])
+                await self._guard.release([item.event_id])
             except Exception as exc:
                 if is_transient(exc):
                     metrics.HANDLER_RETRIES.labels(self.service, "transient").inc()
@@ -179,7 +188,7 @@ class EventConsumer:
                 await self._dead_letter(
                     item.record, PoisonEvent(f"{type(exc).__name__}: {exc}", error_type="handler_failed")
                 )
-                await self._guard.mark_done([item.event_id])
+                await self._guard.release([item.event_id])
 
     async def _dead_letter(self, record: Record, poison: PoisonEvent) -> None:
         """Keep the record in `dead_letters` and put it (or its summary) on `<topic>.dlq`; never
@@ -194,6 +203,9 @@ class EventConsumer:
             failed_at=datetime.now(UTC),
         )
         await dead_letter(self._bus, self._sessions, letter)
+        self._dead_lettered[(record.topic, record.partition, record.offset)] = None
+        if len(self._dead_lettered) > _REMEMBERED_DEAD_LETTERS:
+            self._dead_lettered.popitem(last=False)
 
 
 async def _run_handlers(items: Sequence[_Item], uow: UnitOfWork) -> None:

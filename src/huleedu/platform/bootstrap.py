@@ -43,7 +43,7 @@ from huleedu.messaging.bus import EventBus
 from huleedu.messaging.consumer import EventConsumer, Route
 from huleedu.messaging.idempotency import IdempotencyGuard, MemoryIdempotency, RedisIdempotency
 from huleedu.messaging.kafka import KafkaBus
-from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
+from huleedu.messaging.memory import InMemoryBroker, InMemoryBus, run_first_offset
 from huleedu.messaging.wakeup import InProcessWakeup, PostgresWakeup, RelayWakeup
 from huleedu.notifications.mailers import FolderMailer, Mailer, SmtpMailer
 from huleedu.platform.settings import Settings
@@ -180,7 +180,7 @@ def _bus(settings: Settings) -> EventBus:
     if settings.kafka_bootstrap_servers:
         return KafkaBus(settings)
     return InMemoryBus(
-        InMemoryBroker(partitions=settings.kafka_partitions),
+        InMemoryBroker(partitions=settings.kafka_partitions, first_offset=run_first_offset()),
         max_batch_records=settings.kafka_max_batch_records,
         retry_initial_seconds=settings.consumer_retry_initial_seconds,
         retry_max_seconds=settings.consumer_retry_max_seconds,
