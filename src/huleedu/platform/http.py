@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huleedu.contracts.enums import HTTP_STATUS_OF, ErrorCode
 from huleedu.contracts.errors import ErrorBody, ErrorDetail
-from huleedu.platform.bootstrap import Adapters, ServiceUnit
+from huleedu.platform.bootstrap import Adapters, Lane, ServiceUnit
 from huleedu.platform.logging import bind_correlation
 
 log = structlog.get_logger(__name__)
@@ -168,6 +168,23 @@ class _RequestContext:
             HTTP_LATENCY.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
 
 
+class _Lanes:
+    """Pure ASGI middleware: offers each HTTP request to the units' lanes before the framework's
+    routing, dependencies and validation run; the first lane that answers ends it. Inside
+    `_RequestContext`, so lane answers carry the correlation id and count in the latency metric."""
+
+    def __init__(self, app: ASGIApp, lanes: Sequence[Lane]) -> None:
+        self.app = app
+        self.lanes = tuple(lanes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for lane in self.lanes:
+                if await lane(scope, receive, send):
+                    return
+        await self.app(scope, receive, send)
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(
@@ -274,6 +291,9 @@ def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(_RequestContext)
+    lanes = [lane for unit in units for lane in unit.lanes]
+    if lanes:
+        app.add_middleware(_Lanes, lanes=lanes)
+    app.add_middleware(_RequestContext)  # added last: the outermost of ours
     adapters.app.bind(app)
     return app

@@ -12,8 +12,8 @@ import contextlib
 import importlib
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any, TypeVar
 
 import structlog
 import uvicorn
@@ -24,6 +24,8 @@ from huleedu.platform.http import create_app
 from huleedu.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # `huleedu serve NAME` -> "module:function"; the function takes Adapters and returns a ServiceUnit.
 # A service's module is imported only when it is run: `huleedu token` need not load every service.
@@ -252,6 +254,18 @@ async def _shut_down(
             log.debug("relay ended with an error", error=repr(exc))
     await adapters.bus.stop()
     log.info("stopped")
+
+
+def run_in_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop, the event loop of every `huleedu` process: its transports and timers are
+    written in C, which shows on every request and every socket (asyncio's own loop is the fallback
+    where uvloop is not installed)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+        return loop_runner.run(main)
 
 
 async def run_services(names: Sequence[str], settings: Settings, *, http: bool = True) -> None:

@@ -5,11 +5,12 @@ from functools import partial
 
 from huleedu.messaging.outbox import Outbox
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
-from huleedu.platform.security import internal_caller
+from huleedu.platform.security import internal_caller, internal_check
 from huleedu.result_aggregator import api
 from huleedu.result_aggregator.cache import ResultsCache
 from huleedu.result_aggregator.deadline import sweep_forever
 from huleedu.result_aggregator.handlers import Deps
+from huleedu.result_aggregator.lane import StatusLane
 from huleedu.result_aggregator.queries import BatchQueries
 from huleedu.result_aggregator.worker import CONSUMER_GROUP, SERVICE, routes
 
@@ -40,5 +41,6 @@ def build(adapters: Adapters) -> ServiceUnit:
         consumers=[consumer],
         outbox_services=[SERVICE],
         routers=[api.router(queries, internal_caller(settings))],
+        lanes=[StatusLane(queries, internal_check(settings))],
         background=[partial(sweep_forever, adapters.sessions, deps, settings.ras_deadline_sweep_seconds)],
     )

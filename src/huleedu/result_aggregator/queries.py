@@ -116,22 +116,35 @@ def essay_view(row: RowMapping, requested: set[str]) -> dict[str, Any]:
     }
 
 
+def wants_fresh(cache_control: str | None) -> bool:
+    """Whether a request's `Cache-Control` asks for an answer from the database (`no-cache`)."""
+    return cache_control is not None and "no-cache" in cache_control.lower()
+
+
 class BatchQueries:
     def __init__(self, sessions: Sessions, cache: ResultsCache) -> None:
         self._sessions = sessions
         self._cache = cache
 
-    async def batch_status(self, batch_id: str) -> bytes | None:
-        """The status document as JSON bytes, or None for an unknown batch."""
+    async def batch_status(self, batch_id: str, *, fresh: bool = False) -> bytes | None:
+        """The status document as JSON bytes, or None for an unknown batch; `fresh`: from the
+        database whatever the cache holds (see `ResultsCache.read`)."""
         return await self._cache.read(
             "batch_status",
             self._cache.batch_version(batch_id),
             self._cache.batch_prefix(batch_id),
             lambda: self._load_batch_status(batch_id),
+            fresh=fresh,
         )
 
     async def user_batches(
-        self, user_id: str, *, limit: int, offset: int, status: BatchClientStatus | None
+        self,
+        user_id: str,
+        *,
+        limit: int,
+        offset: int,
+        status: BatchClientStatus | None,
+        fresh: bool = False,
     ) -> bytes:
         query = f"{limit}:{offset}:{status.value if status else '*'}"
         document = await self._cache.read(
@@ -139,6 +152,7 @@ class BatchQueries:
             self._cache.user_version(user_id),
             self._cache.user_prefix(user_id, query),
             lambda: self._load_user_batches(user_id, limit, offset, status),
+            fresh=fresh,
         )
         assert document is not None  # a list is never "not found"
         return document
