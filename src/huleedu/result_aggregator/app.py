@@ -35,7 +35,7 @@ def build(adapters: Adapters) -> ServiceUnit:
     adapters.on_close(cache.close)  # stop retrying missed invalidations once the process ends
     deps = handler_deps(adapters, cache)
     consumer = adapters.consumer(SERVICE, CONSUMER_GROUP, routes(deps))
-    queries = BatchQueries(adapters.sessions, cache)
+    queries = BatchQueries(adapters.engine, cache)
     return ServiceUnit(
         name="ras",
         consumers=[consumer],
