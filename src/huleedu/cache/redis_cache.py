@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import structlog
 from prometheus_client import Counter
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from huleedu.cache.breaker import CircuitBreaker
@@ -34,15 +34,27 @@ return {generation, redis.call('GET', ARGV[1] .. generation)}
 """
 
 
+# Connections one process opens to Redis at most. A burst (ten thousand sockets connecting, each
+# with a Redis call or two) then queues for a connection instead of opening thousands at once, the
+# connect storm that made Redis connects time out.
+POOL_CONNECTIONS = 64
+# How long a call waits for one of them before it fails like any other Redis call.
+POOL_WAIT_SECONDS = 2.0
+
+
 def create_redis_client(url: str, *, timeout_seconds: float = 0.25) -> Redis:
     """A client whose every connect and reply waits at most `timeout_seconds`: a hanging Redis must
-    cost a request a fraction of a second, not the default of forever. Values are bytes."""
-    client: Redis = Redis.from_url(
+    cost a request a fraction of a second, not the default of forever. Values are bytes. Its pool
+    holds at most POOL_CONNECTIONS connections."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_CONNECTIONS,
+        timeout=POOL_WAIT_SECONDS,
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
         decode_responses=False,
     )
+    client: Redis = Redis.from_pool(pool)
     return client
 
 

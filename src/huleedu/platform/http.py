@@ -169,7 +169,7 @@ class _RequestContext:
 
 
 class _Lanes:
-    """Pure ASGI middleware: offers each HTTP request to the units' lanes before the framework's
+    """Pure ASGI middleware: offers each HTTP request and WebSocket to the units' lanes before the framework's
     routing, dependencies and validation run; the first lane that answers ends it. Inside
     `_RequestContext`, so lane answers carry the correlation id and count in the latency metric."""
 
@@ -178,7 +178,7 @@ class _Lanes:
         self.lanes = tuple(lanes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] in ("http", "websocket"):
             for lane in self.lanes:
                 if await lane(scope, receive, send):
                     return

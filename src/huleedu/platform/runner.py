@@ -182,6 +182,7 @@ async def run_units(
                     access_log=settings.log_level == "DEBUG",
                     lifespan="off",
                     timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+                    ws_per_message_deflate=settings.ws_compression,
                 )
                 server = _Server(config)
                 serving = asyncio.create_task(_awaited(server.serve(sockets=[sock])), name="http")

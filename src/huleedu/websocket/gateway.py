@@ -1,7 +1,10 @@
-"""This instance's sockets, by user, and the task that feeds them from the backplane's live feed."""
+"""This instance's sockets, by user; the task that feeds them from the backplane's live feed; and
+the keepalive task that pings them, closes idle ones and renews their connection slots."""
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 
 import structlog
 
@@ -13,15 +16,25 @@ from huleedu.websocket.messages import Message
 log = structlog.get_logger(__name__)
 
 
+# Slot renewals in flight at once: a keepalive round of thousands of sockets must not take every
+# Redis connection of the process.
+RENEWALS_IN_FLIGHT = 32
+
+
 class Gateway:
-    def __init__(self, backplane: Backplane) -> None:
+    def __init__(self, backplane: Backplane, *, ping_seconds: float = 20.0) -> None:
         self._backplane = backplane
+        self._ping_seconds = ping_seconds
         self._sockets: dict[str, set[Connection]] = {}
         self._catch_ups: set[asyncio.Task[None]] = set()
+        # Sockets in the order their next ping is due. Every socket waits the same interval, so
+        # the order of arrival is the order of due times: a FIFO, no heap, no timer per socket.
+        self._due: deque[tuple[float, Connection]] = deque()
         self.listening = asyncio.Event()  # set once the live feed is subscribed
 
     def add(self, connection: Connection) -> None:
         self._sockets.setdefault(connection.user_id, set()).add(connection)
+        self._due.append((time.monotonic() + self._ping_seconds, connection))
         metrics.CONNECTIONS.inc()
 
     def remove(self, connection: Connection) -> None:
@@ -56,6 +69,31 @@ class Gateway:
             for task in self._catch_ups:
                 task.cancel()
             await asyncio.gather(*self._catch_ups, return_exceptions=True)
+
+    async def keepalive(self) -> None:
+        """Every socket, once per ping interval: closed if idle, pinged otherwise, and its slot
+        renewed (a unit's background task; runs until cancelled)."""
+        tick = min(self._ping_seconds / 2, 1.0)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            renew: list[Connection] = []
+            while self._due and self._due[0][0] <= now:
+                due, connection = self._due.popleft()
+                if connection.closing or connection not in self._sockets.get(connection.user_id, ()):
+                    continue  # gone: dropped from the round
+                connection.keepalive(now)
+                if not connection.closing:
+                    self._due.append((due + self._ping_seconds, connection))
+                    renew.append(connection)
+            for start in range(0, len(renew), RENEWALS_IN_FLIGHT):
+                await asyncio.gather(*(self._renew(c) for c in renew[start : start + RENEWALS_IN_FLIGHT]))
+
+    async def _renew(self, connection: Connection) -> None:
+        try:
+            await self._backplane.renew_slot(connection.user_id, connection.id)
+        except Exception as exc:  # the slot only counts connections; the socket goes on
+            log.warning("could not renew a websocket slot", user_id=connection.user_id, error=repr(exc))
 
     def _catch_up_everyone(self) -> None:
         """Messages appended while the feed was away were never fanned out: each socket reads them
