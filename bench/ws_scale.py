@@ -41,7 +41,6 @@ from support.processes import ModuleProcess, ServiceProcess
 from support.stats import percentile
 from support.ws_crowd import Crowd, raise_file_limit, wait_until
 
-STORM_BATCHES = 1000
 STORM_SECONDS = 1.0
 STORM_CHUNKS = 20
 
@@ -55,6 +54,7 @@ class Figures:
     connect_seconds: float
     kb_per_socket: float
     latency_ms: list[float]
+    storm_batches: int
     storm_seconds: float
     storm_delivered: int
     storm_wanted: int
@@ -69,7 +69,7 @@ class Figures:
             f"  memory per idle connection: {self.kb_per_socket:.1f} KB",
             f"  bus -> frame, one teacher ({len(self.latency_ms)} frames): p50 {statistics.median(self.latency_ms):.1f} ms"
             f"   p99 {percentile(self.latency_ms, 0.99):.1f} ms   max {max(self.latency_ms):.1f} ms",
-            f"  storm of {self.storm_wanted // max(self.opened // max(self.storm_wanted, 1), 1):,} batches over {STORM_SECONDS:g} s: {self.storm_delivered:,} of"
+            f"  storm of {self.storm_batches:,} batches over {STORM_SECONDS:g} s: {self.storm_delivered:,} of"
             f" {self.storm_wanted:,} frames, the last {self.storm_seconds:.2f} s after the first publish",
             f"  sockets closed by the server during the run: {sum(self.closed.values())}"
             + (f" {self.closed}" if self.closed else ""),
@@ -205,6 +205,7 @@ def run_crowd(
         connect_seconds=report.seconds,
         kb_per_socket=(after - before) / max(report.opened, 1),
         latency_ms=latency or [float("nan")],
+        storm_batches=len(teachers),
         storm_seconds=storm_seconds,
         storm_delivered=delivered,
         storm_wanted=len(teachers) * per_teacher,
