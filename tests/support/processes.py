@@ -111,6 +111,10 @@ class ModuleProcess:
         assert self._process is not None, "not started"
         return self._process.pid
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self, wait_seconds: float = 30.0) -> None:
         self._process = subprocess.Popen(
             [sys.executable, "-m", self.module, "--port", str(self.port), *self.args],
