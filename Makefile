@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install system-deps lint typecheck test test-unit test-integration test-e2e demo contracts bench clean
+.PHONY: install system-deps bench-deps lint typecheck test test-unit test-integration test-e2e demo contracts bench clean
 
 install: $(STAMP)
 
@@ -17,9 +17,13 @@ $(STAMP): requirements.lock pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# Debian packages the browser tests need; installed only when missing (needs root, as on CI).
-system-deps:
+# Debian packages the browser tests (chromium) and the benchmarks (wrk, the C HTTP load generator)
+# need; installed only when missing (needs root, as on CI).
+system-deps: bench-deps
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+bench-deps:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
@@ -43,12 +47,10 @@ demo: install
 contracts: install
 	$(VENV)/bin/huleedu contracts export docs/contracts
 
-# Figures on PostgreSQL + Redis + Tansu (each script starts what it needs and cleans up after itself).
-bench: install
-	$(PY) bench/relay_latency.py
-	$(PY) bench/ras_ingest.py
-	$(PY) bench/ras_query.py
-	$(PY) bench/ws_latency.py
+# Figures on PostgreSQL + Redis + Tansu (each script starts what it needs and cleans up after itself);
+# docs/performance.md is regenerated from what they print.
+bench: install bench-deps
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
