@@ -154,8 +154,11 @@ def build_adapters(settings: Settings) -> Adapters:
     engine = create_engine(settings.database_url)
     stack.push_async_callback(engine.dispose)
     redis = create_redis_client(settings.redis_url) if settings.redis_url else None
+    cache: Cache = MemoryCache(key_prefix=settings.redis_key_prefix)
     if redis is not None:
         stack.push_async_callback(redis.aclose)
+        cache = redis_cache = RedisCache(redis, key_prefix=settings.redis_key_prefix)
+        stack.push_async_callback(redis_cache.aclose)
     app = ProcessApp()
     ras = _ras_client(settings, app)
     stack.push_async_callback(ras.aclose)
@@ -164,11 +167,7 @@ def build_adapters(settings: Settings) -> Adapters:
         engine=engine,
         sessions=session_factory(engine),
         bus=_bus(settings),
-        cache=(
-            RedisCache(redis, key_prefix=settings.redis_key_prefix)
-            if redis is not None
-            else MemoryCache(key_prefix=settings.redis_key_prefix)
-        ),
+        cache=cache,
         guard_for=_guards(settings, redis),
         relay_wakeup=_relay_wakeup(settings),
         mailer=SmtpMailer(settings) if settings.smtp_host else FolderMailer(settings.mail_dir),
