@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import httpx
 import orjson
 from websockets.asyncio.client import connect
 
@@ -59,6 +60,7 @@ class Figures:
     storm_delivered: int
     storm_wanted: int
     closed: dict[int | None, int]
+    gc_pauses: str = ""
 
     def lines(self, name: str) -> list[str]:
         return [
@@ -73,7 +75,25 @@ class Figures:
             f" {self.storm_wanted:,} frames, the last {self.storm_seconds:.2f} s after the first publish",
             f"  sockets closed by the server during the run: {sum(self.closed.values())}"
             + (f" {self.closed}" if self.closed else ""),
-        ]
+        ] + ([f"  garbage collector: {self.gc_pauses}"] if self.gc_pauses else [])
+
+
+def gc_pauses(base_url: str) -> str:
+    """The gateway's collections per generation and the bucket of its longest pause (/metrics)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for line in text.splitlines():
+        if line.startswith("huleedu_gc_pause_seconds_bucket{"):
+            labels, value = line.rsplit(" ", 1)
+            generation = labels.split('generation="')[1].split('"')[0]
+            bound = labels.split('le="')[1].split('"')[0]
+            buckets.setdefault(generation, []).append((float(bound), float(value)))
+    parts = []
+    for generation, counts in sorted(buckets.items()):
+        total = counts[-1][1]
+        longest = next(bound for bound, count in counts if count == total)
+        parts.append(f"generation {generation}: {total:.0f} collections, longest <= {longest:g} s")
+    return "; ".join(parts)
 
 
 def rss_kb(pid: int) -> int:
@@ -279,6 +299,7 @@ def main() -> None:
             args.samples,
             BusTrigger(settings),
         )
+        ours.gc_pauses = gc_pauses(gateway.url)
     finally:
         if gateway is not None:
             gateway.stop()

@@ -16,9 +16,8 @@ from huleedu.websocket.messages import Message
 log = structlog.get_logger(__name__)
 
 
-# Slot renewals in flight at once: a keepalive round of thousands of sockets must not take every
-# Redis connection of the process.
-RENEWALS_IN_FLIGHT = 32
+# Slot renewals sent in one round trip: a keepalive round of thousands of sockets costs a few calls.
+RENEWALS_PER_CALL = 500
 
 
 class Gateway:
@@ -86,14 +85,14 @@ class Gateway:
                 if not connection.closing:
                     self._due.append((due + self._ping_seconds, connection))
                     renew.append(connection)
-            for start in range(0, len(renew), RENEWALS_IN_FLIGHT):
-                await asyncio.gather(*(self._renew(c) for c in renew[start : start + RENEWALS_IN_FLIGHT]))
+            for start in range(0, len(renew), RENEWALS_PER_CALL):
+                await self._renew(renew[start : start + RENEWALS_PER_CALL])
 
-    async def _renew(self, connection: Connection) -> None:
+    async def _renew(self, connections: list[Connection]) -> None:
         try:
-            await self._backplane.renew_slot(connection.user_id, connection.id)
-        except Exception as exc:  # the slot only counts connections; the socket goes on
-            log.warning("could not renew a websocket slot", user_id=connection.user_id, error=repr(exc))
+            await self._backplane.renew_slots([(c.user_id, c.id) for c in connections])
+        except Exception as exc:  # a slot only counts connections; the sockets go on
+            log.warning("could not renew websocket slots", sockets=len(connections), error=repr(exc))
 
     def _catch_up_everyone(self) -> None:
         """Messages appended while the feed was away were never fanned out: each socket reads them
