@@ -74,7 +74,8 @@ class Connection:
         self._sending = False  # the sender waits for the transport to take a frame
         self._receiver: asyncio.Task[Any] | None = None
         self._abandoned = False  # the sender gave up on a client that takes nothing, not even close
-        self.last_heard = time.monotonic()  # the last frame from the client (the idle timeout)
+        self.opened_at = time.monotonic()
+        self.last_heard = self.opened_at  # the last frame from the client (the idle timeout)
         self.close_code = NORMAL
         self.close_reason = ""
 

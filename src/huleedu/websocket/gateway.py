@@ -8,6 +8,7 @@ from collections import deque
 
 import structlog
 
+from huleedu.platform.gc_pauses import LongLivedHeap
 from huleedu.websocket import metrics
 from huleedu.websocket.backplane import Backplane, Resync
 from huleedu.websocket.connection import Connection
@@ -29,11 +30,15 @@ class Gateway:
         # Sockets in the order their next ping is due. Every socket waits the same interval, so
         # the order of arrival is the order of due times: a FIFO, no heap, no timer per socket.
         self._due: deque[tuple[float, Connection]] = deque()
+        self._heap = LongLivedHeap()  # sockets live for hours: keep full collections off them
+        self._open = 0
         self.listening = asyncio.Event()  # set once the live feed is subscribed
 
     def add(self, connection: Connection) -> None:
         self._sockets.setdefault(connection.user_id, set()).add(connection)
         self._due.append((time.monotonic() + self._ping_seconds, connection))
+        self._heap.born()
+        self._open += 1
         metrics.CONNECTIONS.inc()
 
     def remove(self, connection: Connection) -> None:
@@ -43,6 +48,8 @@ class Gateway:
         sockets.discard(connection)
         if not sockets:
             del self._sockets[connection.user_id]
+        self._heap.died(connection.opened_at)
+        self._open -= 1
         metrics.CONNECTIONS.dec()
 
     def connections_of(self, user_id: str) -> int:
@@ -71,10 +78,12 @@ class Gateway:
 
     async def keepalive(self) -> None:
         """Every socket, once per ping interval: closed if idle, pinged otherwise, and its slot
-        renewed (a unit's background task; runs until cancelled)."""
+        renewed; and the heap of sockets kept out of full collections (a unit's background task;
+        runs until cancelled)."""
         tick = min(self._ping_seconds / 2, 1.0)
         while True:
             await asyncio.sleep(tick)
+            self._heap.tick(self._open)
             now = time.monotonic()
             renew: list[Connection] = []
             while self._due and self._due[0][0] <= now:
