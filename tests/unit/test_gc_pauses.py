@@ -15,22 +15,24 @@ def unfrozen() -> Iterator[None]:
     gc.unfreeze()
 
 
-def test_the_heap_is_frozen_once_enough_was_born_and_collected_once_as_much_died() -> None:
-    heap = LongLivedHeap(freeze_after=3)
-    for _ in range(2):
-        heap.born()
-    heap.tick(alive=2)
-    assert gc.get_freeze_count() == 0  # not enough yet
+def test_the_heap_is_frozen_once_enough_was_born_and_collected_once_half_of_it_died() -> None:
+    heap = LongLivedHeap(freeze_after=2)
     heap.born()
-    heap.tick(alive=3)
+    heap.tick(alive=1)
+    assert gc.get_freeze_count() == 0  # not enough yet
+    for _ in range(5):
+        heap.born()
+    heap.tick(alive=6)
     assert gc.get_freeze_count() > 0
     frozen_at = heap.frozen_at
-    born_before = frozen_at - 1.0
+    born_before, born_after = frozen_at - 1.0, frozen_at + 1.0
+    heap.died(born_before)
+    heap.died(born_after)  # born after the freeze: freed without the collector's help
+    heap.died(born_after)
+    heap.tick(alive=4)
+    assert heap.frozen_at == frozen_at  # one of six frozen died: no collection yet
     for _ in range(2):
         heap.died(born_before)
-    heap.tick(alive=1)
-    assert heap.frozen_at == frozen_at  # two dead of three frozen: no collection yet
-    heap.died(born_before)
-    heap.died(frozen_at + 1.0)  # born after the freeze: freed without the collector's help
-    heap.tick(alive=0)
-    assert heap.frozen_at > frozen_at  # collected, then frozen again
+    heap.tick(alive=2)
+    assert heap.frozen_at > frozen_at  # half died: collected, and the rest frozen again
+    assert gc.get_freeze_count() > 0

@@ -51,15 +51,17 @@ class LongLivedHeap:
     Ten thousand sockets are millions of objects, and every full collection walks them all while
     everything waits: the stall of seconds after a connect storm. Once `freeze_after` objects were
     added (`born`), `tick` freezes the heap: what is alive then is no longer walked. Freezing keeps
-    what dies later out of reach too, so what closes after being frozen is counted (`died`), and
-    once as many died as are alive, the heap is unfrozen and collected once: one pause per that
-    much churn, instead of one per quarter of growth.
+    what dies later out of reach too, so what dies after being frozen is counted (`died`); once half
+    of what was alive at the last freeze has died, the heap is unfrozen and collected once, and what
+    is left frozen again. A mass disconnect therefore costs a few collections of a shrinking heap,
+    and steady churn one collection per half of the sockets replaced.
     """
 
     def __init__(self, *, freeze_after: int = 1000) -> None:
         self._freeze_after = freeze_after
         self._young = 0  # born since the last freeze
-        self._frozen_dead = 0  # died after being frozen: garbage only a collection can free
+        self._frozen_alive = 0  # alive when last frozen
+        self._frozen_dead = 0  # died since: garbage that only a collection frees
         self.frozen_at = 0.0  # time.monotonic() of the last freeze
 
     def born(self) -> None:
@@ -70,12 +72,15 @@ class LongLivedHeap:
             self._frozen_dead += 1
 
     def tick(self, alive: int) -> None:
-        if self._frozen_dead >= max(self._freeze_after, alive):
+        if self._frozen_dead >= max(self._freeze_after, self._frozen_alive // 2):
             gc.unfreeze()
             gc.collect()
-            self._frozen_dead = 0
-            self._young = self._freeze_after  # freeze again, now
-        if self._young >= self._freeze_after:
-            gc.freeze()
-            self._young = 0
-            self.frozen_at = time.monotonic()
+            self._freeze(alive)
+        elif self._young >= self._freeze_after:
+            self._freeze(alive)
+
+    def _freeze(self, alive: int) -> None:
+        gc.freeze()
+        self._young = self._frozen_dead = 0
+        self._frozen_alive = alive
+        self.frozen_at = time.monotonic()

@@ -17,8 +17,9 @@ from huleedu.websocket.messages import Message
 log = structlog.get_logger(__name__)
 
 
-# Slot renewals sent in one round trip: a keepalive round of thousands of sockets costs a few calls.
-RENEWALS_PER_CALL = 500
+# Slot renewals sent in one round trip: a keepalive round of thousands of sockets costs a few calls,
+# each short enough not to hold the event loop for long.
+RENEWALS_PER_CALL = 100
 
 
 class Gateway:
