@@ -162,3 +162,18 @@ async def test_with_redis_gone_the_lane_answers_from_the_database(tmp_path: Path
             assert essays[f"{batch_id}-e1"]["spellcheck_correction_count"] == 55
     finally:
         redis.stop()
+
+
+async def test_the_lane_lets_websockets_and_other_requests_pass(ras: RasProcess) -> None:
+    [lane] = ras.unit.lanes
+
+    async def never(*_: Any) -> Any:
+        raise AssertionError("a passed-on request must not be read or answered by the lane")
+
+    for scope in (
+        {"type": "websocket", "path": "/ws", "headers": []},
+        {"type": "http", "method": "POST", "path": "/internal/v1/batches/b1/status", "headers": []},
+        {"type": "http", "method": "GET", "path": "/internal/v1/batches/a/b/status", "headers": []},
+        {"type": "http", "method": "GET", "path": "/internal/v1/batches//status", "headers": []},
+    ):
+        assert await lane(scope, never, never) is False

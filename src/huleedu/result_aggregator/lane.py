@@ -31,8 +31,10 @@ class StatusLane:
         self._check = check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return False
         path: str = scope["path"]
-        if scope["method"] != "GET" or not path.startswith(PREFIX) or not path.endswith(SUFFIX):
+        if not path.startswith(PREFIX) or not path.endswith(SUFFIX):
             return False
         batch_id = path[len(PREFIX) : -len(SUFFIX)]
         if not 0 < len(batch_id) <= MAX_ID_LENGTH or "/" in batch_id:
