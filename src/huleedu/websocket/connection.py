@@ -109,12 +109,17 @@ class Connection:
             if self._sending and self._sender is not None:
                 self._sender.cancel()  # stuck on a client that does not read: go on to the close frame
 
-    def keepalive(self, now: float) -> None:
-        """The gateway's keepalive, once per ping interval: close an idle socket, ping the others."""
-        if now - self.last_heard >= self._idle_seconds:
+    def ping(self) -> None:
+        """The gateway's keepalive, once per ping interval."""
+        self._enqueue(PING_FRAME)
+
+    def idle_check(self, now: float) -> float | None:
+        """Close the socket if the client was silent for the idle timeout; else when to look again."""
+        deadline = self.last_heard + self._idle_seconds
+        if now >= deadline:
             self.close(IDLE_TIMEOUT, "idle timeout")
-        else:
-            self._enqueue(PING_FRAME)
+            return None
+        return deadline
 
     async def start(self, since: str | None) -> None:
         """The connect's replay (the first frame, `session`); raises if the history stays

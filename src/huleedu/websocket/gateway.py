@@ -3,6 +3,8 @@ the keepalive task that pings them, closes idle ones and renews their connection
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import time
 from collections import deque
 
@@ -23,21 +25,29 @@ RENEWALS_PER_CALL = 100
 
 
 class Gateway:
-    def __init__(self, backplane: Backplane, *, ping_seconds: float = 20.0) -> None:
+    def __init__(
+        self, backplane: Backplane, *, ping_seconds: float = 20.0, idle_timeout_seconds: float = 60.0
+    ) -> None:
         self._backplane = backplane
         self._ping_seconds = ping_seconds
+        self._idle_seconds = idle_timeout_seconds
         self._sockets: dict[str, set[Connection]] = {}
         self._catch_ups: set[asyncio.Task[None]] = set()
         # Sockets in the order their next ping is due. Every socket waits the same interval, so
         # the order of arrival is the order of due times: a FIFO, no heap, no timer per socket.
         self._due: deque[tuple[float, Connection]] = deque()
+        # Sockets by when to look at their silence next (the idle timeout moves with every frame
+        # heard, so a heap: a socket is looked at about once per idle timeout).
+        self._idle: list[tuple[float, int, Connection]] = []
+        self._order = itertools.count()
         self._heap = LongLivedHeap()  # sockets live for hours: keep full collections off them
         self._open = 0
         self.listening = asyncio.Event()  # set once the live feed is subscribed
 
     def add(self, connection: Connection) -> None:
         self._sockets.setdefault(connection.user_id, set()).add(connection)
-        self._due.append((time.monotonic() + self._ping_seconds, connection))
+        self._due.append((connection.opened_at + self._ping_seconds, connection))
+        heapq.heappush(self._idle, (connection.opened_at + self._idle_seconds, next(self._order), connection))
         self._heap.born()
         self._open += 1
         metrics.CONNECTIONS.inc()
@@ -78,25 +88,34 @@ class Gateway:
             await asyncio.gather(*self._catch_ups, return_exceptions=True)
 
     async def keepalive(self) -> None:
-        """Every socket, once per ping interval: closed if idle, pinged otherwise, and its slot
-        renewed; and the heap of sockets kept out of full collections (a unit's background task;
-        runs until cancelled)."""
-        tick = min(self._ping_seconds / 2, 1.0)
+        """Every socket: closed once silent for the idle timeout, pinged once per ping interval
+        and its slot renewed; and the heap of sockets kept out of full collections (a unit's
+        background task; runs until cancelled)."""
+        tick = min(self._ping_seconds / 2, self._idle_seconds / 2, 1.0)
         while True:
             await asyncio.sleep(tick)
             self._heap.tick(self._open)
             now = time.monotonic()
+            while self._idle and self._idle[0][0] <= now:
+                _, order, connection = heapq.heappop(self._idle)
+                if connection.closing or not self._holds(connection):
+                    continue
+                again = connection.idle_check(now)
+                if again is not None:
+                    heapq.heappush(self._idle, (again, order, connection))
             renew: list[Connection] = []
             while self._due and self._due[0][0] <= now:
                 due, connection = self._due.popleft()
-                if connection.closing or connection not in self._sockets.get(connection.user_id, ()):
+                if connection.closing or not self._holds(connection):
                     continue  # gone: dropped from the round
-                connection.keepalive(now)
-                if not connection.closing:
-                    self._due.append((due + self._ping_seconds, connection))
-                    renew.append(connection)
+                connection.ping()
+                self._due.append((due + self._ping_seconds, connection))
+                renew.append(connection)
             for start in range(0, len(renew), RENEWALS_PER_CALL):
                 await self._renew(renew[start : start + RENEWALS_PER_CALL])
+
+    def _holds(self, connection: Connection) -> bool:
+        return connection in self._sockets.get(connection.user_id, ())
 
     async def _renew(self, connections: list[Connection]) -> None:
         try:
