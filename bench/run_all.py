@@ -23,7 +23,7 @@ BENCHES: list[tuple[str, list[str], str]] = [
     (
         "ras_read.py",
         [],
-        "wrk 4 (C, one thread) against `huleedu serve ras`; floors: wrk against a fixed-body FastAPI "
+        "wrk (C, one thread) against `huleedu serve ras`; floors: wrk against a fixed-body FastAPI "
         "process, and a raw asyncpg pool in the bench process",
     ),
     (
@@ -32,6 +32,11 @@ BENCHES: list[tuple[str, list[str], str]] = [
         "3 client processes of the Python `websockets` client (offering permessage-deflate, as "
         "browsers do) against `huleedu serve websocket`; floor: the same clients against a bare "
         "`websockets` server",
+    ),
+    (
+        "ws_scale.py",
+        ["--compression", "--skip-floor"],
+        "the same clients; the gateway accepting their permessage-deflate (the choice not taken)",
     ),
     (
         "ws_latency.py",
