@@ -78,22 +78,33 @@ class Figures:
         ] + ([f"  garbage collector: {self.gc_pauses}"] if self.gc_pauses else [])
 
 
-def gc_pauses(base_url: str) -> str:
-    """The gateway's collections per generation and the bucket of its longest pause (/metrics)."""
+GcCounts = dict[str, list[tuple[float, float]]]  # generation -> cumulative (bucket bound, count)
+
+
+def gc_counts(base_url: str) -> GcCounts:
+    """The gateway's GC pause histogram (/metrics)."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
-    buckets: dict[str, list[tuple[float, float]]] = {}
+    buckets: GcCounts = {}
     for line in text.splitlines():
         if line.startswith("huleedu_gc_pause_seconds_bucket{"):
             labels, value = line.rsplit(" ", 1)
             generation = labels.split('generation="')[1].split('"')[0]
             bound = labels.split('le="')[1].split('"')[0]
             buckets.setdefault(generation, []).append((float(bound), float(value)))
+    return buckets
+
+
+def gc_pauses(before: GcCounts, after: GcCounts) -> str:
+    """Collections per generation between two snapshots, and the bucket of the longest pause."""
     parts = []
-    for generation, counts in sorted(buckets.items()):
-        total = counts[-1][1]
-        longest = next(bound for bound, count in counts if count == total)
-        parts.append(f"generation {generation}: {total:.0f} collections, longest <= {longest:g} s")
-    return "; ".join(parts)
+    for generation, counts in sorted(after.items()):
+        earlier = dict(before.get(generation, []))
+        delta = [(bound, count - earlier.get(bound, 0.0)) for bound, count in counts]
+        total = delta[-1][1]
+        if total:
+            longest = next(bound for bound, count in delta if count == total)
+            parts.append(f"generation {generation}: {total:.0f} collections, longest <= {longest:g} s")
+    return "; ".join(parts) or "no collections"
 
 
 def rss_kb(pid: int) -> int:
@@ -204,14 +215,19 @@ def run_crowd(
     workers: int,
     samples: int,
     trigger: Trigger,
+    metrics_url: str | None = None,
 ) -> Figures:
     gc.collect()
     before = settle(pid, 1.0)
     crowd = Crowd(urls, workers)
+    pauses = ""
     try:
         report = crowd.connect()
         after = settle(pid)
+        counts = gc_counts(metrics_url) if metrics_url else None
         latency, storm_seconds, delivered = asyncio.run(drive(trigger, crowd, teachers, per_teacher, samples))
+        if metrics_url and counts is not None:
+            pauses = "while measuring latency and the storm, " + gc_pauses(counts, gc_counts(metrics_url))
         closed_codes: dict[int | None, int] = {}
         for code in crowd.closed().values():
             closed_codes[code] = closed_codes.get(code, 0) + 1
@@ -230,6 +246,7 @@ def run_crowd(
         storm_delivered=delivered,
         storm_wanted=len(teachers) * per_teacher,
         closed=closed_codes,
+        gc_pauses=pauses,
     )
 
 
@@ -298,8 +315,8 @@ def main() -> None:
             args.workers,
             args.samples,
             BusTrigger(settings),
+            metrics_url=gateway.url,
         )
-        ours.gc_pauses = gc_pauses(gateway.url)
     finally:
         if gateway is not None:
             gateway.stop()
