@@ -16,7 +16,7 @@ def unfrozen() -> Iterator[None]:
 
 
 def test_the_heap_is_frozen_once_enough_was_born_and_collected_once_half_of_it_died() -> None:
-    heap = LongLivedHeap(freeze_after=2)
+    heap = LongLivedHeap(freeze_after=2, quiet_seconds=3600, always=True)
     heap.born()
     heap.tick(alive=1)
     assert gc.get_freeze_count() == 0  # not enough yet
@@ -36,3 +36,17 @@ def test_the_heap_is_frozen_once_enough_was_born_and_collected_once_half_of_it_d
     heap.tick(alive=2)
     assert heap.frozen_at > frozen_at  # half died: collected, and the rest frozen again
     assert gc.get_freeze_count() > 0
+
+
+def test_a_storm_smaller_than_the_threshold_is_frozen_once_it_is_over() -> None:
+    heap = LongLivedHeap(freeze_after=1000, quiet_seconds=0.0, always=True)
+    heap.born()
+    heap.tick(alive=1)
+    assert gc.get_freeze_count() > 0
+
+
+def test_a_process_that_did_not_freeze_its_start_up_heap_is_left_alone() -> None:
+    heap = LongLivedHeap(freeze_after=1, quiet_seconds=0.0)
+    heap.born()
+    heap.tick(alive=1)
+    assert gc.get_freeze_count() == 0
