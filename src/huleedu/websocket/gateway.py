@@ -19,6 +19,9 @@ from huleedu.websocket.messages import Message
 log = structlog.get_logger(__name__)
 
 
+# How often the keepalive looks at what is due: often, so each look has little to do (sockets that
+# connected in a storm come due together, and a long look delays every frame behind it).
+KEEPALIVE_TICK_SECONDS = 0.1
 # Slot renewals sent in one round trip: a keepalive round of thousands of sockets costs a few calls,
 # each short enough not to hold the event loop for long.
 RENEWALS_PER_CALL = 100
@@ -91,7 +94,7 @@ class Gateway:
         """Every socket: closed once silent for the idle timeout, pinged once per ping interval
         and its slot renewed; and the heap of sockets kept out of full collections (a unit's
         background task; runs until cancelled)."""
-        tick = min(self._ping_seconds / 2, self._idle_seconds / 2, 1.0)
+        tick = min(self._ping_seconds / 2, self._idle_seconds / 2, KEEPALIVE_TICK_SECONDS)
         while True:
             await asyncio.sleep(tick)
             self._heap.tick(self._open)
