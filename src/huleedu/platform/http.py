@@ -169,9 +169,10 @@ class _RequestContext:
 
 
 class _Lanes:
-    """Pure ASGI middleware: offers each HTTP request and WebSocket to the units' lanes before the framework's
-    routing, dependencies and validation run; the first lane that answers ends it. Inside
-    `_RequestContext`, so lane answers carry the correlation id and count in the latency metric."""
+    """Pure ASGI middleware: offers each HTTP request and WebSocket to the units' lanes before the
+    framework's routing, dependencies and validation run; the first lane that answers ends it.
+    Inside `_RequestContext`, so lane answers carry the correlation id and count in the latency
+    metric."""
 
     def __init__(self, app: ASGIApp, lanes: Sequence[Lane]) -> None:
         self.app = app
