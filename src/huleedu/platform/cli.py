@@ -5,7 +5,6 @@ Services are looked up in `runner.SERVICES`. A bad `HULEEDU_*` setting is report
 its value and what is wrong, with exit code 2, never as a traceback (`cli_settings.py`).
 """
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -32,7 +31,7 @@ def _migrate(settings: Settings) -> None:
 
 def _run(names: list[str], settings: Settings, http: bool) -> None:
     try:
-        asyncio.run(runner.run_services(names, settings, http=http))
+        runner.run_in_event_loop(runner.run_services(names, settings, http=http))
     except OSError as exc:
         typer.echo(f"cannot serve on {settings.http_host}:{settings.http_port}: {exc}", err=True)
         raise typer.Exit(1) from None

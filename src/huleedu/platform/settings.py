@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     ws_idle_timeout_seconds: float = Field(
         default=60.0, gt=0, description="close a socket whose client sent nothing for this long"
     )
+    ws_compression: bool = Field(
+        default=False,
+        description="accept permessage-deflate when a browser offers it; off: frames are small and each "
+        "compressed socket keeps zlib state of its own (see docs/performance.md)",
+    )
     ws_send_buffer: int = Field(
         default=256, ge=1, description="frames queued for one socket before it counts as too slow"
     )

@@ -66,15 +66,6 @@ class ProgressRepository:
         )
         return {row.batch_id: row.user_id for row in rows}
 
-    async def of_batch(self, batch_id: str) -> dict[str, dict[str, int]]:
-        """phase -> {done, planned} of one batch (for its status document)."""
-        rows = await self._session.execute(
-            select(
-                batch_phase_progress.c.phase, batch_phase_progress.c.done, batch_phase_progress.c.planned
-            ).where(batch_phase_progress.c.batch_id == batch_id)
-        )
-        return {row.phase: {"done": row.done, "planned": row.planned} for row in rows}
-
 
 async def record_cj_progress(
     event: CJAssessmentProgressV1, meta: EventMeta, uow: UnitOfWork, *, deps: Deps
