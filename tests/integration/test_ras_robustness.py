@@ -12,9 +12,7 @@ from sqlalchemy import select, update
 
 from huleedu.contracts.enums import PhaseName
 from huleedu.messaging.tables import dead_letters, event_outbox
-from huleedu.result_aggregator.app import handler_deps, results_cache
-from huleedu.result_aggregator.deadline import expire_overdue_batches
-from huleedu.result_aggregator.tables import batch_results
+from huleedu.result_aggregator.tables import batch_cj_runs, batch_results
 from support import ras_events as ev
 from support.ras_app import RasProcess, ras_process, ras_settings
 
@@ -53,7 +51,7 @@ async def run_metadata(ras: RasProcess, batch_id: str) -> dict[str, Any] | None:
     async with ras.adapters.sessions() as session:
         stored: dict[str, Any] | None = (
             await session.execute(
-                select(batch_results.c.cj_metadata).where(batch_results.c.batch_id == batch_id)
+                select(batch_cj_runs.c.run_metadata).where(batch_cj_runs.c.batch_id == batch_id)
             )
         ).scalar_one_or_none()
         return stored
@@ -97,31 +95,48 @@ async def test_a_registration_requesting_a_phase_no_service_performs_is_dead_let
 
 
 async def test_an_overdue_batch_that_cannot_be_expired_does_not_hold_back_the_others(ras: RasProcess) -> None:
-    """A batch stored before registrations were checked (it asks for nlp, which nothing reports)
-    sorts first among the overdue batches; the deadline still completes every one of them."""
+    """Two odd batches sort first among the overdue ones: one stored before registrations were
+    checked (it asks for nlp, which nothing reports), one whose row is corrupt (a phase that does
+    not exist). The deadline still completes the others; the nlp batch completes with that phase
+    failed, the corrupt one is dead-lettered with the reason."""
     topics = ras.adapters.topics
     registered = datetime.now(UTC) - timedelta(hours=3)  # past the default 2 h deadline
     legacy, legacy_ids = new_batch()
+    corrupt, corrupt_ids = new_batch()
     others = [new_batch() for _ in range(2)]
     await ras.feed(
         [
-            ev.registration(topics, legacy, legacy_ids, registered_at=registered - timedelta(minutes=1)),
+            ev.registration(topics, legacy, legacy_ids, registered_at=registered - timedelta(minutes=2)),
+            ev.registration(topics, corrupt, corrupt_ids, registered_at=registered - timedelta(minutes=1)),
             *(ev.registration(topics, batch_id, ids, registered_at=registered) for batch_id, ids in others),
         ]
     )
     async with ras.adapters.sessions() as session:
-        await session.execute(
-            update(batch_results)
-            .where(batch_results.c.batch_id == legacy)
-            .values(requested_phases=["spellcheck", "nlp"])
-        )
+        for batch_id, phases in ((legacy, ["spellcheck", "nlp"]), (corrupt, ["spellcheck", "no-such-phase"])):
+            await session.execute(
+                update(batch_results)
+                .where(batch_results.c.batch_id == batch_id)
+                .values(requested_phases=phases)
+            )
         await session.commit()
 
-    deps = handler_deps(ras.adapters, results_cache(ras.adapters))
-    await expire_overdue_batches(ras.adapters.sessions, deps)
+    assert await ras.reach_deadlines() >= 4
 
     for batch_id, _ in others:
         assert await announced(ras, batch_id) == 1
+        assert (await ras.status(batch_id)).json()["internal_status"] == "failed_critically"
     assert await announced(ras, legacy) == 1
     body = (await ras.status(legacy)).json()
     assert body["internal_status"] == "failed_critically"
+    assert body["phase_results"]["spellcheck"]["failed_count"] == 3
+    assert await announced(ras, corrupt) == 0
+    async with ras.adapters.sessions() as session:
+        [reason] = (
+            await session.execute(
+                select(dead_letters.c.reason).where(
+                    dead_letters.c.record_key == corrupt.encode(),
+                    dead_letters.c.source_topic == topics.batch_deadline_reached,
+                )
+            )
+        ).scalars()
+    assert "no-such-phase" in reason
