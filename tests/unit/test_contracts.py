@@ -18,8 +18,8 @@ from huleedu.contracts.envelope import EventEnvelope
 from huleedu.contracts.errors import ErrorBody, ErrorDetail
 from huleedu.contracts.events import (
     AssessmentResultV1,
-    BatchEssaysRegisteredV1,
     BatchDeadlineReachedV1,
+    BatchEssaysRegisteredV1,
     BatchResultsReadyV1,
     CJAssessmentCompletedV1,
     CJAssessmentProgressV1,

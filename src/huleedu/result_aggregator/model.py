@@ -144,6 +144,12 @@ class EssayProgress:
         return replace(self, statuses={**self.statuses, **missing}) if missing else self
 
 
+def is_phase_complete(terminal: int, essay_count: int) -> bool:
+    """A phase is complete once every registered essay has a result in it (the one rule, also
+    applied by the query side to the stored counts)."""
+    return terminal >= essay_count
+
+
 @dataclass(frozen=True)
 class PhaseTally:
     """Registered essays of one batch by status in one phase."""
@@ -229,7 +235,7 @@ class BatchProgress:
         return self._counts.failed
 
     def phase_is_complete(self, phase: PhaseName) -> bool:
-        return self.tally(phase).terminal >= self.essay_count
+        return is_phase_complete(self.tally(phase).terminal, self.essay_count)
 
     def completed_at(self, phase: PhaseName) -> datetime:
         """When a complete phase completed, in event time: when its newest result was produced,
