@@ -8,12 +8,13 @@ import json
 import os
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select, update
 
 from huleedu.contracts.base import WireModel
@@ -28,8 +29,9 @@ from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.tables import batch_results, essay_results
 from huleedu.result_aggregator.worker import CONSUMER_GROUP
 from huleedu.storage.engine import Sessions, create_engine, session_factory
-from huleedu.storage.migrations import upgrade_async
+from huleedu.storage.migrations import upgrade, upgrade_async
 from support import ras_events as ev
+from support import servers
 from support.processes import huleedu_command
 from support.ras_load import publish_all
 from support.running import production_settings, running
@@ -227,10 +229,22 @@ async def check_rebuild(settings: Settings, client: httpx.AsyncClient) -> None:
         await engine.dispose()
 
 
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A database of this test alone: the rebuild compares whole tables, which other tests of the
+    session fill through their consumers without any topic."""
+    url = servers.create_database("huleedu_rebuild")
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        servers.drop_database(url)
+
+
 async def test_a_rebuild_on_postgresql_reproduces_the_live_read_model_and_swap_repairs_a_corrupt_row(
-    postgres_url: str, redis_url: str, redis_prefix: str, kafka_bootstrap: str, topic_prefix: str
+    own_database: str, redis_url: str, redis_prefix: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    settings = production_settings(postgres_url, redis_url, redis_prefix, kafka_bootstrap, topic_prefix)
+    settings = production_settings(own_database, redis_url, redis_prefix, kafka_bootstrap, topic_prefix)
     async with running(settings, ["ras"]) as (_, client):
         await check_rebuild(settings, client)
 

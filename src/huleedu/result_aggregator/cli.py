@@ -42,7 +42,7 @@ _KINDS = {
 }
 
 
-def _text(outcome: Outcome, show: int) -> str:
+def report_text(outcome: Outcome, show: int) -> str:
     replay = outcome.replay
     lines = [
         f"Rebuilt RAS's read model from {len({p.topic for p in outcome.positions})} topics"
@@ -78,7 +78,7 @@ def _text(outcome: Outcome, show: int) -> str:
     return "\n".join(lines)
 
 
-def _json(outcome: Outcome) -> str:
+def report_json(outcome: Outcome) -> str:
     document = {
         "started_at": outcome.started_at,
         "rebuilt_into": outcome.shadow,
@@ -141,6 +141,6 @@ def rebuild_command(
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
         typer.echo(f"rebuild failed, nothing changed: {type(exc).__name__}: {reason}", err=True)
         raise typer.Exit(TROUBLE) from None
-    typer.echo(_json(outcome) if as_json else _text(outcome, show))
+    typer.echo(report_json(outcome) if as_json else report_text(outcome, show))
     if outcome.comparison.differences and not outcome.swapped:
         raise typer.Exit(DIFFERENT)

@@ -67,7 +67,7 @@ def _where(record: Record) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Item:
+class TimedEvent:
     record: Record
     route: Route[Any]
     event: WireModel
@@ -125,7 +125,7 @@ async def _decoded(
     route: Route[Any],
     skip: set[tuple[str, int, int]],
     replay: Replay,
-) -> AsyncIterator[list[_Item]]:
+) -> AsyncIterator[list[TimedEvent]]:
     """The records of one partition as events, without those RAS dead-lettered or cannot decode."""
     async for records in history.records(tp, *span):
         items = []
@@ -138,14 +138,14 @@ async def _decoded(
             except PoisonEvent as poison:
                 replay.refused.append(f"{_where(record)}: {poison.reason}")
                 continue
-            items.append(_Item(record, route, event, meta))
+            items.append(TimedEvent(record, route, event, meta))
         if items:
             yield items
 
 
-async def _merged(streams: Sequence[AsyncIterator[list[_Item]]]) -> AsyncIterator[_Item]:
+async def merged_by_time(streams: Sequence[AsyncIterator[list[TimedEvent]]]) -> AsyncIterator[TimedEvent]:
     """The items of all streams, oldest event first (each stream, a partition, is about in order)."""
-    buffers: list[list[_Item]] = [[] for _ in streams]
+    buffers: list[list[TimedEvent]] = [[] for _ in streams]
     heap: list[tuple[tuple[datetime, str, int, int], int]] = []
 
     async def refill(index: int) -> None:
@@ -169,7 +169,7 @@ async def _merged(streams: Sequence[AsyncIterator[list[_Item]]]) -> AsyncIterato
 # --- applying ---
 
 
-async def _apply(sessions: Sessions, items: Sequence[_Item], replay: Replay) -> None:
+async def _apply(sessions: Sessions, items: Sequence[TimedEvent], replay: Replay) -> None:
     """Apply items in one transaction, consecutive items of a route together; if one is refused
     by its handler (as live RAS would have dead-lettered it), apply them one by one without it."""
     try:
@@ -190,7 +190,7 @@ async def _apply(sessions: Sessions, items: Sequence[_Item], replay: Replay) -> 
             replay.refused.append(f"{_where(item.record)}: {poison.reason}")
 
 
-async def _run(items: Sequence[_Item], uow: UnitOfWork) -> None:
+async def _run(items: Sequence[TimedEvent], uow: UnitOfWork) -> None:
     start = 0
     while start < len(items):
         route = items[start].route
@@ -248,8 +248,8 @@ async def replay_into(
     history.assign(list(ranges))
     replay = Replay()
     streams = [_decoded(history, tp, span, routes[tp.topic], skip, replay) for tp, span in ranges.items()]
-    chunk: list[_Item] = []
-    async for item in _merged(streams):
+    chunk: list[TimedEvent] = []
+    async for item in merged_by_time(streams):
         chunk.append(item)
         if len(chunk) >= CHUNK:
             await _apply(shadow.sessions, chunk, replay)
