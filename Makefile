@@ -50,6 +50,7 @@ bench: install
 	$(PY) bench/relay_latency.py
 	$(PY) bench/ras_ingest.py
 	$(PY) bench/ras_query.py
+	$(PY) bench/ras_rebuild.py
 	$(PY) bench/ws_latency.py
 	$(PY) bench/hostile_input.py
 	$(PY) bench/cj_llm_run.py

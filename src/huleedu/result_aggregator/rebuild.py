@@ -68,6 +68,8 @@ def _where(record: Record) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TimedEvent:
+    """A decoded record with the route that handles it, ordered by its event's own time."""
+
     record: Record
     route: Route[Any]
     event: WireModel
