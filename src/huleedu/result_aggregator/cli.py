@@ -137,7 +137,7 @@ def rebuild_command(
     except RebuildRefused as exc:
         typer.echo(f"rebuild refused, nothing changed: {exc}", err=True)
         raise typer.Exit(TROUBLE) from None
-    except (KafkaError, SQLAlchemyError, OSError, TimeoutError) as exc:
+    except (KafkaError, SQLAlchemyError, OSError, TimeoutError, ValueError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
         typer.echo(f"rebuild failed, nothing changed: {type(exc).__name__}: {reason}", err=True)
         raise typer.Exit(TROUBLE) from None
