@@ -1,4 +1,4 @@
-"""RAS on PostgreSQL where a reviewer found it fragile: a registration asking for a phase no service
+"""RAS on PostgreSQL where it used to be fragile: a registration asking for a phase no service
 performs, an overdue batch that cannot be expired among others, and CJ run metadata arriving before
 the registration of its batch."""
 
