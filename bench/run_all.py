@@ -47,6 +47,11 @@ BENCHES: list[tuple[str, list[str], str]] = [
     ("relay_latency.py", [], "Python, in process: outbox commit -> a consumer's handler, on the broker"),
     ("ras_ingest.py", [], "Python, in process: events published to the broker, RAS consuming them"),
     (
+        "ras_rebuild.py",
+        [],
+        "Python, in process: `huleedu ras rebuild` replaying the topics into shadow tables",
+    ),
+    (
         "hostile_input.py",
         [],
         "Python (httpx, raw sockets for chunked bodies) against `huleedu up`; memory read from /proc",

@@ -139,6 +139,7 @@ class EventConsumer:
                         service=self.service,
                         size=len(todo),
                         error=repr(exc),
+                        **_correlation(todo),
                     )
                     await self._apply_one_by_one(todo)
             except BaseException:
@@ -183,7 +184,12 @@ class EventConsumer:
                 if attempts < self._max_attempts:
                     metrics.HANDLER_RETRIES.labels(self.service, "handler_error").inc()
                     raise TransientError(f"handler failed (attempt {attempts}): {exc!r}") from exc
-                log.error("handler keeps failing; dead-lettering", event_id=item.event_id, error=repr(exc))
+                log.error(
+                    "handler keeps failing; dead-lettering",
+                    event_id=item.event_id,
+                    correlation_id=str(item.meta.correlation_id),
+                    error=repr(exc),
+                )
                 self._attempts.pop(item.event_id, None)
                 await self._dead_letter(
                     item.record, PoisonEvent(f"{type(exc).__name__}: {exc}", error_type="handler_failed")
@@ -208,9 +214,16 @@ class EventConsumer:
             self._dead_lettered.popitem(last=False)
 
 
+def _correlation(items: Sequence[_Item]) -> dict[str, str | list[str]]:
+    """What every log line written while handling `items` carries: their correlation id, or the
+    ids when they came from several flows (a grep for one id finds those lines either way)."""
+    ids = sorted({str(item.meta.correlation_id) for item in items})
+    return {"correlation_id": ids[0]} if len(ids) == 1 else {"correlation_ids": ids}
+
+
 async def _run_handlers(items: Sequence[_Item], uow: UnitOfWork) -> None:
     """Call each route's handler in record order; consecutive events of a route with a
-    batch_handler go to it together."""
+    batch_handler go to it together. Log lines written meanwhile carry the correlation ids."""
     start = 0
     while start < len(items):
         route = items[start].route
@@ -218,7 +231,8 @@ async def _run_handlers(items: Sequence[_Item], uow: UnitOfWork) -> None:
         while end < len(items) and items[end].route is route:
             end += 1
         if route.batch_handler is not None and end - start > 1:
-            await route.batch_handler([(item.event, item.meta) for item in items[start:end]], uow)
+            with structlog.contextvars.bound_contextvars(**_correlation(items[start:end])):
+                await route.batch_handler([(item.event, item.meta) for item in items[start:end]], uow)
         else:
             for item in items[start:end]:
                 with structlog.contextvars.bound_contextvars(correlation_id=str(item.meta.correlation_id)):

@@ -10,9 +10,10 @@ from huleedu.operations.retention import Retention, targets_for
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 
 # Units whose presence in a process adds work: the email worker's process prunes finished email
-# jobs; the CJ service's process reports its unfinished jobs.
+# jobs; the CJ service's process reports its unfinished jobs; RAS's prunes batch timelines.
 EMAIL_UNIT = "email"
 CJ_UNIT = "cj"
+RAS_UNIT = "ras"
 
 
 def housekeeping_jobs(
@@ -28,6 +29,7 @@ def housekeeping_jobs(
         consumer_services=consumer_services,
         outbox_services=outbox_services,
         email_jobs=EMAIL_UNIT in names,
+        timeline=RAS_UNIT in names,
     )
     jobs: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     if targets:

@@ -1,5 +1,6 @@
 """The `huleedu` command: run services, migrate, print a development token, export the contracts,
-run the demo and the CJ tools (`huleedu cj ...`).
+run the demo, the CJ tools (`huleedu cj ...`) and the operators' commands (`huleedu ops ...`,
+`huleedu ras ...`).
 
 Services are looked up in `runner.SERVICES`. A bad `HULEEDU_*` setting is reported as the variable,
 its value and what is wrong, with exit code 2, never as a traceback (`cli_settings.py`).
@@ -20,6 +21,7 @@ from huleedu.platform.demo import demo
 from huleedu.platform.logging import configure_logging
 from huleedu.platform.security import DEFAULT_TTL_SECONDS, encode_token
 from huleedu.platform.settings import Settings
+from huleedu.result_aggregator.cli import app as ras_app
 from huleedu.storage.engine import is_sqlite
 from huleedu.storage.migrations import upgrade
 
@@ -119,6 +121,7 @@ def build_cli() -> typer.Typer:
     app.add_typer(contracts, name="contracts")
     app.add_typer(cj_app, name="cj")
     app.add_typer(ops_app, name="ops")
+    app.add_typer(ras_app, name="ras")
     app.command("demo")(demo)
     return app
 

@@ -6,7 +6,7 @@ from functools import partial
 from huleedu.messaging.outbox import Outbox
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.security import internal_caller, internal_check
-from huleedu.result_aggregator import api
+from huleedu.result_aggregator import api, timeline
 from huleedu.result_aggregator.cache import ResultsCache
 from huleedu.result_aggregator.deadline import sweep_forever
 from huleedu.result_aggregator.handlers import Deps
@@ -40,7 +40,10 @@ def build(adapters: Adapters) -> ServiceUnit:
         name="ras",
         consumers=[consumer],
         outbox_services=[SERVICE],
-        routers=[api.router(queries, internal_caller(settings))],
+        routers=[
+            api.router(queries, internal_caller(settings)),
+            timeline.router(timeline.TimelineQueries(adapters.sessions), internal_caller(settings)),
+        ],
         lanes=[StatusLane(queries, internal_check(settings))],
         background=[partial(sweep_forever, adapters.sessions, deps, settings.ras_deadline_sweep_seconds)],
     )

@@ -79,6 +79,8 @@ async def record_cj_progresses(
     now = deps.clock()
     progress = ProgressRepository(uow.session)
     await progress.save([_row(event, meta.event_timestamp, now) for event, meta in items])
+    if not deps.announce:  # a rebuild: the table only
+        return
     owners = await progress.open_batches([event.batch_id for event, _ in items])
     latest = {event.batch_id: (event, meta) for event, meta in items if event.batch_id in owners}
     entries = [

@@ -19,6 +19,7 @@ from huleedu.contracts.enums import (
     internal_statuses,
 )
 from huleedu.result_aggregator.cache import ResultsCache
+from huleedu.result_aggregator.model import is_phase_complete
 from huleedu.result_aggregator.tables import batch_phase_progress, batch_results, essay_results
 from huleedu.storage.engine import READ_ONLY, is_postgres
 
@@ -62,7 +63,7 @@ def current_phase(
 ) -> str | None:
     for phase in requested:
         result = results[phase]
-        if result["completed_count"] + result["failed_count"] < essay_count:
+        if not is_phase_complete(result["completed_count"] + result["failed_count"], essay_count):
             return phase
     return None
 
@@ -73,7 +74,9 @@ def with_progress(
     """Add the reported progress to the phases still under way (and call them processing)."""
     for phase, result in results.items():
         reported = progress.get(phase)
-        if reported is None or result["completed_count"] + result["failed_count"] >= essay_count:
+        if reported is None or is_phase_complete(
+            result["completed_count"] + result["failed_count"], essay_count
+        ):
             continue
         result["progress"] = {"done": reported["done"], "planned": reported["planned"]}
         if result["status"] == "pending":
