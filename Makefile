@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install system-deps lint typecheck test test-unit test-integration test-e2e demo contracts cj-evaluation bench clean
+.PHONY: install system-deps bench-deps lint typecheck test test-unit test-integration test-e2e demo contracts cj-evaluation bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ $(STAMP): requirements.lock pyproject.toml
 system-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+bench-deps:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
@@ -49,15 +52,10 @@ contracts: install
 cj-evaluation: install
 	$(VENV)/bin/huleedu cj evaluate --output docs/cj-evaluation.md
 
-# Figures on PostgreSQL + Redis + Tansu (each script starts what it needs and cleans up after itself).
-bench: install
-	$(PY) bench/relay_latency.py
-	$(PY) bench/ras_ingest.py
-	$(PY) bench/ras_query.py
-	$(PY) bench/ws_latency.py
-	$(PY) bench/hostile_input.py
-	$(PY) bench/cj_llm_run.py
-	$(PY) bench/cj_ranking_agreement.py
+# Figures on PostgreSQL + Redis + Tansu (each script starts what it needs and cleans up after itself);
+# docs/performance.md is regenerated from what they print.
+bench: install bench-deps
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

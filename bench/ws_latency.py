@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.envelope import EventEnvelope
+from huleedu.messaging.bus import OutboundRecord, Record
+from huleedu.messaging.kafka import KafkaBus
 from huleedu.platform.bootstrap import build_adapters
 from huleedu.platform.logging import configure_logging
 from huleedu.platform.settings import Settings
@@ -56,6 +58,34 @@ def batch_events(
         *(ev.spellcheck_result(topics, batch_id, essay_id) for essay_id in essay_ids),
     ]
     return before, ev.cj_result(topics, batch_id, essay_ids)
+
+
+async def broker_hop(settings: Settings, samples: int) -> list[float]:
+    """The broker alone: a record published -> a subscriber's handler has it (ms), one at a time,
+    on a topic of its own with the consumers' settings (fetch wait included)."""
+    topic = f"{settings.topic_prefix}.bench.probe"
+    bus = KafkaBus(settings)
+    arrived: asyncio.Queue[float] = asyncio.Queue()
+
+    async def handle(records: Sequence[Record]) -> None:
+        for _ in records:
+            arrived.put_nowait(time.perf_counter())
+
+    bus.subscribe(f"{settings.topic_prefix}-probe", [topic], handle)
+    await bus.start()
+    try:
+        hops = []
+        for n in range(WARM_UP + samples):
+            started = time.perf_counter()
+            outcomes = await bus.publish([OutboundRecord(topic, b"{}", str(n).encode())])
+            if outcomes[0] is not None:
+                raise outcomes[0]
+            at = await asyncio.wait_for(arrived.get(), 30)
+            if n >= WARM_UP:
+                hops.append((at - started) * 1000)
+        return hops
+    finally:
+        await bus.stop()
 
 
 def announcing(event: str, batch_id: str) -> Callable[[gw.Frame], bool]:
@@ -96,10 +126,17 @@ async def measure(settings: Settings, batches: int, essays: int) -> None:
                 await gw.publish(adapters.bus, [gw.results_ready(settings.topics, TEACHER, batch_id)])
                 await client.frames_until(announcing("batch_results_ready", batch_id))
                 gateway_ms.append((time.perf_counter() - started) * 1000)
+    hops_ms = await broker_hop(settings, batches)
     print(f"{batches} batches of {essays} essays, one at a time (after {WARM_UP} not counted):")
     print(f"  completing event published -> batch_results_ready frame  {summary(latencies_ms)}")
     print(f"  of which the broker's ack of the publish                 {summary(acknowledged_ms)}")
     print(f"  the gateway's leg alone (BatchResultsReadyV1 -> frame)   {summary(gateway_ms)}")
+    print(f"  the broker alone, one hop (publish -> a handler)         {summary(hops_ms)}")
+    print(
+        f"  the path crosses the broker twice (-> RAS, -> gateway): broker share about"
+        f" {2 * statistics.median(hops_ms):.1f} ms of the median"
+        f" (consumers wait up to kafka_fetch_max_wait_ms = {settings.kafka_fetch_max_wait_ms} ms per fetch)"
+    )
 
 
 def main() -> None:

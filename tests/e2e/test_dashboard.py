@@ -190,13 +190,29 @@ async def test_a_teacher_watches_a_batch_complete_live_and_downloads_its_results
     assert [row["grade"] for row in exported] == grades
     assert [row["filename"] for row in exported] == names
 
+    # The timeline: every step that reached the results service, from which service, with its delay.
+    await ada.locator("#timeline summary").click()
+    steps = ada.locator("#timeline-table tbody tr")
+    await expect(steps.first.locator("td.step")).to_have_text("Batch registered")
+    await expect(steps.first.locator("td.source")).to_have_text("Intake")
+    await expect(steps.filter(has_text="Spell check result")).to_have_count(4)
+    await expect(steps.filter(has_text="Comparative judgement result")).to_have_count(1)
+    await expect(steps.last.locator("td.step")).to_have_text("Comparative judgement result")
+    assert all(text.endswith(("s", "min")) for text in await steps.locator("td.lag").all_inner_texts())
+    await expect(ada.locator("#timeline-status")).to_contain_text("Results announced")
+
     # Bob, signed in all along, never saw Ada's batch, and cannot open it by its id.
     await expect(bob.locator("#batches-empty")).to_be_visible()
     await expect(bob.locator("#batches li")).to_have_count(0)
     await bob.goto(f"{system.url}/?batch={batch_id}")
     await expect(bob.locator("#batch-error")).to_contain_text("not found")
     await expect(bob.locator("#essays tbody tr")).to_have_count(0)
+    await expect(bob.locator("#timeline-table tbody tr")).to_have_count(0)
     async with httpx.AsyncClient(base_url=system.url) as client:
+        timeline = await client.get(
+            f"/v1/batches/{batch_id}/timeline", headers=teacher_headers(system.settings, BOB)
+        )
+        assert timeline.status_code == 404
         response = await client.get(f"/v1/batches/{batch_id}", headers=teacher_headers(system.settings, BOB))
     assert response.status_code == 404
     assert script_errors == []

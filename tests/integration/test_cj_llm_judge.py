@@ -4,8 +4,8 @@ malformed answer, an answer slower than the judge's timeout, a 429 with Retry-Af
 rankings that echo the order shown or name a label twice)."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
-from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -29,6 +29,8 @@ from support.model_server import ModelServer
 
 SHORT = EssayText("short", "A brief essay.")
 LONG = EssayText("long", "A much longer essay that develops its argument over several careful sentences.")
+
+CLOCK_SLACK = 0.001  # float rounding between the limiter's and the server's readings of one clock
 
 
 @pytest.fixture
@@ -165,21 +167,26 @@ async def test_no_more_requests_are_in_flight_than_the_concurrency_limit(server:
 
 async def test_request_starts_keep_to_the_rate_limit(server: ModelServer) -> None:
     async with _judge(server, requests_per_minute=600) as judge:  # one every 0.1 s
+        began = time.monotonic()
         await asyncio.gather(*(judge.compare(SHORT, LONG) for _ in range(5)))
-    starts = server.stats.starts
-    assert all(later - earlier >= 0.09 for earlier, later in pairwise(starts))
+    # A request arrives after it started, and the k-th start is k * 0.1 s after the first token:
+    # lower bounds that hold however late the network or a loaded machine delivers any request.
+    starts = sorted(server.stats.starts)
+    assert len(starts) == 5
+    assert all(arrived - began >= k * 0.1 - CLOCK_SLACK for k, arrived in enumerate(starts))
 
 
 async def test_a_burst_lets_that_many_requests_start_at_once_then_keeps_to_the_rate(
     server: ModelServer,
 ) -> None:
     async with _judge(server, requests_per_minute=300, burst=3, max_concurrency=8) as judge:  # 5 per s
+        began = time.monotonic()
         await asyncio.gather(*(judge.compare(SHORT, LONG) for _ in range(6)))
-    starts = server.stats.starts
-    assert starts[2] - starts[0] < 0.1  # the burst
-    # then one every 0.2 s: the k-th start (k >= 3) (k - 2) * 0.2 s after the first, give or take
-    # the first calls' connection set-up (the later ones reuse a connection)
-    assert all(starts[k] - starts[0] >= (k - 2) * 0.2 - 0.1 for k in range(3, 6))
+    # The burst itself (three at once) is shown with a driven clock in tests/unit/test_cj_rate_limit.py;
+    # here, against real time, only what no delay can break: after the burst, one start per 0.2 s.
+    starts = sorted(server.stats.starts)
+    assert len(starts) == 6
+    assert all(starts[k] - began >= (k - 2) * 0.2 - CLOCK_SLACK for k in range(3, 6))
 
 
 async def test_the_engine_ranks_a_batch_through_the_llm_judge_despite_misbehaviour(

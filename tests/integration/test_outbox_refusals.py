@@ -5,8 +5,6 @@ fixed, `huleedu ops outbox retry --all` gets each of them published exactly once
 
 import asyncio
 import json
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,10 +24,10 @@ from huleedu.messaging.relay import OutboxRelay
 from huleedu.messaging.tables import event_outbox
 from huleedu.platform.settings import Settings
 from huleedu.storage.engine import Sessions, create_engine, session_factory
+from support.ops_cli import run_ops
 from support.servers import TansuBroker
 from support.waiting import eventually
 
-HULEEDU = Path(sys.executable).with_name("huleedu")
 TOPIC = "refusals.ping.v1"
 MAX_ATTEMPTS = 3
 
@@ -92,19 +90,7 @@ class Collector:
 
 async def ops(postgres_url: str, *arguments: str) -> tuple[int, str, str]:
     """Run `huleedu ops ...` as an operator would, against the test's database."""
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("HULEEDU_")}
-    environment.update({"HULEEDU_DATABASE_URL": postgres_url, "HULEEDU_LOG_LEVEL": "WARNING"})
-    process = await asyncio.create_subprocess_exec(
-        str(HULEEDU),
-        "ops",
-        *arguments,
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    return await run_ops({"HULEEDU_DATABASE_URL": postgres_url}, *arguments)
 
 
 async def parked_count(sessions: Sessions, service: str) -> int:

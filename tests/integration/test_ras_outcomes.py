@@ -12,8 +12,6 @@ from sqlalchemy import select
 from huleedu.contracts.topics import Topics
 from huleedu.messaging.email_queue import email_queue
 from huleedu.messaging.tables import event_outbox
-from huleedu.result_aggregator.app import handler_deps, results_cache
-from huleedu.result_aggregator.deadline import expire_overdue_batches
 from support import ras_events as ev
 from support.ras_app import RasProcess, ras_process, ras_settings
 
@@ -123,8 +121,7 @@ async def test_the_deadline_completes_a_batch_whose_phase_never_reports(ras: Ras
         ]
     )
     assert await results_ready(ras, batch_id) == []
-    deps = handler_deps(ras.adapters, results_cache(ras.adapters))
-    assert await expire_overdue_batches(ras.adapters.sessions, deps) >= 1
+    assert await ras.reach_deadlines() >= 1
     [ready] = await results_ready(ras, batch_id)
     assert ready["overall_status"] == "failed_critically"
     assert ready["phase_results"]["cj_assessment"]["failed_count"] == 3
@@ -132,7 +129,7 @@ async def test_the_deadline_completes_a_batch_whose_phase_never_reports(ras: Ras
     assert all(essay["cj_assessment_error_detail"]["code"] == "TIMEOUT" for essay in body["essays"])
     assert all(essay["spellcheck_status"] == "completed" for essay in body["essays"])
     # a second sweep finds nothing more to do for this batch
-    await expire_overdue_batches(ras.adapters.sessions, deps)
+    await ras.reach_deadlines()
     assert len(await results_ready(ras, batch_id)) == 1
 
 

@@ -24,11 +24,13 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """`make(**limits)` -> two backplanes that see the same state."""
     clients: list[Redis] = []
 
-    def two(history_max_messages: int = 100, history_seconds: int = 3600) -> tuple[Backplane, Backplane]:
+    def two(
+        history_max_messages: int = 100, history_seconds: int = 3600, slot_ttl_seconds: float = 30.0
+    ) -> tuple[Backplane, Backplane]:
         limits = {
             "history_max_messages": history_max_messages,
             "history_seconds": history_seconds,
-            "slot_ttl_seconds": 30.0,
+            "slot_ttl_seconds": slot_ttl_seconds,
         }
         if request.param == "memory":
             shared = MemoryBackplane(**limits)  # type: ignore[arg-type]
@@ -171,6 +173,20 @@ async def test_slots_count_connections_across_instances(make: Any) -> None:
     assert await one.take_slot("u2", "c4", 2)  # limits are per user
     await other.release_slot("u1", "c1")
     assert await one.take_slot("u1", "c3", 2)
+
+
+async def test_renewing_many_slots_at_once_keeps_each_and_frees_none(make: Any) -> None:
+    one, other = make(slot_ttl_seconds=1.0)
+    assert await one.take_slot("u1", "c1", 1)
+    assert await one.take_slot("u2", "c2", 1)
+    await one.renew_slots([])
+    deadline = asyncio.get_running_loop().time() + 2.5  # longer than the slot TTL
+    while asyncio.get_running_loop().time() < deadline:
+        await one.renew_slots([("u1", "c1"), ("u2", "c2"), ("u3", "never-taken")])
+        await asyncio.sleep(0.2)
+    assert not await other.take_slot("u1", "c9", 1)  # still held: renewed all along
+    assert not await other.take_slot("u2", "c9", 1)
+    assert await other.take_slot("u3", "c9", 1)  # renewing is not taking
 
 
 @contextlib.asynccontextmanager

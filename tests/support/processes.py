@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from support.servers import free_port
+from support.servers import free_port, wait_for_port
 from support.waiting import eventually_sync
 
 
@@ -95,3 +95,42 @@ class ServiceProcess:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+
+@dataclass
+class ModuleProcess:
+    """`python -m MODULE --port PORT ARGS...` (a floor server of a benchmark), started and waited for
+    until its port accepts connections."""
+
+    module: str
+    args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_seconds: float = 30.0) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", self.module, "--port", str(self.port), *self.args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port, wait_seconds)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None

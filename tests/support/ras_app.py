@@ -7,13 +7,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
+from sqlalchemy import select, update
 
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.envelope import EventEnvelope
+from huleedu.contracts.errors import utc_now
+from huleedu.messaging.bus import Record
+from huleedu.messaging.errors import TransientError
+from huleedu.messaging.tables import event_outbox
 from huleedu.platform.bootstrap import Adapters, ServiceUnit, build_adapters
 from huleedu.platform.http import create_app
 from huleedu.platform.settings import Settings
-from huleedu.result_aggregator.app import build
+from huleedu.result_aggregator.app import build, handler_deps, results_cache
+from huleedu.result_aggregator.deadline import send_due_deadlines
 from huleedu.storage.migrations import upgrade_async
 from support.ras_events import as_record
 
@@ -33,6 +40,39 @@ class RasProcess:
         records = [as_record(item, offset=i) for i, item in enumerate(events)]
         for start in range(0, len(records), chunk):
             await consumer.handle_batch(records[start : start + chunk])
+
+    async def reach_deadlines(self) -> int:
+        """One deadline sweep, then its BatchDeadlineReachedV1 events delivered through the real
+        consumer, as the relay and the broker would (no relay runs here). Returns how many were sent."""
+        deps = handler_deps(self.adapters, results_cache(self.adapters))
+        sent = await send_due_deadlines(self.adapters.sessions, deps)
+        topic = self.adapters.topics.batch_deadline_reached
+        async with self.adapters.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(event_outbox.c.id, event_outbox.c.key, event_outbox.c.envelope)
+                    .where(event_outbox.c.topic == topic, event_outbox.c.published_at.is_(None))
+                    .order_by(event_outbox.c.id)
+                )
+            ).all()
+            await session.execute(
+                update(event_outbox)
+                .where(event_outbox.c.id.in_([row.id for row in rows]))
+                .values(published_at=utc_now())
+            )
+            await session.commit()
+        records = [
+            Record(topic, 0, row.id, (row.key or "").encode(), orjson.dumps(row.envelope)) for row in rows
+        ]
+        [consumer] = self.unit.consumers
+        for _ in range(self.adapters.settings.consumer_max_handler_attempts):
+            try:
+                if records:
+                    await consumer.handle_batch(records)
+                break
+            except TransientError:  # a batch that cannot be expired: redelivered until dead-lettered
+                continue
+        return sent
 
     async def status(self, batch_id: str) -> httpx.Response:
         return await self.client.get(f"/internal/v1/batches/{batch_id}/status")

@@ -8,6 +8,7 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+import structlog
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -253,6 +254,41 @@ async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(
     assert dead.header("dlq_reason") == b"RuntimeError: a bug"
 
 
+async def test_an_event_dead_lettered_by_its_handler_is_handled_when_replayed_at_a_new_offset(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes, guard: MemoryIdempotency
+) -> None:
+    # What `huleedu ops dlq replay` does once the cause is fixed: the same event, at a new offset.
+    records = fetch("a", "b", "c")
+    notes.failures["b"] = [RuntimeError("a bug") for _ in range(6)]
+    for _ in range(2):
+        with pytest.raises(TransientError, match="handler failed"):
+            await consumer.handle_batch(records)
+    await consumer.handle_batch(records)
+    assert await applied_notes(sessions) == ["a", "c"]
+    claimed = await guard.claim([event_id(records[1])])  # not marked done: it was not processed
+    assert claimed == {event_id(records[1]): Claim.CLAIMED}
+    await guard.release(list(claimed))
+
+    notes.failures.pop("b")  # the fix
+    replayed = Record(TOPIC, 0, 7, records[1].key, records[1].value, records[1].headers)
+    await consumer.handle_batch([replayed])
+    await consumer.handle_batch([Record(TOPIC, 0, 8, records[1].key, records[1].value, records[1].headers)])
+
+    assert await applied_notes(sessions) == ["a", "c", "b"]  # once, though replayed twice
+    assert await processed_count(sessions) == 3
+
+
+async def test_an_event_processed_before_is_skipped_when_replayed(
+    consumer: EventConsumer, sessions: Sessions, notes: Notes
+) -> None:
+    records = fetch("a", "b")
+    await consumer.handle_batch(records)
+
+    await consumer.handle_batch([Record(TOPIC, 0, 9, records[1].key, records[1].value, records[1].headers)])
+
+    assert await applied_notes(sessions) == ["a", "b"]
+
+
 async def test_a_transient_failure_is_raised_for_a_retry_and_releases_the_leases(
     consumer: EventConsumer,
     sessions: Sessions,
@@ -451,3 +487,47 @@ async def test_a_handler_failing_on_a_permanent_sqlite_error_is_dead_lettered_no
     [dead] = await dead_letters(memory_broker)
     assert dead.header("dlq_error_type") == b"handler_failed"
     assert b"no such table" in (dead.header("dlq_reason") or b"")
+
+
+def record_of(note: str, offset: int, correlation_id: UUID) -> Record:
+    envelope = EventEnvelope[NoteWritten](
+        event_type=TOPIC, source_service="test", correlation_id=correlation_id, data=NoteWritten(note=note)
+    )
+    return Record(TOPIC, 0, offset, b"key", envelope.to_bytes(), tuple(envelope.record_headers().items()))
+
+
+async def test_every_log_line_of_a_handler_carries_the_correlation_ids_of_its_events(
+    sessions: Sessions, bus: RefusableBus, guard: MemoryIdempotency
+) -> None:
+    """One event, a fetch of one flow and a fetch of two flows, by the plain and the set-based
+    handler: an operator's grep for a correlation id finds every line written about its events."""
+    seen: list[dict[str, object]] = []
+
+    async def one(event: NoteWritten, meta: EventMeta, uow: UnitOfWork) -> None:
+        structlog.get_logger("test").info("one note", note=event.note)
+        seen.append(structlog.contextvars.get_contextvars())
+
+    async def many(items: Sequence[tuple[NoteWritten, EventMeta]], uow: UnitOfWork) -> None:
+        structlog.get_logger("test").info("notes", count=len(items))
+        seen.append(structlog.contextvars.get_contextvars())
+
+    consumer = EventConsumer(
+        service="notes",
+        group="notes",
+        routes=[Route(TOPIC, NoteWritten, one, many)],
+        bus=bus,
+        sessions=sessions,
+        guard=guard,
+    )
+    first, second = uuid4(), uuid4()
+
+    await consumer.handle_batch([record_of("alone", 0, first)])
+    await consumer.handle_batch([record_of("a", 1, first), record_of("b", 2, first)])
+    await consumer.handle_batch([record_of("c", 3, first), record_of("d", 4, second)])
+
+    assert seen == [
+        {"correlation_id": str(first)},
+        {"correlation_id": str(first)},
+        {"correlation_ids": sorted([str(first), str(second)])},
+    ]
+    assert structlog.contextvars.get_contextvars() == {}  # nothing left bound after the handlers

@@ -18,6 +18,7 @@ from huleedu.contracts.envelope import EventEnvelope
 from huleedu.contracts.errors import ErrorBody, ErrorDetail
 from huleedu.contracts.events import (
     AssessmentResultV1,
+    BatchDeadlineReachedV1,
     BatchEssaysRegisteredV1,
     BatchResultsReadyV1,
     CJAssessmentCompletedV1,
@@ -184,6 +185,7 @@ SAMPLES: dict[type[WireModel], dict[str, Any]] = {
         "processor_version": "pyspellchecker-0.8",
         "error": None,
     },
+    BatchDeadlineReachedV1: {"batch_id": "b-1", "deadline_at": "2025-11-27T11:00:00Z"},
     BatchResultsReadyV1: {
         "batch_id": "b-1",
         "user_id": "teacher-1",
@@ -368,6 +370,7 @@ DOCUMENTED: dict[type[WireModel], dict[tuple[str | int, ...], set[str]]] = {
             "correction_density",
         },
     },
+    BatchDeadlineReachedV1: {(): {"batch_id", "deadline_at"}},
     BatchResultsReadyV1: {
         (): {
             "batch_id",
@@ -436,6 +439,7 @@ INVALID: dict[type[WireModel], list[tuple[tuple[str | int, ...], Any, str]]] = {
         (("corrections_made",), -3, "data.corrections_made"),
         (("correction_metrics", "word_count"), "many", "data.correction_metrics.word_count"),
     ],
+    BatchDeadlineReachedV1: [(("deadline_at",), "soon", "data.deadline_at")],
     BatchResultsReadyV1: [
         (("overall_status",), "finished", "data.overall_status"),
         (

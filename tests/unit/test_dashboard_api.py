@@ -388,3 +388,31 @@ async def test_the_evidence_of_each_grade_is_shown_to_the_batchs_owner_and_refus
             unknown = await get(system, settings, OTHER, path.replace(batch.batch_id, "no-such-batch"))
             assert foreign.status_code == unknown.status_code == 404
             assert foreign.json()["error"]["code"] == "RESOURCE_NOT_FOUND"
+
+
+async def test_a_batchs_timeline_is_shown_to_its_owner_and_is_a_404_for_another_teacher(
+    system: Services, settings: Settings
+) -> None:
+    batch = await submit(system, settings, TEACHER, "Timeline")
+    await register(system, batch, TEACHER, "Timeline")
+    await complete(system, batch)
+    path = f"/v1/batches/{batch.batch_id}/timeline"
+
+    response = await get(system, settings, TEACHER, path)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["batch_id"] == batch.batch_id
+    assert body["registered"] is True
+    sources = [event["source_service"] for event in body["events"]]
+    assert sources == ["intake_service", *["spellcheck_service"] * 3, "cj_assessment_service"]
+    assert all("partition" not in event and "offset" not in event for event in body["events"])
+    assert body["events"][0]["since_previous_seconds"] is None
+    assert all(isinstance(event["lag_seconds"], float) for event in body["events"])
+
+    foreign = await get(system, settings, OTHER, path)
+    unknown = await get(system, settings, OTHER, path.replace(batch.batch_id, "no-such-batch"))
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.json()["error"]["code"] == unknown.json()["error"]["code"] == "RESOURCE_NOT_FOUND"
+    assert (await system.client.get(path)).status_code == 401
+    assert (await get(system, settings, TEACHER, path + "?limit=0")).status_code == 422

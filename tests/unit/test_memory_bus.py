@@ -8,7 +8,7 @@ import pytest
 
 from huleedu.messaging.bus import OutboundRecord, Record
 from huleedu.messaging.errors import PublishError
-from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
+from huleedu.messaging.memory import InMemoryBroker, InMemoryBus, run_first_offset
 from support.waiting import eventually
 
 TOPIC = "orders"
@@ -248,6 +248,26 @@ async def test_retention_trims_a_topic_that_no_group_reads(buses: Callable[..., 
     offsets = [record.offset for record in late.handled]
     assert 5 <= len(offsets) < 10
     assert offsets == list(range(50 - len(offsets), 50))
+
+
+async def test_a_run_of_the_embedded_broker_never_reuses_an_offset_of_an_earlier_run(
+    buses: Callable[..., InMemoryBus],
+) -> None:
+    # A dead letter is kept once per (topic, partition, offset): a later run of `huleedu up` must
+    # not hand out an offset of an earlier one, or its dead letters would be taken for old ones.
+    earlier = InMemoryBroker(partitions=1, first_offset=run_first_offset())
+    await buses(earlier).publish(records("k", range(3)))
+    later = InMemoryBroker(partitions=1, first_offset=run_first_offset())
+    recorder = Recorder()
+    bus = buses(later)
+    bus.subscribe("readers", [TOPIC], recorder)
+    await bus.start()
+    await bus.publish(records("k", range(3)))
+    await eventually(lambda: len(recorder.handled) == 3, what="3 records handled")
+
+    first = later.first_offset
+    assert first > earlier.first_offset + 2
+    assert [record.offset for record in recorder.handled] == [first, first + 1, first + 2]
 
 
 async def test_an_invalid_topic_name_fails_only_its_own_record(buses: Callable[..., InMemoryBus]) -> None:

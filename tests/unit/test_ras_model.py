@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from huleedu.contracts.enums import BatchStatus, EssayStatus, PhaseName, ProcessingStage
+from huleedu.contracts.events import BatchEssaysRegisteredV1
 from huleedu.result_aggregator.model import (
     Announced,
     BatchProgress,
@@ -15,6 +16,7 @@ from huleedu.result_aggregator.model import (
     essay_outcome,
     expire,
     newest,
+    phases_without_results,
     settle,
 )
 
@@ -25,12 +27,21 @@ REGISTERED = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 NOW = REGISTERED + timedelta(minutes=30)
 
 
+def reported_at(
+    essays: tuple[Mapping[PhaseName, EssayStatus], ...], at: datetime
+) -> dict[PhaseName, datetime]:
+    """Every phase with a result was last reported at `at`."""
+    return {phase: at for statuses in essays for phase in statuses}
+
+
 def batch(
     *essays: Mapping[PhaseName, EssayStatus],
     phases: tuple[PhaseName, ...] = BOTH,
     announced: Announced | None = None,
+    at: datetime = NOW,
 ) -> BatchProgress:
-    """A registered batch whose essay i (`e0`, `e1`, ...) has the statuses `essays[i]`."""
+    """A registered batch whose essay i (`e0`, `e1`, ...) has the statuses `essays[i]`, its newest
+    results produced at `at`."""
     return BatchProgress(
         batch_id="b1",
         user_id="teacher-1",
@@ -40,14 +51,19 @@ def batch(
         registered_at=REGISTERED,
         essays=tuple(EssayProgress(f"e{i}", statuses) for i, statuses in enumerate(essays)),
         announced=announced or Announced(),
+        last_result_at=reported_at(essays, at),
     )
 
 
-def later(settlement: Settlement, *essays: Mapping[PhaseName, EssayStatus]) -> BatchProgress:
-    """The batch as read again after `settlement` was stored and results changed to `essays`."""
+def later(
+    settlement: Settlement, *essays: Mapping[PhaseName, EssayStatus], at: datetime = NOW
+) -> BatchProgress:
+    """The batch as read again after `settlement` was stored and results changed to `essays`, the
+    newest produced at `at`."""
     progress = settlement.progress
     changed = tuple(EssayProgress(f"e{i}", statuses) for i, statuses in enumerate(essays))
-    return replace(progress, essays=changed, announced=settlement.announced)
+    last = {**progress.last_result_at, **reported_at(essays, at)}
+    return replace(progress, essays=changed, announced=settlement.announced, last_result_at=last)
 
 
 # --- essays ---
@@ -73,7 +89,7 @@ def test_only_requested_phases_count() -> None:
 
 
 def test_a_batch_where_every_essay_completed_every_phase_is_announced_once_as_successful() -> None:
-    settlement = settle(batch({SPELL: DONE, CJ: DONE}, {SPELL: DONE, CJ: DONE}), NOW)
+    settlement = settle(batch({SPELL: DONE, CJ: DONE}, {SPELL: DONE, CJ: DONE}))
 
     assert settlement.completed_phases == BOTH
     ready = settlement.results_ready
@@ -86,29 +102,29 @@ def test_a_batch_where_every_essay_completed_every_phase_is_announced_once_as_su
         phases={SPELL: NOW, CJ: NOW}, results_ready_at=NOW, status=BatchStatus.COMPLETED_SUCCESSFULLY
     )
 
-    again = settle(later(settlement, {SPELL: DONE, CJ: DONE}, {SPELL: DONE, CJ: DONE}), NOW)
+    again = settle(later(settlement, {SPELL: DONE, CJ: DONE}, {SPELL: DONE, CJ: DONE}))
     assert (again.completed_phases, again.results_ready) == ((), None)
     assert again.announced == settlement.announced
 
 
 def test_a_phase_is_announced_when_every_essay_has_a_result_in_it_and_only_then() -> None:
-    first = settle(batch({SPELL: DONE, CJ: DONE}, {SPELL: DONE}, {}), NOW)
+    first = settle(batch({SPELL: DONE, CJ: DONE}, {SPELL: DONE}, {}))
 
     assert (first.completed_phases, first.results_ready) == ((), None)
     assert first.phase_results[SPELL].status is ProcessingStage.PROCESSING
     assert first.phase_results[CJ].status is ProcessingStage.PROCESSING
 
-    second = settle(later(first, {SPELL: DONE, CJ: DONE}, {SPELL: DONE}, {SPELL: FAIL}), NOW)
+    second = settle(later(first, {SPELL: DONE, CJ: DONE}, {SPELL: DONE}, {SPELL: FAIL}))
     assert (second.completed_phases, second.results_ready) == ((SPELL,), None)
     assert second.announced.phases == {SPELL: NOW}
     assert second.announced.status is BatchStatus.PROCESSING_PIPELINES
 
-    third = settle(later(second, {SPELL: DONE, CJ: DONE}, {SPELL: DONE}, {SPELL: FAIL}), NOW)
+    third = settle(later(second, {SPELL: DONE, CJ: DONE}, {SPELL: DONE}, {SPELL: FAIL}))
     assert third.completed_phases == ()  # spellcheck is not announced twice
 
 
 def test_a_phase_nobody_reported_is_pending() -> None:
-    settlement = settle(batch({SPELL: DONE}, {}), NOW)
+    settlement = settle(batch({SPELL: DONE}, {}))
 
     assert settlement.phase_results[CJ].status is ProcessingStage.PENDING
     assert settlement.phase_results[CJ].processing_time_seconds is None
@@ -122,7 +138,6 @@ def test_one_failure_per_phase_completes_the_batch_with_failures_naming_the_fail
             {SPELL: DONE, CJ: FAIL},
             {SPELL: DONE, CJ: DONE},
         ),
-        NOW,
     )
 
     ready = settlement.results_ready
@@ -135,7 +150,7 @@ def test_one_failure_per_phase_completes_the_batch_with_failures_naming_the_fail
 
 
 def test_a_batch_where_every_essay_failed_is_failed_critically() -> None:
-    settlement = settle(batch({SPELL: DONE, CJ: FAIL}, {SPELL: FAIL, CJ: DONE}, {SPELL: DONE, CJ: FAIL}), NOW)
+    settlement = settle(batch({SPELL: DONE, CJ: FAIL}, {SPELL: FAIL, CJ: DONE}, {SPELL: DONE, CJ: FAIL}))
 
     ready = settlement.results_ready
     assert ready is not None
@@ -145,7 +160,7 @@ def test_a_batch_where_every_essay_failed_is_failed_critically() -> None:
 
 
 def test_a_phase_every_essay_failed_is_reported_failed() -> None:
-    ready = settle(batch({SPELL: DONE, CJ: FAIL}, {SPELL: DONE, CJ: FAIL}), NOW).results_ready
+    ready = settle(batch({SPELL: DONE, CJ: FAIL}, {SPELL: DONE, CJ: FAIL})).results_ready
 
     assert ready is not None
     assert ready.phase_results[CJ].status is ProcessingStage.FAILED
@@ -153,21 +168,66 @@ def test_a_phase_every_essay_failed_is_reported_failed() -> None:
 
 
 def test_a_batch_whose_results_all_arrived_before_its_registration_completes_at_once() -> None:
-    settlement = settle(batch({SPELL: DONE, CJ: DONE}), NOW)  # its first evaluation
+    settlement = settle(batch({SPELL: DONE, CJ: DONE}))  # its first evaluation
 
     assert settlement.completed_phases == BOTH
     assert settlement.results_ready is not None
+
+
+# --- times come from the events ---
+
+
+def test_a_phase_completes_when_its_newest_result_was_produced_and_the_batch_with_its_last_phase() -> None:
+    spelled, judged = REGISTERED + timedelta(minutes=5), REGISTERED + timedelta(minutes=20)
+    progress = replace(
+        batch({SPELL: DONE, CJ: DONE}, {SPELL: DONE, CJ: DONE}), last_result_at={SPELL: spelled, CJ: judged}
+    )
+
+    settlement = settle(progress)
+
+    assert settlement.announced.phases == {SPELL: spelled, CJ: judged}
+    ready = settlement.results_ready
+    assert ready is not None
+    assert ready.ready_at == settlement.announced.results_ready_at == judged
+    assert ready.processing_duration_seconds == 1200.0
+    assert ready.phase_results[SPELL].processing_time_seconds == 300.0
+
+
+def test_a_result_stamped_before_its_registration_completes_the_phase_at_the_registration() -> None:
+    progress = batch({SPELL: DONE}, phases=(SPELL,), at=REGISTERED - timedelta(minutes=1))
+
+    settlement = settle(progress)
+
+    assert settlement.announced.results_ready_at == REGISTERED
+    assert settlement.phase_results[SPELL].processing_time_seconds == 0.0
+
+
+def test_a_registration_may_ask_only_for_phases_whose_results_ras_keeps() -> None:
+    def registration(*phases: PhaseName) -> BatchEssaysRegisteredV1:
+        return BatchEssaysRegisteredV1(
+            batch_id="b1",
+            user_id="t",
+            essay_ids=["e0"],
+            expected_essay_count=1,
+            requested_phases=list(phases),
+        )
+
+    assert phases_without_results(registration(SPELL, CJ)) == []
+    assert phases_without_results(registration(SPELL, PhaseName.NLP, PhaseName.AI_FEEDBACK)) == [
+        PhaseName.NLP,
+        PhaseName.AI_FEEDBACK,
+    ]
 
 
 # --- late results ---
 
 
 def test_a_late_result_after_the_announcement_updates_counts_but_announces_nothing() -> None:
-    announced = settle(batch({SPELL: DONE, CJ: DONE}, {SPELL: DONE, CJ: FAIL}), NOW)
+    announced = settle(batch({SPELL: DONE, CJ: DONE}, {SPELL: DONE, CJ: FAIL}))
     assert announced.announced.status is BatchStatus.COMPLETED_WITH_FAILURES
 
     late = settle(
-        later(announced, {SPELL: DONE, CJ: DONE}, {SPELL: DONE, CJ: DONE}), NOW + timedelta(hours=1)
+        later(announced, {SPELL: DONE, CJ: DONE}, {SPELL: DONE, CJ: DONE}, at=NOW + timedelta(hours=1))
     )
 
     assert (late.completed_phases, late.results_ready) == ((), None)
@@ -183,11 +243,11 @@ def test_a_late_result_after_the_announcement_updates_counts_but_announces_nothi
 def test_the_deadline_fails_every_essay_without_a_result_in_each_incomplete_phase() -> None:
     progress = batch({SPELL: DONE, CJ: DONE}, {SPELL: FAIL}, {SPELL: DONE})
 
-    expiry = expire(progress)
+    expiry = expire(progress, NOW)
 
     assert expiry is not None
     assert expiry.failed == {CJ: ("e1", "e2")}  # spellcheck was complete: nothing to fail there
-    settlement = settle(expiry.progress, NOW)
+    settlement = settle(expiry.progress)
     ready = settlement.results_ready
     assert ready is not None
     assert ready.overall_status is BatchStatus.COMPLETED_WITH_FAILURES
@@ -196,19 +256,31 @@ def test_the_deadline_fails_every_essay_without_a_result_in_each_incomplete_phas
 
 
 def test_the_deadline_of_a_batch_nobody_reported_on_fails_it_critically() -> None:
-    expiry = expire(batch({}, {}))
+    expiry = expire(batch({}, {}), NOW)
 
     assert expiry is not None
     assert expiry.failed == {SPELL: ("e0", "e1"), CJ: ("e0", "e1")}
-    ready = settle(expiry.progress, NOW).results_ready
+    ready = settle(expiry.progress).results_ready
     assert ready is not None
     assert ready.overall_status is BatchStatus.FAILED_CRITICALLY
 
 
-def test_the_deadline_has_nothing_to_do_once_the_results_are_ready() -> None:
-    settlement = settle(batch({SPELL: DONE, CJ: DONE}), NOW)
+def test_the_phases_the_deadline_fails_complete_when_it_was_reached() -> None:
+    spelled, reached = REGISTERED + timedelta(minutes=5), REGISTERED + timedelta(hours=2, seconds=20)
+    progress = replace(batch({SPELL: DONE}, {SPELL: DONE}), last_result_at={SPELL: spelled})
 
-    assert expire(later(settlement, {SPELL: DONE, CJ: DONE})) is None
+    expiry = expire(progress, reached)
+
+    assert expiry is not None
+    settlement = settle(expiry.progress)
+    assert settlement.announced.phases == {SPELL: spelled, CJ: reached}
+    assert settlement.announced.results_ready_at == reached
+
+
+def test_the_deadline_has_nothing_to_do_once_the_results_are_ready() -> None:
+    settlement = settle(batch({SPELL: DONE, CJ: DONE}))
+
+    assert expire(later(settlement, {SPELL: DONE, CJ: DONE}), NOW) is None
 
 
 # --- duplicates ---

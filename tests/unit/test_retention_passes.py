@@ -26,6 +26,7 @@ from huleedu.operations.retention import (
     EMAIL_QUEUE,
     OUTBOX,
     PROCESSED_EVENTS,
+    TIMELINE,
     Retention,
     Target,
     targets_for,
@@ -33,6 +34,7 @@ from huleedu.operations.retention import (
 from huleedu.platform import runner
 from huleedu.platform.bootstrap import ServiceUnit, build_adapters
 from huleedu.platform.settings import Settings
+from huleedu.result_aggregator.tables import batch_timeline
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from huleedu.storage.migrations import upgrade
 
@@ -209,6 +211,45 @@ def test_a_process_prunes_the_rows_of_the_services_it_runs() -> None:
         Target(EMAIL_QUEUE, "email", 200),
     ]
     assert targets_for(settings, consumer_services=[], outbox_services=[], email_jobs=False) == []
+    assert targets_for(
+        settings, consumer_services=[], outbox_services=[], email_jobs=False, timeline=True
+    ) == [Target(TIMELINE, "result_aggregator", settings.retention_timeline_seconds)]
+
+
+async def test_a_pass_deletes_timeline_events_received_before_the_retention(sessions: Sessions) -> None:
+    async with sessions() as session:
+        await session.execute(
+            batch_timeline.insert(),
+            [
+                {
+                    "batch_id": "b1",
+                    "event_id": f"event-{age}",
+                    "event_type": "t.batch.essays.registered.v1",
+                    "source_service": "intake_service",
+                    "correlation_id": str(uuid.uuid4()),
+                    "produced_at": NOW - age * HOUR,
+                    "received_at": NOW - age * HOUR,
+                    "partition": 0,
+                    "record_offset": age,
+                }
+                for age in (30, 3, 2, 0)
+            ],
+        )
+        await session.commit()
+    retention = Retention(
+        sessions, [Target(TIMELINE, "result_aggregator", 4 * 3600)], batch_size=1, interval_seconds=60
+    )
+
+    deleted = await retention.run_once(now=NOW)
+
+    assert list(deleted.values()) == [1]
+    async with sessions() as session:
+        kept = set((await session.execute(select(batch_timeline.c.event_id))).scalars())
+    assert kept == {"event-3", "event-2", "event-0"}
+    assert (
+        sample("huleedu_retention_oldest_row_age_seconds", table=TIMELINE, service="result_aggregator")
+        == 3 * 3600
+    )
 
 
 async def test_a_running_process_prunes_on_its_own_and_reports_its_outbox(database_url: str) -> None:

@@ -10,11 +10,12 @@ from typing import TypeVar
 
 import structlog
 from prometheus_client import Counter
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from huleedu.cache.breaker import CircuitBreaker
 from huleedu.cache.cache import CacheUnavailable, check_ttl
+from huleedu.cache.redis_pipe import RedisPipe
 
 log = structlog.get_logger(__name__)
 
@@ -34,15 +35,39 @@ return {generation, redis.call('GET', ARGV[1] .. generation)}
 """
 
 
+# Connections one process opens to Redis at most. A burst (ten thousand sockets connecting, each
+# with a Redis call or two) then queues for a connection instead of opening thousands at once, the
+# connect storm that made Redis connects time out.
+POOL_CONNECTIONS = 64
+# How long a call waits for one of them before it fails like any other Redis call.
+POOL_WAIT_SECONDS = 2.0
+
+
+_SCRIPT = _GET_VERSIONED.encode()
+
+
+def _versioned(reply: object) -> tuple[int, bytes | None]:
+    if not isinstance(reply, list) or len(reply) != 2:
+        raise ValueError(f"unexpected reply to the versioned read: {reply!r}")
+    generation, value = reply
+    if value is not None and not isinstance(value, bytes):
+        raise ValueError(f"unexpected value in the versioned read: {value!r}")
+    return int(generation), value
+
+
 def create_redis_client(url: str, *, timeout_seconds: float = 0.25) -> Redis:
     """A client whose every connect and reply waits at most `timeout_seconds`: a hanging Redis must
-    cost a request a fraction of a second, not the default of forever. Values are bytes."""
-    client: Redis = Redis.from_url(
+    cost a request a fraction of a second, not the default of forever. Values are bytes. Its pool
+    holds at most POOL_CONNECTIONS connections."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_CONNECTIONS,
+        timeout=POOL_WAIT_SECONDS,
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
         decode_responses=False,
     )
+    client: Redis = Redis.from_pool(pool)
     return client
 
 
@@ -55,6 +80,7 @@ class RedisCache:
         self._prefix = key_prefix
         self.breaker = breaker if breaker is not None else CircuitBreaker("redis-cache")
         self._get_versioned = client.register_script(_GET_VERSIONED)
+        self._pipe = RedisPipe.for_client(client)
         self._failing = False
 
     async def get(self, key: str) -> bytes | None:
@@ -96,13 +122,22 @@ class RedisCache:
         return await self._run("incr", increment)
 
     async def get_versioned(self, version_key: str, data_key_prefix: str) -> tuple[int, bytes | None]:
+        keys, args = [self._prefix + version_key], [self._prefix + data_key_prefix]
+
         async def read() -> tuple[int, bytes | None]:
-            generation, value = await self._get_versioned(
-                keys=[self._prefix + version_key], args=[self._prefix + data_key_prefix]
-            )
-            return int(generation), value
+            if self._pipe is not None:  # the cache hit's path: see redis_pipe
+                reply = await self._pipe.evalsha(self._get_versioned.sha, _SCRIPT, keys, args)
+            else:
+                reply = await self._get_versioned(keys=keys, args=args)
+            generation, value = _versioned(reply)
+            return generation, value
 
         return await self._run("get_versioned", read)
+
+    async def aclose(self) -> None:
+        """Close the connection of its own (the pipe of `get_versioned`); the client stays open."""
+        if self._pipe is not None:
+            self._pipe.close()
 
     async def ping(self) -> None:
         await self._run("ping", self._client.ping)

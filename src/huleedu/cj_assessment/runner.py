@@ -23,6 +23,7 @@ from huleedu.cj_assessment.judgements import Judgements
 from huleedu.cj_assessment.lifecycle import JobState, gives_up, renewal_seconds
 from huleedu.cj_assessment.repository import CJJobs, Job
 from huleedu.messaging.retry import backoff_seconds
+from huleedu.platform.logging import bind_correlation
 from huleedu.storage.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -93,8 +94,9 @@ class JobRunner:
             )
             await uow.commit()
         for job in jobs:
-            log.info("CJ job claimed", batch_id=job.batch_id, state=job.state.value, attempt=job.attempts)
-            task = asyncio.create_task(self._attend(job), name=f"cj-job:{job.batch_id}")
+            with bind_correlation(job.correlation_id):  # the job's task, and its log lines, carry it
+                log.info("CJ job claimed", batch_id=job.batch_id, state=job.state.value, attempt=job.attempts)
+                task = asyncio.create_task(self._attend(job), name=f"cj-job:{job.batch_id}")
             self._running[job.batch_id] = task
             task.add_done_callback(partial(self._forget, job.batch_id))
 

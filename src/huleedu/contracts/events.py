@@ -285,6 +285,16 @@ class BatchResultsReadyV1(WireModel):
         return self
 
 
+class BatchDeadlineReachedV1(WireModel):
+    """RAS to itself: a registered batch was still open at its deadline. RAS's deadline sweep sends
+    it (through its outbox) instead of failing the missing results on the spot, so that the decision
+    is on a topic like every other input of RAS's read model: a rebuild from the topics replays it
+    where it happened. Handling it fails what never reported and completes the batch."""
+
+    batch_id: Id
+    deadline_at: Timestamp
+
+
 class TeacherNotificationRequestedV1(WireModel):
     teacher_id: Id
     notification_type: str = Field(min_length=1)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.events import (
     AssessmentResultV1,
+    BatchDeadlineReachedV1,
     BatchEssaysRegisteredV1,
     BatchResultsReadyV1,
     CJAssessmentCompletedV1,
@@ -75,6 +76,12 @@ _CATALOGUE: dict[str, tuple[type[WireModel], str, tuple[str, ...], str]] = {
         ("websocket",),
         "Every requested phase of a batch is terminal; published exactly once per batch.",
     ),
+    "batch.deadline.reached.v1": (
+        BatchDeadlineReachedV1,
+        "result_aggregator",
+        ("result_aggregator",),
+        "A batch was still open at its deadline: RAS fails what never reported and completes it.",
+    ),
     "notification.teacher.requested.v1": (
         TeacherNotificationRequestedV1,
         "result_aggregator",
@@ -137,6 +144,10 @@ class Topics:
     @property
     def batch_results_ready(self) -> str:
         return self._name("batch.results.ready.v1")
+
+    @property
+    def batch_deadline_reached(self) -> str:
+        return self._name("batch.deadline.reached.v1")
 
     @property
     def teacher_notification(self) -> str:

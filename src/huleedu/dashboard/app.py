@@ -12,7 +12,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from huleedu.dashboard import api, evidence
+from huleedu.dashboard import api, evidence, timeline
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
 from huleedu.platform.security import teacher
 
@@ -57,6 +57,7 @@ def build(adapters: Adapters) -> ServiceUnit:
         routers=[
             api.router(adapters.ras, adapters.sessions, caller),
             evidence.router(adapters.ras, adapters.cj, caller),
+            timeline.router(adapters.ras, caller),
         ],
         mounts={"/": _PageHeaders(StaticFiles(directory=STATIC_DIR, html=True))},
     )

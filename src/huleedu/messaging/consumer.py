@@ -5,9 +5,12 @@ batch handler for the bus. The records of one fetch are handled in ONE database 
 dedupe, one commit), which is what makes ingest fast; if anything in the batch fails, the batch is
 rolled back and handled again one event at a time, so one bad event cannot hold back the others.
 A record given up on is dead-lettered by `messaging.dead_letters`, which never blocks the partition.
+Its event id is not marked done: it was not processed, and a replay (`huleedu ops dlq replay`, the
+same event at a new offset) must be handled; a retried fetch skips the record by its position.
 """
 
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +35,9 @@ from huleedu.storage.unit_of_work import UnitOfWork
 log = structlog.get_logger(__name__)
 
 E = TypeVar("E", bound=WireModel)
+
+# Positions of records this consumer dead-lettered lately: a retried fetch brings them again.
+_REMEMBERED_DEAD_LETTERS = 10_000
 
 # A handler changes state inside the caller's unit of work and never commits.
 Handler = Callable[[E, EventMeta, UnitOfWork], Awaitable[None]]
@@ -86,6 +92,7 @@ class EventConsumer:
         self._guard = guard
         self._max_attempts = max_handler_attempts
         self._attempts: dict[str, int] = {}
+        self._dead_lettered: OrderedDict[tuple[str, int, int], None] = OrderedDict()
 
     def attach(self) -> None:
         """Subscribe to every routed topic; consumption begins with `bus.start()`."""
@@ -99,6 +106,8 @@ class EventConsumer:
         items: list[_Item] = []
         seen: set[str] = set()
         for record in records:
+            if (record.topic, record.partition, record.offset) in self._dead_lettered:
+                continue  # a retried fetch: this record is in dead_letters already
             route = self._routes[record.topic]
             try:
                 event, meta = decode(record, route.model)
@@ -130,6 +139,7 @@ class EventConsumer:
                         service=self.service,
                         size=len(todo),
                         error=repr(exc),
+                        **_correlation(todo),
                     )
                     await self._apply_one_by_one(todo)
             except BaseException:
@@ -164,7 +174,7 @@ class EventConsumer:
                 await self._apply([item])
             except PoisonEvent as poison:
                 await self._dead_letter(item.record, poison)
-                await self._guard.mark_done([item.event_id])
+                await self._guard.release([item.event_id])
             except Exception as exc:
                 if is_transient(exc):
                     metrics.HANDLER_RETRIES.labels(self.service, "transient").inc()
@@ -174,12 +184,17 @@ class EventConsumer:
                 if attempts < self._max_attempts:
                     metrics.HANDLER_RETRIES.labels(self.service, "handler_error").inc()
                     raise TransientError(f"handler failed (attempt {attempts}): {exc!r}") from exc
-                log.error("handler keeps failing; dead-lettering", event_id=item.event_id, error=repr(exc))
+                log.error(
+                    "handler keeps failing; dead-lettering",
+                    event_id=item.event_id,
+                    correlation_id=str(item.meta.correlation_id),
+                    error=repr(exc),
+                )
                 self._attempts.pop(item.event_id, None)
                 await self._dead_letter(
                     item.record, PoisonEvent(f"{type(exc).__name__}: {exc}", error_type="handler_failed")
                 )
-                await self._guard.mark_done([item.event_id])
+                await self._guard.release([item.event_id])
 
     async def _dead_letter(self, record: Record, poison: PoisonEvent) -> None:
         """Keep the record in `dead_letters` and put it (or its summary) on `<topic>.dlq`; never
@@ -194,11 +209,21 @@ class EventConsumer:
             failed_at=datetime.now(UTC),
         )
         await dead_letter(self._bus, self._sessions, letter)
+        self._dead_lettered[(record.topic, record.partition, record.offset)] = None
+        if len(self._dead_lettered) > _REMEMBERED_DEAD_LETTERS:
+            self._dead_lettered.popitem(last=False)
+
+
+def _correlation(items: Sequence[_Item]) -> dict[str, str | list[str]]:
+    """What every log line written while handling `items` carries: their correlation id, or the
+    ids when they came from several flows (a grep for one id finds those lines either way)."""
+    ids = sorted({str(item.meta.correlation_id) for item in items})
+    return {"correlation_id": ids[0]} if len(ids) == 1 else {"correlation_ids": ids}
 
 
 async def _run_handlers(items: Sequence[_Item], uow: UnitOfWork) -> None:
     """Call each route's handler in record order; consecutive events of a route with a
-    batch_handler go to it together."""
+    batch_handler go to it together. Log lines written meanwhile carry the correlation ids."""
     start = 0
     while start < len(items):
         route = items[start].route
@@ -206,7 +231,8 @@ async def _run_handlers(items: Sequence[_Item], uow: UnitOfWork) -> None:
         while end < len(items) and items[end].route is route:
             end += 1
         if route.batch_handler is not None and end - start > 1:
-            await route.batch_handler([(item.event, item.meta) for item in items[start:end]], uow)
+            with structlog.contextvars.bound_contextvars(**_correlation(items[start:end])):
+                await route.batch_handler([(item.event, item.meta) for item in items[start:end]], uow)
         else:
             for item in items[start:end]:
                 with structlog.contextvars.bound_contextvars(correlation_id=str(item.meta.correlation_id)):

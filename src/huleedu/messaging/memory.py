@@ -43,6 +43,13 @@ def partition_for_key(key: bytes, partitions: int) -> int:
     return zlib.crc32(key) % partitions
 
 
+def run_first_offset() -> int:
+    """The first offset of a run of the embedded broker: microseconds since the epoch, so a later
+    run starts beyond every offset of an earlier one unless that run appended more than a record
+    per microsecond to one partition."""
+    return time.time_ns() // 1_000
+
+
 def check_topic_name(name: str) -> None:
     if not _TOPIC_NAME.match(name):
         raise ValueError(f"invalid topic name {name!r}: use 1-249 of [A-Za-z0-9._-]")
@@ -60,8 +67,8 @@ class _Partition:
 
     __slots__ = ("base", "records", "waiters")
 
-    def __init__(self) -> None:
-        self.base = 0
+    def __init__(self, first_offset: int) -> None:
+        self.base = first_offset
         self.records: list[Record] = []
         self.waiters: set[asyncio.Event] = set()  # one per worker reading this partition
 
@@ -87,9 +94,9 @@ class _Partition:
 class _Topic:
     __slots__ = ("groups", "name", "next_keyless", "partitions")
 
-    def __init__(self, name: str, partitions: int) -> None:
+    def __init__(self, name: str, partitions: int, first_offset: int) -> None:
         self.name = name
-        self.partitions = [_Partition() for _ in range(partitions)]
+        self.partitions = [_Partition(first_offset) for _ in range(partitions)]
         self.next_keyless = 0
         self.groups: set[str] = set()  # every group that ever subscribed: retention waits for them
 
@@ -229,6 +236,10 @@ class InMemoryBroker:
     dropped down to `retention_records`, but never one that a group which ever subscribed to the
     topic has yet to commit (only a group that subscribes later can miss them). A record larger than
     `max_record_bytes` (key, value and headers; Kafka's default limit) is refused, as Kafka would.
+
+    Offsets begin at `first_offset`. A Kafka offset is never used twice, and what is keyed by one
+    (a dead letter is kept once per topic, partition and offset) relies on that; the embedded mode
+    starts each run at `run_first_offset()`, so a run never reuses an offset of an earlier run.
     """
 
     def __init__(
@@ -237,6 +248,7 @@ class InMemoryBroker:
         partitions: int = 4,
         retention_records: int | None = 10_000,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        first_offset: int = 0,
     ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
@@ -245,6 +257,7 @@ class InMemoryBroker:
         self.partitions = partitions
         self.retention_records = retention_records
         self.max_record_bytes = max_record_bytes
+        self.first_offset = first_offset
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
 
@@ -252,7 +265,7 @@ class InMemoryBroker:
         topic = self._topics.get(name)
         if topic is None:
             check_topic_name(name)
-            topic = self._topics[name] = _Topic(name, self.partitions)
+            topic = self._topics[name] = _Topic(name, self.partitions, self.first_offset)
         return topic
 
     def _append(self, outbound: OutboundRecord) -> None:

@@ -1,5 +1,5 @@
-"""Tables of the messaging layer, shared by every service: the outbox, the processed-event log and
-the dead letters."""
+"""Tables of the messaging layer, shared by every service: the outbox, the processed-event log, the
+dead letters and their replays."""
 
 from sqlalchemy import (
     BigInteger,
@@ -106,3 +106,46 @@ dead_letters = Table(
     ),
 )
 Index("ix_dead_letters_failed_at", dead_letters.c.failed_at)
+
+# Every replay of a dead letter (`huleedu ops dlq replay`), identified by the dead-lettered record's
+# source topic, partition and offset, with what is published: the original's key, value and headers
+# (no `dlq_*` ones; the replay headers are added when publishing). A row is a request until
+# `published_at`: the command publishes it when it reaches the broker, otherwise a process of the
+# consuming `service` does (in embedded mode the bus lives in that process). `replay_number` counts
+# the replays of one record (a forced one, or one after a failed attempt, is the next); unique, so
+# two operators cannot both request the same replay. The rows say which records were replayed.
+dead_letter_replays = Table(
+    "dead_letter_replays",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("source_topic", String(255), nullable=False),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("replay_number", Integer, nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("origin", String(16), nullable=False),  # "topic" (the DLQ record) or "table" (dead_letters)
+    Column("dlq_partition", Integer, nullable=True),  # the DLQ record, when the original came from it
+    Column("dlq_offset", BigInteger, nullable=True),
+    Column("record_key", LargeBinary, nullable=True),
+    Column("record_value", LargeBinary, nullable=True),
+    Column("record_headers", JsonColumn, nullable=False),  # [[name, base64 of the value], ...]
+    Column("requested_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime, nullable=True),
+    Column("failed_at", UtcDateTime, nullable=True),  # refused by the broker: not a replay
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint(
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "replay_number",
+        name="uq_dead_letter_replays_number",
+    ),
+)
+# The requests still to publish, looked for every poll by each process with consumers.
+Index(
+    "ix_dead_letter_replays_pending",
+    dead_letter_replays.c.service,
+    dead_letter_replays.c.id,
+    postgresql_where=text("published_at IS NULL AND failed_at IS NULL"),
+    sqlite_where=text("published_at IS NULL AND failed_at IS NULL"),
+)

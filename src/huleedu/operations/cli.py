@@ -3,110 +3,44 @@ SQLite), safe to run beside the running services.
 
 Every command prints clear text, or one JSON document with `--json` (for scripts), and exits 0 when
 it did what was asked, 1 when it could not (database unreachable, an id that is not a parked row)
-and 2 on a usage error.
+and 2 on a usage error. The outbox commands are here; the dead-letter ones (`huleedu ops dlq`) in
+dlq_cli.py, the plumbing they share in console.py.
 """
 
-import asyncio
-import re
-from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-import orjson
 import typer
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from huleedu.messaging.outbox import OutboxStatus, ParkedRow, outbox_status, parked_rows, retry_parked_rows
+from huleedu.operations.console import (
+    FAILED,
+    JsonOption,
+    age,
+    on_database,
+    one_line,
+    print_json,
+    table,
+    when,
+)
+from huleedu.operations.dlq_cli import dlq_app
 from huleedu.operations.retention import OUTBOX, Target, prune
 from huleedu.platform.bootstrap import build_relay_wakeup
 from huleedu.platform.cli_settings import USAGE_ERROR, load_settings
-from huleedu.platform.settings import Settings
-from huleedu.storage.engine import Sessions, create_engine, session_factory
-
-FAILED = 1
-_ERROR_WIDTH = 70
-_MISSING_TABLE = re.compile(r"no such table|does not exist", re.IGNORECASE)
-
-T = TypeVar("T")
+from huleedu.storage.engine import Sessions
 
 app = typer.Typer(help="Operators' commands (see docs/operations.md).", no_args_is_help=True)
 outbox_app = typer.Typer(
     help="Outbox rows not published yet: pending, or parked by the relay.", no_args_is_help=True
 )
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(dlq_app, name="dlq")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON document (for scripts)")]
 ServiceOption = Annotated[
     list[str] | None, typer.Option("--service", help="only this service's rows (repeatable)")
 ]
 
-
-# --- plumbing ---
-
-
-def _on_database(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
-    """Run `work` on a fresh engine; a database that cannot answer exits 1 with the reason."""
-
-    async def run() -> T:
-        engine = create_engine(settings.database_url, pool_size=2)
-        try:
-            return await work(session_factory(engine))
-        finally:
-            await engine.dispose()
-
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-        # SQLite would create an empty file: say what is wrong instead
-        typer.echo(f"no database at {url.database} (HULEEDU_DATABASE_URL)", err=True)
-        raise typer.Exit(FAILED)
-    try:
-        return asyncio.run(run())
-    except (SQLAlchemyError, OSError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        hint = " (is the schema migrated? `huleedu migrate`)" if _MISSING_TABLE.search(reason) else ""
-        typer.echo(f"cannot use the database: {type(exc).__name__}: {reason}{hint}", err=True)
-        raise typer.Exit(FAILED) from None
-
-
-def _print_json(document: dict[str, Any]) -> None:
-    typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = [header, *rows]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
-
-
-def age(seconds: float) -> str:
-    """A duration as an operator reads it: 45s, 12m 5s, 3h 20m, 2d 4h."""
-    whole = int(seconds)
-    days, rest = divmod(whole, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
-def _when(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
-def _one_line(text: str | None) -> str:
-    if not text:
-        return "-"
-    line = " ".join(text.split())
-    return line if len(line) <= _ERROR_WIDTH else line[: _ERROR_WIDTH - 3] + "..."
+__all__ = ["age", "app"]
 
 
 # --- outbox ---
@@ -121,17 +55,17 @@ def status(service: ServiceOption = None, as_json: JsonOption = False) -> None:
         async with sessions() as session:
             return await outbox_status(session, service or None)
 
-    statuses = _on_database(settings, read)
+    statuses = on_database(settings, read)
     now = datetime.now(UTC)
     if as_json:
-        _print_json(
+        print_json(
             {
                 "services": [
                     {
                         "service": item.service,
                         "pending": item.pending,
                         "parked": item.parked,
-                        "oldest_pending_at": _when(item.oldest_pending_at),
+                        "oldest_pending_at": when(item.oldest_pending_at),
                         "oldest_pending_age_seconds": round(item.oldest_pending_age_seconds(now), 3),
                     }
                     for item in statuses
@@ -151,7 +85,7 @@ def status(service: ServiceOption = None, as_json: JsonOption = False) -> None:
         ]
         for item in statuses
     ]
-    typer.echo(_table(["service", "pending", "parked", "oldest pending"], rows))
+    typer.echo(table(["service", "pending", "parked", "oldest pending"], rows))
     if any(item.parked for item in statuses):
         typer.echo("\nParked rows wait for an operator: `huleedu ops outbox parked` shows them.")
 
@@ -165,9 +99,9 @@ def parked(service: ServiceOption = None, as_json: JsonOption = False) -> None:
         async with sessions() as session:
             return await parked_rows(session, service or None)
 
-    rows = _on_database(settings, read)
+    rows = on_database(settings, read)
     if as_json:
-        _print_json(
+        print_json(
             {
                 "parked": [
                     {
@@ -177,8 +111,8 @@ def parked(service: ServiceOption = None, as_json: JsonOption = False) -> None:
                         "key": row.key,
                         "event_id": row.event_id,
                         "attempts": row.attempts,
-                        "created_at": _when(row.created_at),
-                        "parked_at": _when(row.parked_at),
+                        "created_at": when(row.created_at),
+                        "parked_at": when(row.parked_at),
                         "last_error": row.last_error,
                     }
                     for row in rows
@@ -190,7 +124,7 @@ def parked(service: ServiceOption = None, as_json: JsonOption = False) -> None:
         typer.echo("No parked outbox row.")
         return
     typer.echo(
-        _table(
+        table(
             ["id", "service", "topic", "key", "event_id", "attempts", "parked at", "last error"],
             [
                 [
@@ -201,7 +135,7 @@ def parked(service: ServiceOption = None, as_json: JsonOption = False) -> None:
                     row.event_id,
                     str(row.attempts),
                     row.parked_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    _one_line(row.last_error),
+                    one_line(row.last_error),
                 ]
                 for row in rows
             ],
@@ -235,10 +169,10 @@ def retry(
             await session.commit()
         return retried
 
-    retried = _on_database(settings, write)
+    retried = on_database(settings, write)
     not_parked = sorted(set(ids or ()) - set(retried))
     if as_json:
-        _print_json({"retried": retried, "not_parked": not_parked})
+        print_json({"retried": retried, "not_parked": not_parked})
     else:
         if retried:
             typer.echo(f"{len(retried)} parked row(s) pending again: {', '.join(map(str, retried))}")
@@ -274,9 +208,9 @@ def prune_published(
             total += await prune(sessions, target, now=now, batch_size=settings.retention_batch_size)
         return total
 
-    deleted = _on_database(settings, delete)
+    deleted = on_database(settings, delete)
     cutoff = now - timedelta(seconds=keep)
     if as_json:
-        _print_json({"deleted": deleted, "published_before": cutoff.isoformat()})
+        print_json({"deleted": deleted, "published_before": cutoff.isoformat()})
     else:
         typer.echo(f"Deleted {deleted} outbox row(s) published before {cutoff:%Y-%m-%d %H:%M:%S} UTC.")

@@ -5,6 +5,7 @@ process, for the services that process runs.
     processed_events   event ids a consumer of the service handled       retention_processed_events_seconds
     event_outbox       rows of the service published by the relay        retention_outbox_seconds
     email_queue        jobs sent, or failed (process of the email unit)  retention_email_seconds
+    batch_timeline     events RAS recorded in batch timelines (its unit)  retention_timeline_seconds
 
 Pending and parked outbox rows, and email jobs not finished, are never deleted.
 
@@ -39,6 +40,7 @@ from huleedu.messaging.email_queue import FAILED, SENT, email_queue
 from huleedu.messaging.retry import backoff_seconds
 from huleedu.messaging.tables import event_outbox, processed_events
 from huleedu.platform.settings import Settings
+from huleedu.result_aggregator.tables import batch_timeline
 from huleedu.storage.engine import Sessions
 
 log = structlog.get_logger(__name__)
@@ -47,6 +49,8 @@ PROCESSED_EVENTS = "processed_events"
 OUTBOX = "event_outbox"
 EMAIL_QUEUE = "email_queue"
 EMAIL_SERVICE = "email"  # the label of email jobs, pruned by the process that runs the email worker
+TIMELINE = "batch_timeline"
+TIMELINE_SERVICE = "result_aggregator"  # pruned by the processes that run RAS
 
 DELETED = Counter(
     "huleedu_retention_deleted_rows_total",
@@ -83,10 +87,16 @@ class Target:
 
 
 def targets_for(
-    settings: Settings, *, consumer_services: Sequence[str], outbox_services: Sequence[str], email_jobs: bool
+    settings: Settings,
+    *,
+    consumer_services: Sequence[str],
+    outbox_services: Sequence[str],
+    email_jobs: bool,
+    timeline: bool = False,
 ) -> list[Target]:
     """What a process prunes: the processed ids of its consumers' services, the published rows of
-    its outbox services, and finished email jobs when it runs the email worker."""
+    its outbox services, finished email jobs when it runs the email worker, and batch timelines
+    when it runs RAS."""
     targets = [
         Target(PROCESSED_EVENTS, service, settings.retention_processed_events_seconds)
         for service in sorted(set(consumer_services))
@@ -96,6 +106,8 @@ def targets_for(
     ]
     if email_jobs:
         targets.append(Target(EMAIL_QUEUE, EMAIL_SERVICE, settings.retention_email_seconds))
+    if timeline:
+        targets.append(Target(TIMELINE, TIMELINE_SERVICE, settings.retention_timeline_seconds))
     return targets
 
 
@@ -179,6 +191,23 @@ def _email_oldest(_service: str | None) -> Select[Any]:
     return select(func.min(_email_finished_at())).where(email_queue.c.status.in_((SENT, FAILED)))
 
 
+def _timeline_chunk(_service: str | None, cutoff: datetime, limit: int) -> ReturningDelete[Any]:
+    # By id, as the outbox: rows are written about in the order they are received.
+    table = batch_timeline
+    oldest = (
+        select(table.c.id)
+        .where(table.c.received_at < cutoff)
+        .order_by(table.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return delete(table).where(table.c.id.in_(oldest.scalar_subquery())).returning(table.c.id)
+
+
+def _timeline_oldest(_service: str | None) -> Select[Any]:
+    return select(batch_timeline.c.received_at).order_by(batch_timeline.c.id).limit(1)
+
+
 _STATEMENTS: dict[
     str,
     tuple[Callable[[str | None, datetime, int], ReturningDelete[Any]], Callable[[str | None], Select[Any]]],
@@ -186,6 +215,7 @@ _STATEMENTS: dict[
     PROCESSED_EVENTS: (_processed_chunk, _processed_oldest),
     OUTBOX: (_outbox_chunk, _outbox_oldest),
     EMAIL_QUEUE: (_email_chunk, _email_oldest),
+    TIMELINE: (_timeline_chunk, _timeline_oldest),
 }
 
 

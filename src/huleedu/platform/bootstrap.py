@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import httpx
 from fastapi import APIRouter
@@ -43,7 +43,7 @@ from huleedu.messaging.bus import EventBus
 from huleedu.messaging.consumer import EventConsumer, Route
 from huleedu.messaging.idempotency import IdempotencyGuard, MemoryIdempotency, RedisIdempotency
 from huleedu.messaging.kafka import KafkaBus
-from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
+from huleedu.messaging.memory import InMemoryBroker, InMemoryBus, run_first_offset
 from huleedu.messaging.wakeup import InProcessWakeup, PostgresWakeup, RelayWakeup
 from huleedu.notifications.mailers import FolderMailer, Mailer, SmtpMailer
 from huleedu.platform.settings import Settings
@@ -127,11 +127,22 @@ class Adapters:
         self._stack.push_async_callback(action)
 
 
+class Lane(Protocol):
+    """A hot route answered before the framework routes the request (see `create_app`). It returns
+    True when it answered; False sends the request on to the routes, which answer everything else
+    (errors, the documented schema, the rare cases), so a lane covers only the common answer."""
+
+    path: str  # the route template it shortcuts, for metrics and error bodies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool: ...
+
+
 @dataclass
 class ServiceUnit:
     """What one service contributes to a process: consumers, the outbox rows it relays, HTTP
-    routes (and mounted ASGI apps, such as static files) and long-running background tasks.
-    `huleedu serve NAME` runs one unit, `huleedu up` all of them in one process."""
+    routes (and mounted ASGI apps, such as static files, and lanes for its hottest route) and
+    long-running background tasks. `huleedu serve NAME` runs one unit, `huleedu up` all of them in
+    one process."""
 
     name: str
     consumers: list[EventConsumer] = field(default_factory=list)
@@ -139,6 +150,7 @@ class ServiceUnit:
     routers: list[APIRouter] = field(default_factory=list)
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     mounts: dict[str, ASGIApp] = field(default_factory=dict)
+    lanes: list[Lane] = field(default_factory=list)
 
 
 def build_adapters(settings: Settings) -> Adapters:
@@ -147,8 +159,11 @@ def build_adapters(settings: Settings) -> Adapters:
     engine = create_engine(settings.database_url)
     stack.push_async_callback(engine.dispose)
     redis = create_redis_client(settings.redis_url) if settings.redis_url else None
+    cache: Cache = MemoryCache(key_prefix=settings.redis_key_prefix)
     if redis is not None:
         stack.push_async_callback(redis.aclose)
+        cache = redis_cache = RedisCache(redis, key_prefix=settings.redis_key_prefix)
+        stack.push_async_callback(redis_cache.aclose)
     app = ProcessApp()
     ras = _internal_client("results", settings.ras_url, IN_PROCESS_RAS_URL, settings, app)
     stack.push_async_callback(ras.aclose)
@@ -159,11 +174,7 @@ def build_adapters(settings: Settings) -> Adapters:
         engine=engine,
         sessions=session_factory(engine),
         bus=_bus(settings),
-        cache=(
-            RedisCache(redis, key_prefix=settings.redis_key_prefix)
-            if redis is not None
-            else MemoryCache(key_prefix=settings.redis_key_prefix)
-        ),
+        cache=cache,
         guard_for=_guards(settings, redis),
         relay_wakeup=build_relay_wakeup(settings),
         mailer=SmtpMailer(settings) if settings.smtp_host else FolderMailer(settings.mail_dir),
@@ -180,7 +191,7 @@ def _bus(settings: Settings) -> EventBus:
     if settings.kafka_bootstrap_servers:
         return KafkaBus(settings)
     return InMemoryBus(
-        InMemoryBroker(partitions=settings.kafka_partitions),
+        InMemoryBroker(partitions=settings.kafka_partitions, first_offset=run_first_offset()),
         max_batch_records=settings.kafka_max_batch_records,
         retry_initial_seconds=settings.consumer_retry_initial_seconds,
         retry_max_seconds=settings.consumer_retry_max_seconds,

@@ -1,11 +1,11 @@
 """The `huleedu` command: run services, migrate, print a development token, export the contracts,
-run the demo and the CJ tools (`huleedu cj ...`).
+run the demo, the CJ tools (`huleedu cj ...`) and the operators' commands (`huleedu ops ...`,
+`huleedu ras ...`).
 
 Services are looked up in `runner.SERVICES`. A bad `HULEEDU_*` setting is reported as the variable,
 its value and what is wrong, with exit code 2, never as a traceback (`cli_settings.py`).
 """
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +21,7 @@ from huleedu.platform.demo import demo
 from huleedu.platform.logging import configure_logging
 from huleedu.platform.security import DEFAULT_TTL_SECONDS, encode_token
 from huleedu.platform.settings import Settings
+from huleedu.result_aggregator.cli import app as ras_app
 from huleedu.storage.engine import is_sqlite
 from huleedu.storage.migrations import upgrade
 
@@ -32,7 +33,7 @@ def _migrate(settings: Settings) -> None:
 
 def _run(names: list[str], settings: Settings, http: bool) -> None:
     try:
-        asyncio.run(runner.run_services(names, settings, http=http))
+        runner.run_in_event_loop(runner.run_services(names, settings, http=http))
     except OSError as exc:
         typer.echo(f"cannot serve on {settings.http_host}:{settings.http_port}: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -120,6 +121,7 @@ def build_cli() -> typer.Typer:
     app.add_typer(contracts, name="contracts")
     app.add_typer(cj_app, name="cj")
     app.add_typer(ops_app, name="ops")
+    app.add_typer(ras_app, name="ras")
     app.command("demo")(demo)
     return app
 

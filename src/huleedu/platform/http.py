@@ -27,7 +27,7 @@ from huleedu.contracts.errors import ErrorBody, ErrorDetail
 from huleedu.messaging.transient import is_transient
 from huleedu.platform import operations
 from huleedu.platform.bodies import MAX_BODY_BYTES, BodyLimit, BodyTooLarge
-from huleedu.platform.bootstrap import Adapters, ServiceUnit
+from huleedu.platform.bootstrap import Adapters, Lane, ServiceUnit
 from huleedu.platform.logging import bind_correlation
 from huleedu.platform.methods import AllowedMethods
 from huleedu.platform.openapi import with_error_responses
@@ -207,6 +207,24 @@ async def _body_too_large(request: Request, exc: Exception) -> Response:
     return too_large(request.scope, exc)
 
 
+class _Lanes:
+    """Pure ASGI middleware: offers each HTTP request and WebSocket to the units' lanes before the
+    framework's routing, dependencies and validation run; the first lane that answers ends it.
+    Inside `_RequestContext`, so lane answers carry the correlation id and count in the latency
+    metric."""
+
+    def __init__(self, app: ASGIApp, lanes: Sequence[Lane]) -> None:
+        self.app = app
+        self.lanes = tuple(lanes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            for lane in self.lanes:
+                if await lane(scope, receive, send):
+                    return
+        await self.app(scope, receive, send)
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(
@@ -287,6 +305,9 @@ def create_app(units: Sequence[ServiceUnit], adapters: Adapters) -> FastAPI:
     routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
     app.add_middleware(AllowedMethods, routes=routes, refuse=_method_not_allowed)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    lanes = [lane for unit in units for lane in unit.lanes]
+    if lanes:  # before routing, body limits and method checks: a lane answers only GETs it knows
+        app.add_middleware(_Lanes, lanes=lanes)
     app.add_middleware(_RequestContext)  # outermost: the correlation id is set for everything inside
     adapters.app.bind(app)
     return app

@@ -15,19 +15,22 @@ import contextlib
 import importlib
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any, TypeVar
 
 import structlog
 import uvicorn
 
 from huleedu.messaging.relay import OutboxRelay
 from huleedu.operations.housekeeping import housekeeping_jobs
+from huleedu.platform import gc_pauses
 from huleedu.platform.bootstrap import Adapters, ServiceUnit, build_adapters
 from huleedu.platform.http import create_app
 from huleedu.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # `huleedu serve NAME` -> "module:function"; the function takes Adapters and returns a ServiceUnit.
 # A service's module is imported only when it is run: `huleedu token` need not load every service.
@@ -148,10 +151,12 @@ async def run_units(
     stop: asyncio.Event | None = None,
     started: asyncio.Event | None = None,
     handle_signals: bool = True,
+    freeze_heap: bool = False,
 ) -> None:
     """Run `units` until SIGINT/SIGTERM (or `stop` is set), then shut down gracefully.
 
-    `started` is set once everything runs and HTTP accepts connections. If a background task, the
+    `started` is set once everything runs and HTTP accepts connections; `freeze_heap` (a process of
+    its own, `huleedu serve`/`up`) then freezes what start-up built out of later collections. If a background task, the
     relay or the server dies, everything is stopped and its exception re-raised. Closing the
     adapters is the caller's (`async with adapters`), after this returns.
     """
@@ -186,6 +191,11 @@ async def run_units(
                     access_log=settings.log_level == "DEBUG",
                     lifespan="off",
                     timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+                    ws_per_message_deflate=settings.ws_compression,
+                    # The gateway pings in its own protocol, for every socket from one task (its
+                    # keepalive); uvicorn's per-socket protocol pings would double that with a timer each.
+                    ws_ping_interval=None,
+                    ws_ping_timeout=None,
                 )
                 server = _Server(config)
                 serving = asyncio.create_task(_awaited(server.serve(sockets=[sock])), name="http")
@@ -193,6 +203,8 @@ async def run_units(
                 listening = asyncio.create_task(server.listening.wait())
                 await asyncio.wait([listening, serving], return_when=asyncio.FIRST_COMPLETED)
                 listening.cancel()
+            if freeze_heap:
+                gc_pauses.freeze_startup_heap()
             host, port = sock.getsockname()[:2] if sock is not None else (None, None)
             log.info("running", units=[unit.name for unit in units], http_host=host, http_port=port)
             if started is not None:
@@ -260,8 +272,21 @@ async def _shut_down(
     log.info("stopped")
 
 
+def run_in_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop, the event loop of every `huleedu` process: its transports and timers are
+    written in C, which shows on every request and every socket (asyncio's own loop is the fallback
+    where uvloop is not installed)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+        return loop_runner.run(main)
+
+
 async def run_services(names: Sequence[str], settings: Settings, *, http: bool = True) -> None:
     """Build the adapters and the named units and run them until a signal (`huleedu serve`/`up`)."""
     async with build_adapters(settings) as adapters:
         units = [build_unit(name, adapters) for name in names]
-        await run_units(units, adapters, http=http)
+        gc_pauses.measure_pauses()
+        await run_units(units, adapters, http=http, freeze_heap=True)

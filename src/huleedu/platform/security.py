@@ -119,30 +119,45 @@ _API_KEY_HEADER = APIKeyHeader(
 _SERVICE_ID_HEADER = APIKeyHeader(name="X-Service-ID", auto_error=False, description="the calling service")
 
 
-def internal_caller(settings: Settings) -> Callable[..., Awaitable[str]]:
-    """A FastAPI dependency for `/internal/v1` routes; it returns the calling service's id.
+InternalCheck = Callable[[str | None, str | None], ApiError | None]
 
-    Missing or wrong `X-Internal-API-Key` -> 401; `X-Service-ID` missing or not in
-    `HULEEDU_ALLOWED_SERVICE_IDS` -> 403. The key is checked first, so a stranger learns nothing
-    about which service ids exist.
-    """
+
+def internal_check(settings: Settings) -> InternalCheck:
+    """(X-Internal-API-Key, X-Service-ID) -> the refusal to answer with, or None for a caller we
+    serve. Missing or wrong key -> 401; service id missing or not in `HULEEDU_ALLOWED_SERVICE_IDS` ->
+    403. The key is checked first, so a stranger learns nothing about which service ids exist."""
     expected = settings.internal_api_key.get_secret_value()
     allowed = frozenset(settings.allowed_service_ids)
+
+    def refusal(api_key: str | None, service_id: str | None) -> ApiError | None:
+        if api_key is None:
+            return ApiError(ErrorCode.AUTHENTICATION_ERROR, "X-Internal-API-Key header is required")
+        if not same_secret(api_key, expected):
+            return ApiError(ErrorCode.AUTHENTICATION_ERROR, "X-Internal-API-Key is not valid")
+        if not service_id or service_id not in allowed:
+            return ApiError(
+                ErrorCode.AUTHORIZATION_ERROR,
+                "X-Service-ID is not allowed to call this service",
+                details={"service_id": service_id},
+            )
+        return None
+
+    return refusal
+
+
+def internal_caller(settings: Settings) -> Callable[..., Awaitable[str]]:
+    """A FastAPI dependency for `/internal/v1` routes; it returns the calling service's id, or
+    raises the refusal of `internal_check`."""
+    check_headers = internal_check(settings)
 
     async def check(
         x_internal_api_key: Annotated[str | None, Security(_API_KEY_HEADER)],
         x_service_id: Annotated[str | None, Security(_SERVICE_ID_HEADER)],
     ) -> str:
-        if x_internal_api_key is None:
-            raise ApiError(ErrorCode.AUTHENTICATION_ERROR, "X-Internal-API-Key header is required")
-        if not same_secret(x_internal_api_key, expected):
-            raise ApiError(ErrorCode.AUTHENTICATION_ERROR, "X-Internal-API-Key is not valid")
-        if not x_service_id or x_service_id not in allowed:
-            raise ApiError(
-                ErrorCode.AUTHORIZATION_ERROR,
-                "X-Service-ID is not allowed to call this service",
-                details={"service_id": x_service_id},
-            )
+        refused = check_headers(x_internal_api_key, x_service_id)
+        if refused is not None:
+            raise refused
+        assert x_service_id is not None  # accepted callers name themselves
         return x_service_id
 
     return check

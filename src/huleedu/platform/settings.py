@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     retention_processed_events_seconds: int = Field(default=14 * 24 * 3600, ge=1)
     retention_outbox_seconds: int = Field(default=7 * 24 * 3600, ge=1, description="published rows")
     retention_email_seconds: int = Field(default=30 * 24 * 3600, ge=1, description="sent or failed jobs")
+    retention_timeline_seconds: int = Field(
+        default=30 * 24 * 3600, ge=1, description="events of batch timelines, by when RAS received them"
+    )
     retention_interval_seconds: float = Field(default=300.0, gt=0, description="pause between passes")
     retention_batch_size: int = Field(default=1_000, ge=1, le=100_000, description="rows per delete")
     metrics_sample_seconds: float = Field(
@@ -144,6 +147,11 @@ class Settings(BaseSettings):
     ws_ping_seconds: float = Field(default=20.0, gt=0, description="server ping frame interval")
     ws_idle_timeout_seconds: float = Field(
         default=60.0, gt=0, description="close a socket whose client sent nothing for this long"
+    )
+    ws_compression: bool = Field(
+        default=False,
+        description="accept permessage-deflate when a browser offers it; off: frames are small and each "
+        "compressed socket keeps zlib state of its own (see docs/performance.md)",
     )
     ws_send_buffer: int = Field(
         default=256, ge=1, description="frames queued for one socket before it counts as too slow"

@@ -5,11 +5,12 @@ from functools import partial
 
 from huleedu.messaging.outbox import Outbox
 from huleedu.platform.bootstrap import Adapters, ServiceUnit
-from huleedu.platform.security import internal_caller
-from huleedu.result_aggregator import api
+from huleedu.platform.security import internal_caller, internal_check
+from huleedu.result_aggregator import api, timeline
 from huleedu.result_aggregator.cache import ResultsCache
 from huleedu.result_aggregator.deadline import sweep_forever
 from huleedu.result_aggregator.handlers import Deps
+from huleedu.result_aggregator.lane import StatusLane
 from huleedu.result_aggregator.queries import BatchQueries
 from huleedu.result_aggregator.worker import CONSUMER_GROUP, SERVICE, routes
 
@@ -34,11 +35,15 @@ def build(adapters: Adapters) -> ServiceUnit:
     adapters.on_close(cache.close)  # stop retrying missed invalidations once the process ends
     deps = handler_deps(adapters, cache)
     consumer = adapters.consumer(SERVICE, CONSUMER_GROUP, routes(deps))
-    queries = BatchQueries(adapters.sessions, cache)
+    queries = BatchQueries(adapters.engine, cache)
     return ServiceUnit(
         name="ras",
         consumers=[consumer],
         outbox_services=[SERVICE],
-        routers=[api.router(queries, internal_caller(settings))],
+        routers=[
+            api.router(queries, internal_caller(settings)),
+            timeline.router(timeline.TimelineQueries(adapters.sessions), internal_caller(settings)),
+        ],
+        lanes=[StatusLane(queries, internal_check(settings))],
         background=[partial(sweep_forever, adapters.sessions, deps, settings.ras_deadline_sweep_seconds)],
     )

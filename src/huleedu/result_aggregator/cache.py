@@ -33,6 +33,7 @@ class ResultsCache:
         self._inflight: dict[str, asyncio.Future[bytes | None]] = {}
         self._pending: set[str] = set()  # counters whose increment did not reach the cache yet
         self._retrying: asyncio.Task[None] | None = None
+        self._route_counters: dict[str, metrics.CacheCounters] = {}
         self._hits = 0
         self._misses = 0
 
@@ -53,17 +54,29 @@ class ResultsCache:
     # --- reads ---
 
     async def read(
-        self, route: str, version_key: str, data_prefix: str, load: Callable[[], Awaitable[bytes | None]]
+        self,
+        route: str,
+        version_key: str,
+        data_prefix: str,
+        load: Callable[[], Awaitable[bytes | None]],
+        *,
+        fresh: bool = False,
     ) -> bytes | None:
-        """The cached value, else `load()` (stored when not None). Never raises for cache failures."""
+        """The cached value, else `load()` (stored when not None). Never raises for cache failures.
+
+        `fresh` (a client's `Cache-Control: no-cache`): load from the database whatever the cache
+        holds, on this reader's own query, and store the answer for the readers after it."""
         if self._pending:
-            metrics.CACHE_FALLBACKS.labels(route).inc()
+            self._counters(route).fallbacks.inc()
             return await load()
         try:
             generation, value = await self._cache.get_versioned(version_key, data_prefix)
         except CacheUnavailable:
-            metrics.CACHE_FALLBACKS.labels(route).inc()
+            self._counters(route).fallbacks.inc()
             return await load()
+        if fresh:
+            self._count(route, hit=False)
+            return await self._load_and_store(data_prefix + str(generation), load)
         if value is not None:
             self._count(route, hit=True)
             return value
@@ -75,17 +88,13 @@ class ResultsCache:
         running = self._inflight.get(key)
         if running is not None:
             # Served by a load already under way: no database query of its own, so not a miss.
-            metrics.CACHE_COALESCED.labels(route).inc()
+            self._counters(route).coalesced.inc()
             return await asyncio.shield(running)
         self._count(route, hit=False)
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            value = await load()
-            if value is not None and not self._pending:
-                # If the cache fails the reader still gets its answer; the next one loads again.
-                with contextlib.suppress(CacheUnavailable):
-                    await self._cache.set(key, value, self._ttl)
+            value = await self._load_and_store(key, load)
             future.set_result(value)
             return value
         except BaseException as exc:
@@ -95,14 +104,30 @@ class ResultsCache:
         finally:
             del self._inflight[key]
 
+    async def _load_and_store(self, key: str, load: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
+        value = await load()
+        if value is not None and not self._pending:
+            # If the cache fails the reader still gets its answer; the next one loads again.
+            with contextlib.suppress(CacheUnavailable):
+                await self._cache.set(key, value, self._ttl)
+        return value
+
     def _count(self, route: str, *, hit: bool) -> None:
+        counters = self._counters(route)
         if hit:
             self._hits += 1
-            metrics.CACHE_HITS.labels(route).inc()
+            counters.hits.inc()
         else:
             self._misses += 1
-            metrics.CACHE_MISSES.labels(route).inc()
+            counters.misses.inc()
         metrics.CACHE_HIT_RATE.set(self._hits / (self._hits + self._misses))
+
+    def _counters(self, route: str) -> metrics.CacheCounters:
+        # Looked up once per route: `labels()` takes a lock and builds a key on every call.
+        counters = self._route_counters.get(route)
+        if counters is None:
+            counters = self._route_counters[route] = metrics.CacheCounters.of(route)
+        return counters
 
     @property
     def hit_rate(self) -> float:

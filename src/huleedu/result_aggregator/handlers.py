@@ -4,6 +4,9 @@ Each handler has a set-based twin taking all events of one fetch, which the cons
 fetch costs a handful of statements. Every change ends in `settle_batches`, which evaluates the
 completion rule (model.settle) under the batch lock and emits what became true, through the outbox,
 in the same transaction.
+
+The same handlers rebuild the read model from the topics (`rebuild.py`), with `Deps.announce` off:
+then they change the tables and tell nobody (no outbox row, no email, no metric).
 """
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -18,12 +21,14 @@ from huleedu.contracts.envelope import EventEnvelope
 from huleedu.contracts.errors import ErrorDetail, utc_now
 from huleedu.contracts.events import (
     AssessmentResultV1,
+    BatchDeadlineReachedV1,
     BatchEssaysRegisteredV1,
     BatchResultsReadyV1,
     SpellcheckResultV1,
 )
 from huleedu.contracts.topics import Topics
 from huleedu.messaging.envelope_codec import EventMeta
+from huleedu.messaging.errors import PoisonEvent
 from huleedu.messaging.outbox import Outbox, OutboxEntry
 from huleedu.result_aggregator import metrics
 from huleedu.result_aggregator.model import (
@@ -32,6 +37,7 @@ from huleedu.result_aggregator.model import (
     Registration,
     SpellcheckOutcome,
     expire,
+    phases_without_results,
     settle,
 )
 from huleedu.result_aggregator.projector import SOURCE_SERVICE, NotificationProjector
@@ -48,6 +54,7 @@ class Deps:
     invalidate: Invalidate
     deadline: timedelta = timedelta(hours=2)
     clock: Callable[[], datetime] = utc_now
+    announce: bool = True  # False in a rebuild: change the tables, tell nobody
 
     @property
     def projector(self) -> NotificationProjector:
@@ -67,7 +74,15 @@ async def register_batches(
     items: Sequence[tuple[BatchEssaysRegisteredV1, EventMeta]], uow: UnitOfWork, *, deps: Deps
 ) -> None:
     """Create batches; results that arrived before their registration are attached now, and a
-    batch whose results are all in already completes in this same transaction."""
+    batch whose results are all in already completes in this same transaction. A registration
+    asking for a phase RAS stores no results of is poison (model.RESULT_PHASES says why)."""
+    for event, _ in items:
+        if unknown := phases_without_results(event):
+            raise PoisonEvent(
+                f"requested_phases: no service reports results of {', '.join(p.value for p in unknown)}"
+                " (RAS stores spellcheck and cj_assessment); the batch could only time out",
+                error_type="unsupported_phase",
+            )
     batches = BatchRepository(uow.session)
     await batches.lock(event.batch_id for event, _ in items)
     registrations = [
@@ -119,35 +134,57 @@ async def record_assessment_results(
         for event, meta in items
         for result in event.essay_results
     ]
-    await batches.save_cj_runs([event for event, _ in items])
-    await batches.save_assessment_results(outcomes, now=deps.clock())
+    now = deps.clock()
+    await batches.save_cj_runs([(event, meta.event_timestamp) for event, meta in items], now=now)
+    await batches.save_assessment_results(outcomes, now=now)
     await settle_batches(batches, _last_correlation(items), uow, deps)
 
 
-# --- the deadline ---
+# --- the deadline (BatchDeadlineReachedV1, sent by deadline.py through the outbox) ---
 
 
-async def expire_batch(batch_id: str, uow: UnitOfWork, *, deps: Deps) -> bool:
-    """Fail what never reported for an open batch past its deadline, which completes it.
-    Returns False if the batch completed meanwhile (or is unknown). Idempotent."""
+async def reach_deadline(
+    event: BatchDeadlineReachedV1, meta: EventMeta, uow: UnitOfWork, *, deps: Deps
+) -> None:
+    await reach_deadlines([(event, meta)], uow, deps=deps)
+
+
+async def reach_deadlines(
+    items: Sequence[tuple[BatchDeadlineReachedV1, EventMeta]], uow: UnitOfWork, *, deps: Deps
+) -> None:
+    """Fail what never reported for each batch still open, as of when its deadline was reached
+    (the event's time), which completes it. A batch completed meanwhile is left alone."""
     batches = BatchRepository(uow.session)
-    await batches.lock([batch_id])
+    await batches.lock(event.batch_id for event, _ in items)
+    reached = {event.batch_id: (event, meta.event_timestamp) for event, meta in items}
+    for batch_id, (event, at) in reached.items():
+        await batches.mark_deadline_reached([batch_id], at)
+        await expire_batch(event, at, uow, deps=deps)
+
+
+async def expire_batch(event: BatchDeadlineReachedV1, at: datetime, uow: UnitOfWork, *, deps: Deps) -> bool:
+    """Fail what never reported for an open batch past its deadline, as of `at`, which completes
+    it. Returns False if the batch completed meanwhile (or is unknown). Idempotent; the caller
+    holds the batch's lock."""
+    batch_id = event.batch_id
+    batches = BatchRepository(uow.session)
     progress = (await batches.progress([batch_id])).get(batch_id)
-    expiry = expire(progress) if progress is not None else None
+    expiry = expire(progress, at) if progress is not None else None
     if expiry is None:
         return False
-    now = deps.clock()
+    deadline = event.deadline_at - expiry.progress.registered_at
     for phase, essay_ids in expiry.failed.items():
-        error = _deadline_error(phase, expiry.progress, deps.deadline, now)
-        await batches.fail_essays(batch_id, phase, essay_ids, error, now)
+        error = _deadline_error(phase, expiry.progress, deadline, at)
+        await batches.fail_essays(batch_id, phase, essay_ids, error, deps.clock())
     correlation_id = expiry.progress.correlation_id or uuid4()
     await _conclude(batches, [expiry.progress], {batch_id: correlation_id}, uow, deps)
-    metrics.DEADLINE_EXPIRED.inc()
+    if deps.announce:
+        metrics.DEADLINE_EXPIRED.inc()
     return True
 
 
 def _deadline_error(
-    phase: PhaseName, progress: BatchProgress, deadline: timedelta, now: datetime
+    phase: PhaseName, progress: BatchProgress, deadline: timedelta, at: datetime
 ) -> ErrorDetail:
     hours = deadline.total_seconds() / 3600
     return ErrorDetail(
@@ -156,7 +193,7 @@ def _deadline_error(
         correlation_id=progress.correlation_id,
         service=SOURCE_SERVICE,
         operation="batch_deadline",
-        timestamp=now,
+        timestamp=at,
         details={"phase": phase.value, "deadline_seconds": deadline.total_seconds()},
     )
 
@@ -187,7 +224,10 @@ async def _conclude(
         return
     now = deps.clock()
     projector = deps.projector
-    settlements = [settle(progress, now) for progress in progresses]
+    settlements = [settle(progress) for progress in progresses]
+    await batches.save(settlements, now=now)
+    if not deps.announce:
+        return
     emitted: list[OutboxEntry] = []
     for settlement in settlements:
         progress = settlement.progress
@@ -201,7 +241,6 @@ async def _conclude(
             emitted.append(_results_ready_entry(deps.topics, ready, correlation_id))
             emitted.append(await projector.results_ready(uow.session, progress, ready, correlation_id))
             metrics.RESULTS_READY.inc()
-    await batches.save(settlements, now=now)
     await deps.outbox.add_many(uow.session, emitted)  # one statement, in this transaction
     users = {progress.user_id for progress in progresses}
     uow.after_commit.append(partial(deps.invalidate, [p.batch_id for p in progresses], list(users)))

@@ -1,5 +1,8 @@
 """Prometheus metrics of RAS (event counts and durations live in messaging.metrics)."""
 
+from dataclasses import dataclass
+from typing import Self
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RESULTS_READY = Counter("huleedu_ras_results_ready_total", "BatchResultsReadyV1 written to the outbox.")
@@ -29,3 +32,22 @@ API_LATENCY = Histogram(
     ["route"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
+
+
+@dataclass(frozen=True)
+class CacheCounters:
+    """The cache counters of one route, labelled once."""
+
+    hits: Counter
+    misses: Counter
+    coalesced: Counter
+    fallbacks: Counter
+
+    @classmethod
+    def of(cls, route: str) -> Self:
+        return cls(
+            CACHE_HITS.labels(route),
+            CACHE_MISSES.labels(route),
+            CACHE_COALESCED.labels(route),
+            CACHE_FALLBACKS.labels(route),
+        )

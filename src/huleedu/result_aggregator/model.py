@@ -5,6 +5,11 @@ A phase is complete when every registered essay has a result in it (`completed` 
 batch is complete when every requested phase is. An essay succeeded when it completed every
 requested phase and failed when any requested phase failed for it. A batch is announced
 (BatchResultsReadyV1) exactly once: the first time it is evaluated complete.
+
+Every time the rules produce is an event's time, never the clock of the moment RAS happens to
+evaluate: a phase completed when its newest result was produced (never before the registration),
+a deadline failed what was missing when the deadline's event was sent. So the same events give the
+same read model in any order of arrival, and a rebuild from the topics reproduces it.
 """
 
 from collections.abc import Iterable, Mapping
@@ -23,6 +28,17 @@ from huleedu.contracts.events import (
     PhaseResult,
     SpellcheckResultV1,
 )
+
+# The phases whose results RAS stores (one status column each). A registration asking for another
+# phase (a valid PhaseName no service of this system performs) is refused: nothing would ever report
+# it, and the batch could only end at its deadline with every essay failed.
+RESULT_PHASES = (PhaseName.SPELLCHECK, PhaseName.CJ_ASSESSMENT)
+
+
+def phases_without_results(event: BatchEssaysRegisteredV1) -> list[PhaseName]:
+    """The requested phases RAS stores no results of (empty for a registration it can take)."""
+    return [phase for phase in event.requested_phases if phase not in RESULT_PHASES]
+
 
 # --- what RAS stores of each event ---
 
@@ -128,6 +144,12 @@ class EssayProgress:
         return replace(self, statuses={**self.statuses, **missing}) if missing else self
 
 
+def is_phase_complete(terminal: int, essay_count: int) -> bool:
+    """A phase is complete once every registered essay has a result in it (the one rule, also
+    applied by the query side to the stored counts)."""
+    return terminal >= essay_count
+
+
 @dataclass(frozen=True)
 class PhaseTally:
     """Registered essays of one batch by status in one phase."""
@@ -175,6 +197,8 @@ class BatchProgress:
     announced: Announced = Announced()
     notify_email: str | None = None
     correlation_id: UUID | None = None
+    # Per phase, the producer's time of the newest result of a registered essay.
+    last_result_at: Mapping[PhaseName, datetime] = field(default_factory=dict)
 
     # Counted once per object: every rule below reads the counts, several times per evaluation.
     @cached_property
@@ -211,7 +235,13 @@ class BatchProgress:
         return self._counts.failed
 
     def phase_is_complete(self, phase: PhaseName) -> bool:
-        return self.tally(phase).terminal >= self.essay_count
+        return is_phase_complete(self.tally(phase).terminal, self.essay_count)
+
+    def completed_at(self, phase: PhaseName) -> datetime:
+        """When a complete phase completed, in event time: when its newest result was produced,
+        never before the registration (producers' clocks may run behind)."""
+        last = self.last_result_at.get(phase)
+        return max(last, self.registered_at) if last is not None else self.registered_at
 
     @property
     def is_complete(self) -> bool:
@@ -226,12 +256,12 @@ class BatchProgress:
             return BatchStatus.FAILED_CRITICALLY
         return BatchStatus.COMPLETED_WITH_FAILURES
 
-    def phase_result(self, phase: PhaseName, now: datetime, completed_at: datetime | None) -> PhaseResult:
+    def phase_result(self, phase: PhaseName, completed_at: datetime | None) -> PhaseResult:
         """The phase as reported; `completed_at` is when it was announced complete, if it was."""
         tally = self.tally(phase)
         if self.phase_is_complete(phase):
             status = ProcessingStage.COMPLETED if tally.completed else ProcessingStage.FAILED
-            completed_at = completed_at or now
+            completed_at = completed_at or self.completed_at(phase)
         elif tally.terminal:
             status = ProcessingStage.PROCESSING
         else:
@@ -246,10 +276,9 @@ class BatchProgress:
             failed_essay_ids=list(tally.failed_essay_ids),
         )
 
-    def phase_results(self, now: datetime, announced: Announced) -> dict[PhaseName, PhaseResult]:
+    def phase_results(self, announced: Announced) -> dict[PhaseName, PhaseResult]:
         return {
-            phase: self.phase_result(phase, now, announced.phases.get(phase))
-            for phase in self.requested_phases
+            phase: self.phase_result(phase, announced.phases.get(phase)) for phase in self.requested_phases
         }
 
 
@@ -268,21 +297,24 @@ class Settlement:
     results_ready: BatchResultsReadyV1 | None = None
 
 
-def settle(progress: BatchProgress, now: datetime) -> Settlement:
+def settle(progress: BatchProgress) -> Settlement:
     """Evaluate a batch after a change. Once its results are ready a late change updates the
-    counts but announces nothing again and keeps the announced status."""
+    counts but announces nothing again and keeps the announced status and times."""
     before = progress.announced
     if before.results_ready_at is not None:
-        return Settlement(progress, before, progress.phase_results(now, before))
+        return Settlement(progress, before, progress.phase_results(before))
     completed = tuple(
         phase
         for phase in progress.requested_phases
         if progress.phase_is_complete(phase) and phase not in before.phases
     )
-    after = replace(before, phases={**before.phases, **dict.fromkeys(completed, now)})
-    results = progress.phase_results(now, after)
+    after = replace(
+        before, phases={**before.phases, **{phase: progress.completed_at(phase) for phase in completed}}
+    )
+    results = progress.phase_results(after)
     if not progress.is_complete:
         return Settlement(progress, after, results, completed)
+    ready_at = max(after.phases.values())  # the batch is ready when its last phase completed
     ready = BatchResultsReadyV1(
         batch_id=progress.batch_id,
         user_id=progress.user_id,
@@ -292,10 +324,10 @@ def settle(progress: BatchProgress, now: datetime) -> Settlement:
         failed_essays=progress.essays_failed,
         phase_results=results,
         overall_status=progress.overall_status(),
-        processing_duration_seconds=max((now - progress.registered_at).total_seconds(), 0.0),
-        ready_at=now,
+        processing_duration_seconds=max((ready_at - progress.registered_at).total_seconds(), 0.0),
+        ready_at=ready_at,
     )
-    after = replace(after, results_ready_at=now, status=ready.overall_status)
+    after = replace(after, results_ready_at=ready_at, status=ready.overall_status)
     return Settlement(progress, after, results, completed, ready)
 
 
@@ -308,9 +340,10 @@ class Expiry:
     progress: BatchProgress
 
 
-def expire(progress: BatchProgress) -> Expiry | None:
-    """Fail, in every incomplete phase, each essay that never reported. None once the batch's
-    results are ready: the deadline has nothing left to do."""
+def expire(progress: BatchProgress, at: datetime) -> Expiry | None:
+    """Fail, in every incomplete phase, each essay that never reported, as of `at` (when the
+    deadline was reached): those phases complete then. None once the batch's results are ready:
+    the deadline has nothing left to do."""
     if progress.announced.results_ready_at is not None:
         return None
     phases = [phase for phase in progress.requested_phases if not progress.phase_is_complete(phase)]
@@ -319,4 +352,5 @@ def expire(progress: BatchProgress) -> Expiry | None:
         for phase in phases
     }
     essays = tuple(essay.failing(phases) for essay in progress.essays)
-    return Expiry(failed, replace(progress, essays=essays))
+    last = {**progress.last_result_at, **dict.fromkeys(phases, at)}
+    return Expiry(failed, replace(progress, essays=essays, last_result_at=last))

@@ -66,15 +66,6 @@ class ProgressRepository:
         )
         return {row.batch_id: row.user_id for row in rows}
 
-    async def of_batch(self, batch_id: str) -> dict[str, dict[str, int]]:
-        """phase -> {done, planned} of one batch (for its status document)."""
-        rows = await self._session.execute(
-            select(
-                batch_phase_progress.c.phase, batch_phase_progress.c.done, batch_phase_progress.c.planned
-            ).where(batch_phase_progress.c.batch_id == batch_id)
-        )
-        return {row.phase: {"done": row.done, "planned": row.planned} for row in rows}
-
 
 async def record_cj_progress(
     event: CJAssessmentProgressV1, meta: EventMeta, uow: UnitOfWork, *, deps: Deps
@@ -88,6 +79,8 @@ async def record_cj_progresses(
     now = deps.clock()
     progress = ProgressRepository(uow.session)
     await progress.save([_row(event, meta.event_timestamp, now) for event, meta in items])
+    if not deps.announce:  # a rebuild: the table only
+        return
     owners = await progress.open_batches([event.batch_id for event, _ in items])
     latest = {event.batch_id: (event, meta) for event, meta in items if event.batch_id in owners}
     entries = [

@@ -1,12 +1,15 @@
 """RAS read side: SQL for the two queries, cached (versioned, fail-open) and pre-serialised so a
-cache hit costs one round trip and no JSON work."""
+cache hit costs one round trip and no JSON work, and a miss two statements whatever the batch size."""
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
-from sqlalchemy.engine import RowMapping
+from sqlalchemy import DateTime, String, bindparam, func, select, type_coerce
+from sqlalchemy.engine import Row, RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.expression import ColumnElement, Executable
 
 from huleedu.contracts.enums import (
     BatchClientStatus,
@@ -16,9 +19,9 @@ from huleedu.contracts.enums import (
     internal_statuses,
 )
 from huleedu.result_aggregator.cache import ResultsCache
-from huleedu.result_aggregator.progress import ProgressRepository
-from huleedu.result_aggregator.tables import batch_results, essay_results
-from huleedu.storage.engine import Sessions, reading
+from huleedu.result_aggregator.model import is_phase_complete
+from huleedu.result_aggregator.tables import batch_phase_progress, batch_results, essay_results
+from huleedu.storage.engine import READ_ONLY, is_postgres
 
 SUMMARY_COLUMNS = (
     batch_results.c.batch_id,
@@ -60,7 +63,7 @@ def current_phase(
 ) -> str | None:
     for phase in requested:
         result = results[phase]
-        if result["completed_count"] + result["failed_count"] < essay_count:
+        if not is_phase_complete(result["completed_count"] + result["failed_count"], essay_count):
             return phase
     return None
 
@@ -71,7 +74,9 @@ def with_progress(
     """Add the reported progress to the phases still under way (and call them processing)."""
     for phase, result in results.items():
         reported = progress.get(phase)
-        if reported is None or result["completed_count"] + result["failed_count"] >= essay_count:
+        if reported is None or is_phase_complete(
+            result["completed_count"] + result["failed_count"], essay_count
+        ):
             continue
         result["progress"] = {"done": reported["done"], "planned": reported["planned"]}
         if result["status"] == "pending":
@@ -103,50 +108,117 @@ def summary_view(row: RowMapping) -> dict[str, Any]:
     }
 
 
-def _phase_status(stored: str | None, requested: bool) -> str | None:
-    if stored is not None:
-        return stored
-    return "pending" if requested else None
+# The essay rows of the status document: (key in the document, column), in the document's order. The
+# statement names every column it needs, and a row becomes its essay with one `zip`: no row mapping,
+# no per-row function, whatever the batch size.
+_ESSAY = essay_results.c
+ESSAY_COLUMNS: tuple[tuple[str, ColumnElement[Any]], ...] = (
+    ("essay_id", _ESSAY.essay_id),
+    ("filename", _ESSAY.display_name),
+    # A requested phase without a result yet is "pending"; a phase not requested stays null.
+    (
+        "spellcheck_status",
+        func.coalesce(_ESSAY.spellcheck_status, bindparam("spellcheck_default", type_=String)),
+    ),
+    ("spellcheck_correction_count", _ESSAY.spellcheck_correction_count),
+    ("spellcheck_metrics", _ESSAY.spellcheck_metrics),
+    ("spellcheck_error_detail", _ESSAY.spellcheck_error_detail),
+    ("cj_assessment_status", func.coalesce(_ESSAY.cj_status, bindparam("cj_default", type_=String))),
+    ("cj_rank", _ESSAY.cj_rank),
+    ("cj_score", _ESSAY.cj_score),
+    ("cj_se", _ESSAY.cj_se),
+    ("letter_grade", _ESSAY.letter_grade),
+    ("normalized_score", _ESSAY.normalized_score),
+    ("confidence_score", _ESSAY.confidence_score),
+    ("confidence_label", _ESSAY.confidence_label),
+    ("cj_comparison_count", _ESSAY.cj_comparison_count),
+    ("cj_assessment_error_detail", _ESSAY.cj_error_detail),
+    # Without the UTC type's per-row conversion: the driver's datetime is UTC already (PostgreSQL),
+    # or naive UTC (SQLite), which DUMP_OPTIONS writes as UTC.
+    ("last_updated", type_coerce(_ESSAY.updated_at, DateTime(timezone=True))),
+)
+ESSAY_KEYS = tuple(key for key, _ in ESSAY_COLUMNS)
+ESSAYS_OF_BATCH = (
+    select(*(column for _, column in ESSAY_COLUMNS))
+    .where(_ESSAY.batch_id == bindparam("batch_id"), _ESSAY.is_registered.is_(True))
+    .order_by(_ESSAY.cj_rank.is_(None), _ESSAY.cj_rank, _ESSAY.essay_id)
+)
 
 
-def essay_view(row: RowMapping, requested: set[str]) -> dict[str, Any]:
+def _reported(phase: PhaseName, column: ColumnElement[int]) -> ColumnElement[int | None]:
+    """A phase's last reported progress figure, in the batch's own row (no third statement)."""
+    return (
+        select(column)
+        .where(_PROGRESS.batch_id == batch_results.c.batch_id, _PROGRESS.phase == phase.value)
+        .scalar_subquery()
+    )
+
+
+_PROGRESS = batch_phase_progress.c
+PROGRESS_COLUMNS = tuple(
+    column
+    for phase in PhaseName
+    for column in (
+        _reported(phase, _PROGRESS.done).label(f"{phase.value}:done"),
+        _reported(phase, _PROGRESS.planned).label(f"{phase.value}:planned"),
+    )
+)
+SUMMARY_OF_BATCH = select(*SUMMARY_COLUMNS, *PROGRESS_COLUMNS).where(
+    batch_results.c.batch_id == bindparam("batch_id")
+)
+
+
+def reported_progress(row: RowMapping) -> dict[str, dict[str, int]]:
+    """phase -> {done, planned} of the phases that reported progress (SUMMARY_OF_BATCH's row)."""
     return {
-        "essay_id": row["essay_id"],
-        "filename": row["display_name"],
-        "spellcheck_status": _phase_status(row["spellcheck_status"], PhaseName.SPELLCHECK.value in requested),
-        "spellcheck_correction_count": row["spellcheck_correction_count"],
-        "spellcheck_metrics": row["spellcheck_metrics"],
-        "spellcheck_error_detail": row["spellcheck_error_detail"],
-        "cj_assessment_status": _phase_status(row["cj_status"], PhaseName.CJ_ASSESSMENT.value in requested),
-        "cj_rank": row["cj_rank"],
-        "cj_score": row["cj_score"],
-        "cj_se": row["cj_se"],
-        "letter_grade": row["letter_grade"],
-        "normalized_score": row["normalized_score"],
-        "confidence_score": row["confidence_score"],
-        "confidence_label": row["confidence_label"],
-        "cj_comparison_count": row["cj_comparison_count"],
-        "cj_assessment_error_detail": row["cj_error_detail"],
-        "last_updated": row["updated_at"],
+        phase.value: {"done": row[f"{phase.value}:done"], "planned": row[f"{phase.value}:planned"]}
+        for phase in PhaseName
+        if row[f"{phase.value}:done"] is not None
     }
 
 
-class BatchQueries:
-    def __init__(self, sessions: Sessions, cache: ResultsCache) -> None:
-        self._sessions = sessions
-        self._cache = cache
+DUMP_OPTIONS = orjson.OPT_NAIVE_UTC
 
-    async def batch_status(self, batch_id: str) -> bytes | None:
-        """The status document as JSON bytes, or None for an unknown batch."""
+
+def pending_unless(phase: PhaseName, requested: set[str]) -> str | None:
+    return "pending" if phase.value in requested else None
+
+
+def wants_fresh(cache_control: str | None) -> bool:
+    """Whether a request's `Cache-Control` asks for an answer from the database (`no-cache`)."""
+    return cache_control is not None and "no-cache" in cache_control.lower()
+
+
+class BatchQueries:
+    def __init__(self, engine: AsyncEngine, cache: ResultsCache) -> None:
+        self._engine = engine
+        self._cache = cache
+        # Reads need no transaction on PostgreSQL: each statement sees committed data, and this
+        # saves BEGIN and ROLLBACK, two of the four round trips of an uncached read. On SQLite a
+        # read-only transaction (BEGIN deferred) waits for no writer (see storage.engine).
+        self._read_options: dict[str, Any] = (
+            {"isolation_level": "AUTOCOMMIT"} if is_postgres(engine.url.drivername) else {READ_ONLY: True}
+        )
+
+    async def batch_status(self, batch_id: str, *, fresh: bool = False) -> bytes | None:
+        """The status document as JSON bytes, or None for an unknown batch; `fresh`: from the
+        database whatever the cache holds (see `ResultsCache.read`)."""
         return await self._cache.read(
             "batch_status",
             self._cache.batch_version(batch_id),
             self._cache.batch_prefix(batch_id),
             lambda: self._load_batch_status(batch_id),
+            fresh=fresh,
         )
 
     async def user_batches(
-        self, user_id: str, *, limit: int, offset: int, status: BatchClientStatus | None
+        self,
+        user_id: str,
+        *,
+        limit: int,
+        offset: int,
+        status: BatchClientStatus | None,
+        fresh: bool = False,
     ) -> bytes:
         query = f"{limit}:{offset}:{status.value if status else '*'}"
         document = await self._cache.read(
@@ -154,66 +226,69 @@ class BatchQueries:
             self._cache.user_version(user_id),
             self._cache.user_prefix(user_id, query),
             lambda: self._load_user_batches(user_id, limit, offset, status),
+            fresh=fresh,
         )
         assert document is not None  # a list is never "not found"
         return document
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as connection:
+            await connection.execution_options(**self._read_options)
+            yield connection
+
+    async def _read(self, statement: Executable, parameters: dict[str, Any]) -> Sequence[Row[Any]]:
+        async with self._connection() as connection:
+            return (await connection.execute(statement, parameters)).all()
+
     async def _load_batch_status(self, batch_id: str) -> bytes | None:
-        async with reading(self._sessions) as session:
-            batch = (
-                (await session.execute(select(*SUMMARY_COLUMNS).where(batch_results.c.batch_id == batch_id)))
-                .mappings()
-                .first()
-            )
+        """Two statements: the batch (with the progress its phases reported), then its essays (whatever their number) as rows that become
+        the document's essays as they are."""
+        async with self._connection() as connection:
+            batch = (await connection.execute(SUMMARY_OF_BATCH, {"batch_id": batch_id})).first()
             if batch is None:
                 return None
-            essays = (
-                (
-                    await session.execute(
-                        select(essay_results)
-                        .where(essay_results.c.batch_id == batch_id, essay_results.c.is_registered.is_(True))
-                        .order_by(
-                            essay_results.c.cj_rank.is_(None),
-                            essay_results.c.cj_rank,
-                            essay_results.c.essay_id,
-                        )
-                    )
-                )
-                .mappings()
-                .all()
+            document = summary_view(batch._mapping)
+            with_progress(
+                document["phase_results"], reported_progress(batch._mapping), document["essay_count"]
             )
-            progress = await ProgressRepository(session).of_batch(batch_id)
-        document = summary_view(batch)
-        with_progress(document["phase_results"], progress, document["essay_count"])
-        requested = set(document["requested_phases"])
-        document["essays"] = [essay_view(essay, requested) for essay in essays]
-        return orjson.dumps(document)
+            requested = set(document["requested_phases"])
+            essays = await connection.execute(
+                ESSAYS_OF_BATCH,
+                {
+                    "batch_id": batch_id,
+                    "spellcheck_default": pending_unless(PhaseName.SPELLCHECK, requested),
+                    "cj_default": pending_unless(PhaseName.CJ_ASSESSMENT, requested),
+                },
+            )
+            # all(): rows made in one pass (iterating the result would fetch them one by one).
+            document["essays"] = [dict(zip(ESSAY_KEYS, row, strict=True)) for row in essays.all()]
+        return orjson.dumps(document, option=DUMP_OPTIONS)
 
     async def _load_user_batches(
         self, user_id: str, limit: int, offset: int, status: BatchClientStatus | None
     ) -> bytes:
+        """One statement: the page, each row with the count of all the user's matching batches; a
+        page past the end has no row to carry it, and costs a second statement."""
         condition = [batch_results.c.user_id == user_id]
         if status is not None:
             condition.append(batch_results.c.status.in_([s.value for s in internal_statuses(status)]))
-        async with reading(self._sessions) as session:
-            total = (
-                await session.execute(select(func.count()).select_from(batch_results).where(*condition))
-            ).scalar_one()
-            rows = (
-                (
-                    await session.execute(
-                        select(*SUMMARY_COLUMNS)
-                        .where(*condition)
-                        .order_by(batch_results.c.created_at.desc(), batch_results.c.batch_id.desc())
-                        .limit(limit)
-                        .offset(offset)
-                    )
-                )
-                .mappings()
-                .all()
+        page = (
+            select(*SUMMARY_COLUMNS, func.count().over().label("total"))
+            .where(*condition)
+            .order_by(batch_results.c.created_at.desc(), batch_results.c.batch_id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = await self._read(page, {})
+        if rows:
+            total = rows[0]._mapping["total"]
+        else:
+            [(total,)] = await self._read(
+                select(func.count()).select_from(batch_results).where(*condition), {}
             )
         document = {
-            "batches": [summary_view(row) for row in rows],
+            "batches": [summary_view(row._mapping) for row in rows],
             "pagination": {"limit": limit, "offset": offset, "total": total},
         }
-        return orjson.dumps(document)
+        return orjson.dumps(document, option=DUMP_OPTIONS)

@@ -9,7 +9,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
+import structlog
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -30,21 +32,25 @@ from huleedu.result_aggregator.model import (
 from huleedu.result_aggregator.rows import (
     ANCHOR_COLUMNS,
     CJ_COLUMNS,
+    CJ_RUN_COLUMNS,
     ERROR_COLUMN,
+    EVENT_AT_COLUMN,
     PROGRESS_COLUMNS,
     SPELLCHECK_COLUMNS,
     STATUS_COLUMN,
     anchor_row,
     batch_progress,
     batch_row,
+    cj_run_row,
     essay_statuses,
     progress_row,
-    run_metadata,
     spellcheck_row,
     student_row,
 )
-from huleedu.result_aggregator.tables import anchor_results, batch_results, essay_results
+from huleedu.result_aggregator.tables import anchor_results, batch_cj_runs, batch_results, essay_results
 from huleedu.storage.dialect import Condition, insert_skipping_duplicates, lock_keys, upsert_statement
+
+log = structlog.get_logger(__name__)
 
 _SAVE_PROGRESS = (
     update(batch_results)
@@ -56,15 +62,10 @@ _SAVE_PROGRESS = (
         updated_at=bindparam("now", type_=batch_results.c.updated_at.type),
     )
 )
-_SAVE_CJ_METADATA = (
-    update(batch_results)
-    .where(batch_results.c.batch_id == bindparam("b_id"))
-    .values(cj_metadata=bindparam("meta", type_=batch_results.c.cj_metadata.type))
-)
 _SAVE_FINAL = _SAVE_PROGRESS.values(
     status=bindparam("status"),
-    results_ready_at=bindparam("now", type_=batch_results.c.results_ready_at.type),
-    processing_completed_at=bindparam("now", type_=batch_results.c.processing_completed_at.type),
+    results_ready_at=bindparam("ready_at", type_=batch_results.c.results_ready_at.type),
+    processing_completed_at=bindparam("ready_at", type_=batch_results.c.processing_completed_at.type),
 )
 
 
@@ -82,6 +83,11 @@ def _cj_is_newer(excluded: ReadOnlyColumnCollection[str, Any]) -> ColumnElement[
 def _anchor_is_newer(excluded: ReadOnlyColumnCollection[str, Any]) -> ColumnElement[bool]:
     stored = anchor_results.c.event_at
     return or_(stored.is_(None), stored < excluded["event_at"])
+
+
+def _cj_run_is_newer(excluded: ReadOnlyColumnCollection[str, Any]) -> ColumnElement[bool]:
+    newer: ColumnElement[bool] = batch_cj_runs.c.event_at < excluded["event_at"]
+    return newer
 
 
 class BatchRepository:
@@ -149,15 +155,18 @@ class BatchRepository:
             anchor_results, ("batch_id", "anchor_id"), anchor_rows, ANCHOR_COLUMNS, _anchor_is_newer
         )
 
-    async def save_cj_runs(self, events: Sequence[AssessmentResultV1]) -> None:
-        """Keep the metadata of each registered batch's CJ run (the fetch's last run of a batch
-        wins), in one executemany."""
-        runs = {event.batch_id: event for event in events}
-        if runs:
-            await self.session.execute(
-                _SAVE_CJ_METADATA,
-                [{"b_id": batch_id, "meta": run_metadata(event)} for batch_id, event in runs.items()],
-            )
+    async def save_cj_runs(
+        self, runs: Sequence[tuple[AssessmentResultV1, datetime]], *, now: datetime
+    ) -> None:
+        """Keep the metadata of each batch's CJ run (with its event time), registered yet or not;
+        a stored run is replaced only by a newer one."""
+        newest_run: dict[str, tuple[AssessmentResultV1, datetime]] = {}
+        for event, event_at in runs:
+            stored = newest_run.get(event.batch_id)
+            if stored is None or stored[1] < event_at:
+                newest_run[event.batch_id] = (event, event_at)
+        rows = [cj_run_row(event, event_at, now) for event, event_at in newest_run.values()]
+        await self._upsert(batch_cj_runs, ("batch_id",), rows, CJ_RUN_COLUMNS, _cj_run_is_newer)
 
     async def _upsert(
         self,
@@ -177,10 +186,17 @@ class BatchRepository:
     async def fail_essays(
         self, batch_id: str, phase: PhaseName, essay_ids: Sequence[str], error: ErrorDetail, now: datetime
     ) -> None:
-        """Mark these registered essays failed in `phase` with `error`, unless a result arrived."""
+        """Mark these registered essays failed in `phase` with `error`, unless a result arrived.
+        A phase RAS keeps no results of (a batch registered before such phases were refused) has
+        nowhere to store the failure: it counts in the announcement only."""
         if not essay_ids:
             return
-        status = STATUS_COLUMN[phase]
+        status = STATUS_COLUMN.get(phase)
+        if status is None:
+            log.warning(
+                "no column for the phase; its failures are not stored", batch_id=batch_id, phase=phase
+            )
+            return
         await self.session.execute(
             update(essay_results)
             .where(
@@ -226,22 +242,55 @@ class BatchRepository:
         if not batches:
             return {}
         rows = await self.session.execute(
-            select(essay_results.c.batch_id, essay_results.c.essay_id, *STATUS_COLUMN.values()).where(
+            select(
+                essay_results.c.batch_id,
+                essay_results.c.essay_id,
+                *STATUS_COLUMN.values(),
+                *EVENT_AT_COLUMN.values(),
+            ).where(
                 essay_results.c.batch_id.in_([batch.batch_id for batch in batches]),
                 essay_results.c.is_registered.is_(True),
             )
         )
         essays: dict[str, list[EssayProgress]] = defaultdict(list)
+        last_result_at: dict[str, dict[PhaseName, datetime]] = defaultdict(dict)
+        phases = len(STATUS_COLUMN)
         for row in rows.tuples().all():
-            essays[row[0]].append(EssayProgress(row[1], essay_statuses(row[2:])))
-        return {batch.batch_id: batch_progress(batch, essays[batch.batch_id]) for batch in batches}
+            essays[row[0]].append(EssayProgress(row[1], essay_statuses(row[2 : 2 + phases])))
+            newest = last_result_at[row[0]]
+            for phase, at in zip(EVENT_AT_COLUMN, row[2 + phases :], strict=True):
+                if at is not None and (phase not in newest or newest[phase] < at):
+                    newest[phase] = at
+        return {
+            batch.batch_id: batch_progress(batch, essays[batch.batch_id], last_result_at[batch.batch_id])
+            for batch in batches
+        }
 
-    async def open_batches_past_deadline(self, now: datetime, limit: int) -> list[str]:
-        """Ids of batches not yet announced whose deadline has passed, the most overdue first."""
+    async def deadlines_to_send(self, now: datetime, limit: int) -> list[tuple[str, datetime, UUID | None]]:
+        """(batch id, deadline, correlation id) of batches not yet announced whose deadline has
+        passed and whose BatchDeadlineReachedV1 was not sent yet, the most overdue first; locked
+        (skipping rows another sweeper holds) until the transaction ends."""
         rows = await self.session.execute(
-            select(batch_results.c.batch_id)
-            .where(batch_results.c.results_ready_at.is_(None), batch_results.c.deadline_at <= now)
+            select(batch_results.c.batch_id, batch_results.c.deadline_at, batch_results.c.correlation_id)
+            .where(
+                batch_results.c.results_ready_at.is_(None),
+                batch_results.c.deadline_at <= now,
+                batch_results.c.deadline_reached_at.is_(None),
+            )
             .order_by(batch_results.c.deadline_at)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        return list(rows.scalars())
+        return [
+            (batch_id, deadline_at, UUID(correlation_id) if correlation_id else None)
+            for batch_id, deadline_at, correlation_id in rows.tuples()
+        ]
+
+    async def mark_deadline_reached(self, batch_ids: Sequence[str], at: datetime) -> None:
+        """Record when the deadline of these batches was reached (the first time only)."""
+        if batch_ids:
+            await self.session.execute(
+                update(batch_results)
+                .where(batch_results.c.batch_id.in_(batch_ids), batch_results.c.deadline_reached_at.is_(None))
+                .values(deadline_reached_at=at)
+            )

@@ -24,10 +24,15 @@ from huleedu.result_aggregator.model import (
 )
 from huleedu.result_aggregator.tables import batch_results, essay_results
 
-# Which essay_results column holds each phase's status.
+# Which essay_results column holds each phase's status (one per phase of model.RESULT_PHASES),
+# and the producer's time of that result.
 STATUS_COLUMN = {
     PhaseName.SPELLCHECK: essay_results.c.spellcheck_status,
     PhaseName.CJ_ASSESSMENT: essay_results.c.cj_status,
+}
+EVENT_AT_COLUMN = {
+    PhaseName.SPELLCHECK: essay_results.c.spellcheck_event_at,
+    PhaseName.CJ_ASSESSMENT: essay_results.c.cj_event_at,
 }
 ERROR_COLUMN = {
     PhaseName.SPELLCHECK: "spellcheck_error_detail",
@@ -88,6 +93,8 @@ PROGRESS_COLUMNS = (
     batch_results.c.correlation_id,
 )
 
+CJ_RUN_COLUMNS = ("cj_assessment_job_id", "run_metadata", "event_at", "updated_at")
+
 
 def _json(model: BaseModel | None) -> dict[str, Any] | None:
     return model.model_dump(mode="json") if model is not None else None
@@ -112,7 +119,7 @@ def batch_row(registration: Registration, now: datetime) -> dict[str, Any]:
         "phase_summary": {},
         "correlation_id": str(registration.correlation_id),
         "registered_at": event.registered_at,
-        "created_at": now,
+        "created_at": event.registered_at,  # from the event, so that a rebuild gives the same
         "updated_at": now,
         "processing_started_at": event.registered_at,
         "deadline_at": registration.deadline_at,
@@ -188,6 +195,16 @@ def run_metadata(event: AssessmentResultV1) -> dict[str, Any]:
     }
 
 
+def cj_run_row(event: AssessmentResultV1, event_at: datetime, now: datetime) -> dict[str, Any]:
+    return {
+        "batch_id": event.batch_id,
+        "cj_assessment_job_id": event.cj_assessment_job_id,
+        "run_metadata": run_metadata(event),
+        "event_at": event_at,
+        "updated_at": now,
+    }
+
+
 def progress_row(settlement: Settlement, now: datetime) -> dict[str, Any]:
     progress, announced = settlement.progress, settlement.announced
     summary = {}
@@ -203,11 +220,14 @@ def progress_row(settlement: Settlement, now: datetime) -> dict[str, Any]:
         "done": progress.essays_succeeded,
         "failed": progress.essays_failed,
         "summary": summary,
+        "ready_at": announced.results_ready_at,
         "now": now,
     }
 
 
-def batch_progress(batch: Row[Any], essays: Sequence[EssayProgress]) -> BatchProgress:
+def batch_progress(
+    batch: Row[Any], essays: Sequence[EssayProgress], last_result_at: Mapping[PhaseName, datetime]
+) -> BatchProgress:
     summary: Mapping[str, Mapping[str, Any]] = batch.phase_summary or {}
     announced = Announced(
         phases={
@@ -229,6 +249,7 @@ def batch_progress(batch: Row[Any], essays: Sequence[EssayProgress]) -> BatchPro
         announced=announced,
         notify_email=batch.notify_email,
         correlation_id=UUID(batch.correlation_id) if batch.correlation_id else None,
+        last_result_at=last_result_at,
     )
 
 

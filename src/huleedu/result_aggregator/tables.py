@@ -1,6 +1,7 @@
 """RAS tables. Rich assessment data lives here and only here (invariant 1 and 2)."""
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -9,6 +10,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    UniqueConstraint,
     text,
 )
 
@@ -32,9 +34,10 @@ batch_results = Table(
     Column("failed_essay_count", Integer, nullable=False, server_default=text("0")),
     # {phase: {status, completed_count, failed_count, failed_essay_ids, completed_at, ...}}
     Column("phase_summary", JsonColumn, nullable=False),
-    Column("cj_metadata", JsonColumn, nullable=True),
     Column("correlation_id", String(36), nullable=True),
     Column("registered_at", UtcDateTime, nullable=False),
+    # Times derived from events (reproducible by a rebuild from the topics): created_at is the
+    # registration's `registered_at`; updated_at alone is the wall clock of RAS's last write.
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("processing_started_at", UtcDateTime, nullable=True),
@@ -42,6 +45,9 @@ batch_results = Table(
     # Set in the same transaction as the BatchResultsReadyV1 outbox row: the exactly-once guard.
     Column("results_ready_at", UtcDateTime, nullable=True),
     Column("deadline_at", UtcDateTime, nullable=False),
+    # When the deadline sweep sent BatchDeadlineReachedV1 for this open batch (its event time), so
+    # that it is sent once; set from the event when it is handled, too.
+    Column("deadline_reached_at", UtcDateTime, nullable=True),
     Column("error_detail", JsonColumn, nullable=True),
 )
 # GET /batches/user/{user_id}: newest first, optionally by status.
@@ -128,4 +134,48 @@ batch_phase_progress = Table(
     PrimaryKeyConstraint("batch_id", "phase"),
 )
 
-__all__ = ["anchor_results", "batch_phase_progress", "batch_results", "essay_results"]
+# The metadata of a batch's CJ run (model, judge usage, stop reason, ...), kept apart from
+# batch_results so that it is stored whether the run's result or the batch's registration comes
+# first. A newer run (by its event time) replaces an older one.
+batch_cj_runs = Table(
+    "batch_cj_runs",
+    metadata,
+    Column("batch_id", String(255), primary_key=True),
+    Column("cj_assessment_job_id", String(255), nullable=False),
+    Column("run_metadata", JsonColumn, nullable=False),
+    Column("event_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Every event that reached RAS about a batch, once per event id, written in the transaction that
+# handled it: the answer to "where is my batch?" (GET /internal/v1/batches/{id}/timeline). Not part
+# of the read model a rebuild reproduces: when an event reached RAS is on no topic.
+batch_timeline = Table(
+    "batch_timeline",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("batch_id", String(255), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("event_type", String(255), nullable=False),
+    Column("source_service", String(255), nullable=False),
+    Column("correlation_id", String(36), nullable=False),
+    Column("produced_at", UtcDateTime, nullable=False),  # the envelope's event_timestamp
+    Column("received_at", UtcDateTime, nullable=False),  # when RAS handled it (its transaction)
+    Column("partition", Integer, nullable=False),
+    Column("record_offset", BigInteger, nullable=False),
+    UniqueConstraint("batch_id", "event_id"),
+)
+Index("ix_batch_timeline_batch_id_produced_at", batch_timeline.c.batch_id, batch_timeline.c.produced_at)
+
+# The tables of RAS's read model: what `huleedu ras rebuild` reproduces from the topics.
+READ_MODEL = (batch_results, essay_results, anchor_results, batch_phase_progress, batch_cj_runs)
+
+__all__ = [
+    "READ_MODEL",
+    "anchor_results",
+    "batch_cj_runs",
+    "batch_phase_progress",
+    "batch_results",
+    "batch_timeline",
+    "essay_results",
+]

@@ -8,6 +8,7 @@ snapshot without waiting for any writer. PostgreSQL needs neither.
 """
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 import orjson
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -48,10 +50,37 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     if is_postgres(url):
-        return create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **_JSON
-        )
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, **_JSON)
+        event.listen(engine.sync_engine.pool, "connect", _note_use)
+        event.listen(engine.sync_engine.pool, "checkin", _note_use)
+        event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
+        return engine
     raise ValueError(f"unsupported database URL {url!r}: use postgresql+asyncpg:// or sqlite+aiosqlite://")
+
+
+# A pooled connection idle for longer than this is pinged before use (a server restart or an idle
+# timeout may have closed it meanwhile), as `pool_pre_ping` would. One used moments ago is not:
+# `pool_pre_ping` pings every checkout, which on asyncpg costs three round trips (BEGIN, the ping,
+# ROLLBACK), more than a cached-miss read's own two statements. A connection that died unnoticed
+# within the window fails one statement, and SQLAlchemy then replaces every connection of the pool.
+PING_AFTER_IDLE_SECONDS = 1.0
+_LAST_USED = "huleedu_last_used"
+
+
+def _note_use(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+    record.info[_LAST_USED] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: object) -> None:
+    last_used = record.info.get(_LAST_USED)
+    if last_used is not None and time.monotonic() - last_used < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as exc:
+        raise DisconnectionError(
+            "pooled connection failed its ping"
+        ) from exc  # the pool retries with a new one
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

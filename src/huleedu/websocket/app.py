@@ -22,13 +22,18 @@ class WebsocketService:
 def assemble(adapters: Adapters) -> WebsocketService:
     """The unit and the parts tests and benchmarks look at."""
     backplane = adapters.backplane
-    gateway = Gateway(backplane)
+    settings = adapters.settings
+    gateway = Gateway(
+        backplane,
+        ping_seconds=settings.ws_ping_seconds,
+        idle_timeout_seconds=settings.ws_idle_timeout_seconds,
+    )
     consumer = adapters.consumer(SERVICE, CONSUMER_GROUP, routes(Deps(backplane), adapters.topics))
     unit = ServiceUnit(
         name="websocket",
         consumers=[consumer],
-        routers=[endpoint.router(gateway, backplane, adapters.settings)],
-        background=[gateway.run],
+        lanes=[endpoint.LiveFeedLane(gateway, backplane, adapters.settings)],
+        background=[gateway.run, gateway.keepalive],
     )
     return WebsocketService(unit, gateway, backplane)
 

@@ -12,7 +12,7 @@ enough to remember the newest id ever trimmed (`max_deleted`).
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -84,6 +84,9 @@ class Backplane(Protocol):
         A slot not renewed within the slot TTL is freed (a crashed instance leaks nothing)."""
 
     async def renew_slot(self, user_id: str, connection_id: str) -> None: ...
+
+    async def renew_slots(self, slots: Sequence[tuple[str, str]]) -> None:
+        """`renew_slot` for many (user_id, connection_id) at once, in one round trip."""
 
     async def release_slot(self, user_id: str, connection_id: str) -> None: ...
 
@@ -171,6 +174,10 @@ class MemoryBackplane:
         slots = self._slots.get(user_id, {})
         if connection_id in slots:
             slots[connection_id] = time.monotonic() + self._slot_ttl
+
+    async def renew_slots(self, slots: Sequence[tuple[str, str]]) -> None:
+        for user_id, connection_id in slots:
+            await self.renew_slot(user_id, connection_id)
 
     async def release_slot(self, user_id: str, connection_id: str) -> None:
         slots = self._slots.get(user_id)

@@ -1,5 +1,7 @@
-"""One teacher's socket: its cursor (the newest id it was sent), its bounded send queue and the
-loops that serve it: send, receive (ping, pong, resume), server ping, token expiry.
+"""One teacher's socket: its cursor (the newest id it was sent), its bounded send queue and what
+serves it: the endpoint's own task receives (ping, pong, resume), one task of its own sends, and a
+timer ends it when the token expires. Server pings and the idle timeout are the gateway's keepalive
+(`Gateway.keepalive`), one task for all sockets: a socket costs two tasks, however many it has.
 
 Exactly once and in order per socket: every message has a per-user increasing id, and a socket takes
 only ids above its cursor. While a replay from the history is in flight, live messages wait in
@@ -8,21 +10,24 @@ fanned out live is sent once.
 """
 
 import asyncio
-import contextlib
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import uuid4
 
 import orjson
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from huleedu.messaging.retry import backoff_seconds
 from huleedu.websocket import metrics
 from huleedu.websocket.backplane import UNKNOWN_CURSOR, Backplane, Replay
 from huleedu.websocket.messages import ERROR, PING, PONG, SESSION, Message, StreamId, control_frame
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # Close codes, as listed in docs/contracts.md ("WebSocket").
 NORMAL = 1000
@@ -32,6 +37,9 @@ TOO_MANY_CONNECTIONS = 4000
 IDLE_TIMEOUT = 4001  # the client sent nothing for ws_idle_timeout_seconds
 TOO_SLOW = 4002  # the send buffer filled up
 
+# A connect storm (every browser of a school reconnecting at once) may keep Redis busy past the
+# client's timeouts for a moment: a connecting socket keeps trying this long before it is closed 1011.
+REGISTRY_PATIENCE_SECONDS = 10.0
 CLOSE_GRACE_SECONDS = 1.0  # a client too slow to read our close frame is not waited for longer
 PING_FRAME = control_frame(PING)
 PONG_FRAME = control_frame(PONG)
@@ -45,7 +53,6 @@ class Connection:
         backplane: Backplane,
         *,
         send_buffer: int,
-        ping_seconds: float,
         idle_timeout_seconds: float,
         expires_at: datetime | None = None,
     ) -> None:
@@ -54,16 +61,21 @@ class Connection:
         self._websocket = websocket
         self._backplane = backplane
         self._send_buffer = send_buffer
-        self._ping_seconds = ping_seconds
         self._idle_seconds = idle_timeout_seconds
         self._expires_at = expires_at
-        self._queue: asyncio.Queue[str] = asyncio.Queue()  # bounded by offer(), not by maxsize
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()  # bounded by offer(); None wakes to close
         self._cursor: StreamId | None = None
         self._replays = 1  # the first replay (the connect) is in flight from the start
         self._pending: list[Message] = []
-        self._replay_lock = asyncio.Lock()
-        self._closing = asyncio.Event()
+        self._replay_lock: asyncio.Lock | None = None  # made by the first replay that overlaps another
+        self._closing = False
         self._client_gone = False
+        self._sender: asyncio.Task[None] | None = None
+        self._sending = False  # the sender waits for the transport to take a frame
+        self._receiver: asyncio.Task[Any] | None = None
+        self._abandoned = False  # the sender gave up on a client that takes nothing, not even close
+        self.opened_at = time.monotonic()
+        self.last_heard = self.opened_at  # the last frame from the client (the idle timeout)
         self.close_code = NORMAL
         self.close_reason = ""
 
@@ -71,10 +83,14 @@ class Connection:
     def cursor(self) -> StreamId | None:
         return self._cursor
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def offer(self, message: Message) -> None:
         """Queue a live message for this socket (never blocks). A socket whose queue is full is
         closed as too slow instead of letting the queue grow."""
-        if self._closing.is_set():
+        if self._closing:
             return
         if self._replays:
             self._pending.append(message)
@@ -84,14 +100,31 @@ class Connection:
         self._take(message)
 
     def close(self, code: int, reason: str) -> None:
-        """Ask `serve()` to end with this close code; the first reason given wins."""
-        if not self._closing.is_set():
+        """Ask `serve()` to end with this close code; the first reason given wins. Frames still
+        queued are not sent: the sender sends the close frame next."""
+        if not self._closing:
             self.close_code, self.close_reason = code, reason
-            self._closing.set()
+            self._closing = True
+            self._queue.put_nowait(None)
+            if self._sending and self._sender is not None:
+                self._sender.cancel()  # stuck on a client that does not read: go on to the close frame
+
+    def ping(self) -> None:
+        """The gateway's keepalive, once per ping interval."""
+        self._enqueue(PING_FRAME)
+
+    def idle_check(self, now: float) -> float | None:
+        """Close the socket if the client was silent for the idle timeout; else when to look again."""
+        deadline = self.last_heard + self._idle_seconds
+        if now >= deadline:
+            self.close(IDLE_TIMEOUT, "idle timeout")
+            return None
+        return deadline
 
     async def start(self, since: str | None) -> None:
-        """The connect's replay (the first frame, `session`); raises if the history is unreachable."""
-        await self._replay(since, announce=True)
+        """The connect's replay (the first frame, `session`); raises if the history stays
+        unreachable for REGISTRY_PATIENCE_SECONDS."""
+        await self._replay(since, announce=True, patient=True)
 
     async def resume(self, since: str | None) -> None:
         self._replays += 1
@@ -105,28 +138,48 @@ class Connection:
 
     async def serve(self) -> None:
         """Run until the client leaves, is idle, too slow, its token expires, or `close()`; then
-        send the close frame (unless the client left)."""
-        loops = [self._send_loop(), self._receive_loop(), self._ping_loop(), self._closed()]
+        send the close frame (unless the client left). Receives in the caller's task."""
+        receiver = asyncio.current_task()
+        assert receiver is not None, "serve() runs in a task"
+        self._receiver = receiver
+        self._sender = asyncio.create_task(self._send_loop())
+        expiry = None
         if self._expires_at is not None:
-            loops.append(self._expire())
-        tasks = [asyncio.create_task(loop) for loop in loops]
+            delay = max((self._expires_at - datetime.now(UTC)).total_seconds(), 0.0)
+            expiry = asyncio.get_running_loop().call_later(
+                delay, self.close, POLICY_VIOLATION, "token expired"
+            )
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("websocket loop failed", user_id=self.user_id, error=repr(task.exception()))
-                    self.close(INTERNAL_ERROR, "internal error")
+            await self._receive_loop()
+        except asyncio.CancelledError:
+            if not self._abandoned:
+                raise
+            receiver.uncancel()  # our sender's doing, not the server's: end normally
+        except Exception as exc:
+            log.error("websocket receive failed", user_id=self.user_id, error=repr(exc))
+            self.close(INTERNAL_ERROR, "internal error")
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if not self._client_gone:
-            await self.send_close()
+            if expiry is not None:
+                expiry.cancel()
+            self.close(NORMAL, "")  # stops the sender unless it is closing already
+            try:
+                async with asyncio.timeout(2 * CLOSE_GRACE_SECONDS):
+                    await self._sender
+            except TimeoutError:
+                self._sender.cancel()
+            except Exception as exc:
+                log.error("websocket send failed", user_id=self.user_id, error=repr(exc))
 
-    async def send_close(self) -> None:
-        with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+    async def send_close(self) -> bool:
+        """Send the close frame; False if the client did not take it within CLOSE_GRACE_SECONDS."""
+        try:
             async with asyncio.timeout(CLOSE_GRACE_SECONDS):
                 await self._websocket.close(self.close_code, self.close_reason)
+        except TimeoutError:
+            return False
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # gone already
+        return True
 
     def _take(self, message: Message) -> None:
         if self._cursor is not None and message.id <= self._cursor:
@@ -154,16 +207,25 @@ class Connection:
             log.warning("websocket catch-up failed", user_id=self.user_id, error=repr(exc))
             self.close(INTERNAL_ERROR, "history unavailable; reconnect with since")
 
-    async def _replay(self, since: str | None, *, announce: bool, from_cursor: bool = False) -> None:
+    async def _replay(
+        self, since: str | None, *, announce: bool, from_cursor: bool = False, patient: bool = False
+    ) -> None:
         """Send what the history holds after `since` (or after the cursor); the caller has counted
         this replay in `_replays`, so live messages wait until it is done."""
+        if self._replay_lock is None:
+            self._replay_lock = asyncio.Lock()
         try:
             async with self._replay_lock:
                 if from_cursor:
                     since_id, invalid = self._cursor, False
                 else:
                     since_id, invalid = _parse_cursor(since)
-                replay = await self._backplane.read(self.user_id, since_id)
+                if patient:
+                    replay = await patiently(
+                        "history", self.user_id, lambda: self._backplane.read(self.user_id, since_id)
+                    )
+                else:
+                    replay = await self._backplane.read(self.user_id, since_id)
                 if invalid:
                     replay = Replay([], False, replay.cursor, UNKNOWN_CURSOR)
                 if announce or not replay.complete:  # a silent catch-up speaks only when it failed
@@ -194,26 +256,44 @@ class Connection:
                     self._take(message)
 
     async def _send_loop(self) -> None:
-        while True:
-            text = await self._queue.get()
-            try:
-                await self._websocket.send_text(text)
-            except (WebSocketDisconnect, OSError, RuntimeError):
-                self._client_gone = True
-                return
-            metrics.FRAMES_SENT.inc()
+        """Send queued frames in order; once closing, send the close frame instead (the client's
+        answer ends the receive loop) unless the client is gone. A client that takes nothing, not
+        even the close frame, is abandoned: the receive loop is ended for it."""
+        try:
+            while True:
+                text = await self._queue.get()
+                if self._closing or text is None:
+                    break
+                self._sending = True
+                try:
+                    await self._websocket.send_text(text)
+                except (WebSocketDisconnect, OSError, RuntimeError):
+                    self._client_gone = True
+                    self._closing = True
+                    return
+                finally:
+                    self._sending = False
+                metrics.FRAMES_SENT.inc()
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            sender = asyncio.current_task()
+            if sender is not None:
+                sender.uncancel()  # close() stopped a stuck send: go on to the close frame
+        if self._client_gone:
+            return
+        if not await self.send_close() and self._receiver is not None:
+            self._abandoned = True
+            self._receiver.cancel()
 
     async def _receive_loop(self) -> None:
         while True:
-            try:
-                async with asyncio.timeout(self._idle_seconds):
-                    message = await self._websocket.receive()
-            except TimeoutError:
-                self.close(IDLE_TIMEOUT, "idle timeout")
-                return
+            message = await self._websocket.receive()
             if message["type"] == "websocket.disconnect":
-                self._client_gone = True
+                if not self._closing:
+                    self._client_gone = True
                 return
+            self.last_heard = time.monotonic()
             text = message.get("text")
             if text is None:
                 text = (message.get("bytes") or b"").decode(errors="replace")
@@ -237,22 +317,21 @@ class Connection:
                 control_frame(ERROR, data={"message": 'expected {"type": "ping" | "pong" | "resume"}'})
             )
 
-    async def _ping_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._ping_seconds)
-            self._enqueue(PING_FRAME)
-            try:
-                await self._backplane.renew_slot(self.user_id, self.id)
-            except Exception as exc:  # the slot only counts connections; the socket goes on
-                log.warning("could not renew a websocket slot", user_id=self.user_id, error=repr(exc))
 
-    async def _closed(self) -> None:
-        await self._closing.wait()
-
-    async def _expire(self) -> None:
-        assert self._expires_at is not None
-        await asyncio.sleep(max((self._expires_at - datetime.now(UTC)).total_seconds(), 0.0))
-        self.close(POLICY_VIOLATION, "token expired")
+async def patiently(what: str, user_id: str, call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, tried again with backoff while it fails, for REGISTRY_PATIENCE_SECONDS at most."""
+    deadline = time.monotonic() + REGISTRY_PATIENCE_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await call()
+        except Exception as exc:
+            delay = backoff_seconds(attempt, initial_seconds=0.05, max_seconds=1.0)
+            if time.monotonic() + delay > deadline:
+                raise
+            log.info("websocket registry busy; trying again", what=what, user_id=user_id, error=repr(exc))
+            await asyncio.sleep(delay)
 
 
 def _parse_cursor(since: str | None) -> tuple[StreamId | None, bool]:

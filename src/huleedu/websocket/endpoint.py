@@ -19,7 +19,8 @@ The protocol (docs/contracts.md, "WebSocket", says the same for clients):
 import contextlib
 
 import structlog
-from fastapi import APIRouter, WebSocket
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from huleedu.platform.security import InvalidToken, bearer_token, decode_token
 from huleedu.platform.settings import Settings
@@ -30,11 +31,13 @@ from huleedu.websocket.connection import (
     POLICY_VIOLATION,
     TOO_MANY_CONNECTIONS,
     Connection,
+    patiently,
 )
 from huleedu.websocket.gateway import Gateway
 
 log = structlog.get_logger(__name__)
 
+PATH = "/ws"
 MAX_REASON_BYTES = 123  # the WebSocket protocol's limit on a close reason
 
 
@@ -42,11 +45,28 @@ def _reason(text: str) -> str:
     return text.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
 
 
-def router(gateway: Gateway, backplane: Backplane, settings: Settings) -> APIRouter:
-    routes = APIRouter()
+class LiveFeedLane:
+    """`GET /ws`, served before the framework routes the request (see `huleedu.platform.bootstrap.Lane`):
+    a socket lives for hours, and each frame of routing and dependency machinery it would keep
+    suspended is memory held per socket."""
 
-    @routes.websocket("/ws")
-    async def live_feed(websocket: WebSocket, token: str | None = None, since: str | None = None) -> None:
+    path = PATH
+
+    def __init__(self, gateway: Gateway, backplane: Backplane, settings: Settings) -> None:
+        self._gateway = gateway
+        self._backplane = backplane
+        self._settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        if scope["type"] != "websocket" or scope["path"] != PATH:
+            return False
+        websocket = WebSocket(scope, receive, send)
+        params = websocket.query_params
+        await self.live_feed(websocket, params.get("token"), params.get("since"))
+        return True
+
+    async def live_feed(self, websocket: WebSocket, token: str | None, since: str | None) -> None:
+        settings, backplane, gateway = self._settings, self._backplane, self._gateway
         await websocket.accept()
         given = token or bearer_token(websocket.headers.get("authorization"))
         try:
@@ -57,21 +77,23 @@ def router(gateway: Gateway, backplane: Backplane, settings: Settings) -> APIRou
             metrics.REFUSED.labels("bad_token").inc()
             await websocket.close(POLICY_VIOLATION, _reason(str(exc)))
             return
+        user_id = claims.user_id
         connection = Connection(
             websocket,
-            claims.user_id,
+            user_id,
             backplane,
             send_buffer=settings.ws_send_buffer,
-            ping_seconds=settings.ws_ping_seconds,
             idle_timeout_seconds=settings.ws_idle_timeout_seconds,
             expires_at=claims.expires_at,
         )
         try:
-            taken = await backplane.take_slot(
-                claims.user_id, connection.id, settings.ws_max_connections_per_user
+            taken = await patiently(
+                "slot",
+                user_id,
+                lambda: backplane.take_slot(user_id, connection.id, settings.ws_max_connections_per_user),
             )
         except Exception as exc:
-            log.warning("websocket slot unavailable", user_id=claims.user_id, error=repr(exc))
+            log.warning("websocket slot unavailable", user_id=user_id, error=repr(exc))
             await websocket.close(INTERNAL_ERROR, "connection registry unavailable")
             return
         if not taken:
@@ -85,7 +107,7 @@ def router(gateway: Gateway, backplane: Backplane, settings: Settings) -> APIRou
             try:
                 await connection.start(since)
             except Exception as exc:
-                log.warning("websocket history unavailable", user_id=claims.user_id, error=repr(exc))
+                log.warning("websocket history unavailable", user_id=user_id, error=repr(exc))
                 connection.close(INTERNAL_ERROR, "history unavailable")
                 await connection.send_close()
                 return
@@ -93,6 +115,4 @@ def router(gateway: Gateway, backplane: Backplane, settings: Settings) -> APIRou
         finally:
             gateway.remove(connection)
             with contextlib.suppress(Exception):  # an unreleased slot expires by itself
-                await backplane.release_slot(claims.user_id, connection.id)
-
-    return routes
+                await backplane.release_slot(user_id, connection.id)

@@ -226,5 +226,17 @@ class RedisBackplane:
     async def renew_slot(self, user_id: str, connection_id: str) -> None:
         await self._slot(keys=[self._key(user_id, "slots")], args=[connection_id, 0, self._slot_ttl_ms])
 
+    async def renew_slots(self, slots: Sequence[tuple[str, str]]) -> None:
+        if not slots:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for user_id, connection_id in slots:
+                await self._slot(
+                    keys=[self._key(user_id, "slots")],
+                    args=[connection_id, 0, self._slot_ttl_ms],
+                    client=pipe,
+                )
+            await pipe.execute()
+
     async def release_slot(self, user_id: str, connection_id: str) -> None:
         await self._client.zrem(self._key(user_id, "slots"), connection_id)

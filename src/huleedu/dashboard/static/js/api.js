@@ -57,6 +57,10 @@ export class Api {
     return (await this.request("/v1/batches", options)).json();
   }
 
+  async timeline(batchId) {
+    return (await this.request(`/v1/batches/${encodeURIComponent(batchId)}/timeline`)).json();
+  }
+
   async comparisonTally(batchId) {
     return (await this.request(`/v1/batches/${encodeURIComponent(batchId)}/comparisons`)).json();
   }

@@ -14,6 +14,7 @@ import {
   renderBatchList,
   renderEvidence,
   renderSubmitted,
+  renderTimeline,
 } from "./view.js";
 
 const REGISTRATION_WAITS_MS = [200, 400, 800, 1600, 3200]; // RAS learns of a new batch from an event
@@ -193,6 +194,7 @@ async function loadBatch(batchId) {
       state.tally = tally;
       renderBatch(batch, tally);
       for (const essayId of state.expanded) showEvidence(essayId);
+      if ($("#timeline").open) showTimeline();
     }
     $("#batch-error").textContent = "";
   } catch (failure) {
@@ -254,6 +256,19 @@ function toggleEvidence(event) {
   } else {
     state.expanded.add(essayId);
     showEvidence(essayId);
+  }
+}
+
+// --- the timeline of the open batch (fetched when opened, and again on each change while open) ---
+
+async function showTimeline() {
+  const batchId = state.openId;
+  if (!state.api || !batchId || !$("#timeline").open) return;
+  try {
+    const timeline = await state.api.timeline(batchId);
+    if (state.openId === batchId && $("#timeline").open) renderTimeline(timeline);
+  } catch (failure) {
+    if (state.openId === batchId) handleFailure(failure, "#timeline-status");
   }
 }
 
@@ -397,6 +412,7 @@ function start() {
   $("#download-csv").addEventListener("click", downloadCsv);
   $("#download-comparisons").addEventListener("click", downloadComparisons);
   $("#essays tbody").addEventListener("click", toggleEvidence);
+  $("#timeline").addEventListener("toggle", () => showTimeline());
   let resizeTimer = null;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);

@@ -2,7 +2,19 @@
 // the list of batches and one batch with its phases, essays and scale.
 
 import { renderScale } from "./chart.js";
-import { confidence, isFinished, number, phaseLabel, statusLabel, when, whole } from "./format.js";
+import {
+  confidence,
+  duration,
+  isFinished,
+  number,
+  phaseLabel,
+  sourceLabel,
+  statusLabel,
+  stepLabel,
+  clock,
+  when,
+  whole,
+} from "./format.js";
 
 export const $ = (selector) => document.querySelector(selector);
 
@@ -53,6 +65,42 @@ export function clearBatch() {
     $(selector).replaceChildren();
   }
   $("#scale").hidden = true;
+  clearTimeline();
+}
+
+// --- the timeline of the open batch ---
+
+export function clearTimeline() {
+  $("#timeline").open = false;
+  $("#timeline-table tbody").replaceChildren();
+  $("#timeline-status").textContent = "";
+}
+
+// Each step with when its service sent it, how long it took to reach the results service and how
+// long after the step before it; `timeline` is the document of GET /v1/batches/{id}/timeline.
+export function renderTimeline(timeline) {
+  const rows = timeline.events.map((event) =>
+    element(
+      "tr",
+      { "data-event-id": event.event_id, "data-source": event.source_service },
+      element(
+        "td",
+        { class: "when" },
+        element("time", { datetime: event.produced_at, title: when(event.produced_at), text: clock(event.produced_at) }),
+      ),
+      element("td", { class: "step", text: stepLabel(event.event_type) }),
+      element("td", { class: "source", text: sourceLabel(event.source_service) }),
+      element("td", { class: "num lag", text: duration(event.lag_seconds) }),
+      element("td", { class: "num gap", text: event.since_previous_seconds === null ? "–" : duration(event.since_previous_seconds) }),
+    ),
+  );
+  $("#timeline-table tbody").replaceChildren(...rows);
+  const { total } = timeline.pagination;
+  const ready = timeline.results_ready_at ? ` Results announced ${when(timeline.results_ready_at)}.` : "";
+  const shown = total > rows.length ? ` Showing the first ${rows.length} of ${total}.` : "";
+  $("#timeline-status").textContent = total
+    ? `${total} step${total === 1 ? "" : "s"}.${ready}${shown}`
+    : "No step recorded (they are kept for a limited time).";
 }
 
 export function renderSubmitted(batchId, local) {

@@ -1,8 +1,8 @@
 """CJ judgements may be rankings: cj_judgements.kind is `pair` or `ranking` (k essays, k rows of
 cj_judgement_essays with their places 1..k).
 
-Revision ID: 0008_cj_ranking_judgements
-Revises: 0007_cj_jobs_judgements
+Revision ID: 0010_cj_ranking_judgements
+Revises: 0009_ras_rebuild_timeline
 Create Date: 2026-12-10
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0008_cj_ranking_judgements"
-down_revision: str | Sequence[str] | None = "0007_cj_jobs_judgements"
+revision: str = "0010_cj_ranking_judgements"
+down_revision: str | Sequence[str] | None = "0009_ras_rebuild_timeline"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
