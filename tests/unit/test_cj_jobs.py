@@ -346,7 +346,8 @@ async def test_a_spent_token_budget_stops_the_run_with_its_reason_and_still_publ
 ) -> None:
     sent = await system.request(n=6, budget=10)
     judge = Judge(usage=Usage(tokens_in=90, tokens_out=10, cost=0.002))
-    runner = system.runner(judge, Clock(), owner="w1", limits=SpendLimits(max_tokens=1_000))
+    # pairs: the stop rule cannot fire within the ten judgements the token budget pays for
+    runner = system.runner(judge, Clock(), owner="w1", limits=SpendLimits(max_tokens=1_000), config=PAIRS)
 
     await runner.run_until_idle()
 
