@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from bus_support import Collector, keyed, publish_acknowledged
 
 from huleedu.contracts.envelope import EventEnvelope
@@ -151,6 +152,64 @@ async def test_a_group_whose_members_stopped_one_after_the_other_can_be_joined_a
     await publish_acknowledged(third_bus, keyed(topic, "k", range(3)))
     await eventually(lambda: len(collector.handled) >= 3, what="3 records handled")
     assert collector.values() == ["k:0", "k:1", "k:2"]
+
+
+async def test_a_group_whose_members_all_stopped_at_once_can_be_joined_again(
+    new_bus: NewBus, topic_prefix: str
+) -> None:
+    # How a deployment stops: every member leaves while the others may be rebalancing.
+    topic = f"{topic_prefix}.deploys"
+    group = f"{topic_prefix}-workers"
+    members = [new_bus() for _ in range(3)]
+    for bus in members:
+        bus.subscribe(group, [topic], Collector())
+    await asyncio.gather(*(bus.start() for bus in members))
+    await asyncio.gather(*(bus.stop() for bus in members))
+
+    for round_number in range(2):  # and once more after the new members stopped together too
+        collectors = [Collector(), Collector()]
+        buses = [new_bus(), new_bus()]
+        for bus, collector in zip(buses, collectors, strict=True):
+            bus.subscribe(group, [topic], collector)
+        await asyncio.gather(*(bus.start() for bus in buses))
+        keys = [f"r{round_number}-{index}" for index in range(8)]
+        await publish_acknowledged(buses[0], [r for key in keys for r in keyed(topic, key, range(2))])
+        expected = sorted(f"{key}:{n}" for key in keys for n in range(2))
+        await eventually(
+            lambda pair=collectors, want=expected: sorted(pair[0].values() + pair[1].values()) == want,
+            what=f"round {round_number}: every record handled once by the rejoined group",
+        )
+        await asyncio.gather(*(bus.stop() for bus in buses))
+
+
+async def test_a_group_is_namespaced_by_the_topic_prefix_on_the_broker(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Two deployments (or tests) on one broker may name their consumers alike and never share a
+    group; operators find it under `<topic prefix>.<name>` with the broker's own tools."""
+    topic = f"{topic_prefix}.named"
+    bus = KafkaBus(kafka_settings(kafka_bootstrap, topic_prefix))
+    collector = Collector()
+    bus.subscribe("workers", [topic], collector)
+    await bus.start()
+    try:
+        await publish_acknowledged(bus, keyed(topic, "k", range(3)))
+        await eventually(lambda: len(collector.handled) >= 3, what="3 records handled")
+    finally:
+        await bus.stop()
+    partition = TopicPartition(topic, collector.handled[0].partition)
+    assert await committed_on_the_broker(kafka_bootstrap, f"{topic_prefix}.workers", partition) == 3
+    assert await committed_on_the_broker(kafka_bootstrap, "workers", partition) is None
+
+
+async def committed_on_the_broker(bootstrap: str, group_id: str, partition: TopicPartition) -> int | None:
+    asker = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await asker.start()
+    try:
+        offset: int | None = await asker.committed(partition)
+        return offset
+    finally:
+        await asker.stop()
 
 
 async def test_members_joining_and_leaving_while_records_flow_lose_nothing_and_repeat_nothing(

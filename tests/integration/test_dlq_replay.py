@@ -26,6 +26,7 @@ from huleedu.contracts.base import WireModel
 from huleedu.contracts.enums import PhaseName
 from huleedu.contracts.envelope import EventEnvelope
 from huleedu.messaging.bus import OutboundRecord
+from huleedu.messaging.kafka import broker_group_id
 from huleedu.messaging.tables import dead_letter_replays, dead_letters, event_outbox
 from huleedu.operations.dlq import REPLAYED_FROM
 from huleedu.platform.settings import Settings
@@ -195,7 +196,7 @@ async def test_dead_letters_of_a_ras_topic_are_listed_shown_and_replayed_once_th
 
     # --- list and show, as a bystander of the DLQ topic ---
     groups_before = await consumer_groups(kafka_bootstrap)
-    assert SERVICE in groups_before
+    assert broker_group_id(settings, SERVICE) in groups_before
     listed = await ops_json("dlq", "list", topic)
     assert listed["count"] == 3
     assert listed["by_error_type"] == {"handler_failed": 1, "undecodable": 2}

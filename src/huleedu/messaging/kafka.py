@@ -8,9 +8,10 @@ as UnknownError) or the client cannot send (too large) is a `PublishError(broker
 the record's fault, not an outage. Topics are created on first use (`kafka_partitions` each), and
 before consuming for every subscribed topic and its `.dlq`.
 
-Consuming: one `AIOKafkaConsumer` per `subscribe()`, offsets committed by hand per partition after
-the handler returned. A failing partition is rewound to its first unhandled record and paused for a
-capped backoff while the other partitions go on. A rebalance waits for the running handler and
+Consuming: one `AIOKafkaConsumer` per `subscribe()`, in the broker group `<topic prefix>.<group>`
+(deployments and tests sharing a broker never share a group), offsets committed by hand per
+partition after the handler returned. A failing partition is rewound to its first unhandled record
+and paused for a capped backoff while the other partitions go on. A rebalance waits for the running handler and
 its commit, and drops what was fetched but not handled, so no unfinished work is ever committed.
 """
 
@@ -59,6 +60,11 @@ def to_record(message: ConsumerRecord) -> Record:
         headers=tuple((name, value if value is not None else b"") for name, value in message.headers or ()),
         timestamp_ms=message.timestamp,
     )
+
+
+def broker_group_id(settings: Settings, group: str) -> str:
+    """The group id the broker sees: namespaced by the topic prefix, like the topics it reads."""
+    return f"{settings.topic_prefix}.{group}"
 
 
 def with_dead_letter_topics(topics: Iterable[str]) -> set[str]:
@@ -111,7 +117,7 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             client_id=settings.kafka_client_id,
-            group_id=group,
+            group_id=broker_group_id(settings, group),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,

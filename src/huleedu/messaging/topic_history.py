@@ -16,7 +16,7 @@ from typing import Self
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from huleedu.messaging.bus import Record
-from huleedu.messaging.kafka import to_record
+from huleedu.messaging.kafka import broker_group_id, to_record
 from huleedu.platform.settings import Settings
 
 _FETCH_WAIT_MS = 500
@@ -145,13 +145,13 @@ class TopicHistory:
 async def committed_offsets(
     settings: Settings, group: str, partitions: Sequence[TopicPartition], wait_seconds: float
 ) -> dict[TopicPartition, int]:
-    """`group`'s committed offset of each partition that has one. A consumer that names the group
-    but subscribes to nothing asks the group coordinator for the offsets (OffsetFetch) and never
+    """`group`'s committed offset of each partition that has one (`group` as `subscribe` got it). A
+    consumer that names the group but subscribes to nothing asks the group coordinator for the offsets (OffsetFetch) and never
     joins the group (aiokafka joins only for a subscription), so the group's members are undisturbed."""
     asker = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=f"{settings.kafka_client_id}-offsets",
-        group_id=group,
+        group_id=broker_group_id(settings, group),
         enable_auto_commit=False,
         request_timeout_ms=max(settings.kafka_request_timeout_ms, 5_000),
     )
