@@ -151,20 +151,43 @@ class _GroupMember(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self._task = asyncio.create_task(self._consume(), name=f"kafka-bus {self._group}")
 
     async def stop(self) -> None:
-        """Let the running handler finish and commit, then leave the group."""
+        """Let the running handler finish and commit, then close (leaving the group only when configured)."""
         self._stopping = True
         if self._task is not None:
             async with self._handling:
                 self._task.cancel()
             await asyncio.wait([self._task])
             self._task = None
-            # Leaving while the group waits for this member to rejoin wedges the group on Tansu (no
-            # member can join it again). A member learns of a rebalance from its next heartbeat:
-            # wait for that, then for the rebalance to finish (aiokafka completes it on its own).
-            await asyncio.sleep(self._settings.kafka_heartbeat_interval_ms * 1.5 / 1000)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), self._settings.kafka_session_timeout_ms / 1000)
+            if self._settings.kafka_leave_group_on_stop:
+                await self._settle_before_leaving()
+        if not self._settings.kafka_leave_group_on_stop:
+            self._stay_in_group_on_close()
         await self._consumer.stop()
+
+    async def _settle_before_leaving(self) -> None:
+        # Leaving while the group waits for this member to rejoin wedges the group on Tansu (no
+        # member can join it again). A member learns of a rebalance from its next heartbeat:
+        # wait for that, then for the rebalance to finish (aiokafka completes it on its own).
+        await asyncio.sleep(self._settings.kafka_heartbeat_interval_ms * 1.5 / 1000)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), self._settings.kafka_session_timeout_ms / 1000)
+
+    def _stay_in_group_on_close(self) -> None:
+        """Close without LeaveGroup: the broker drops this member when its session times out.
+        Members that leave together can wedge a Tansu group for good (no member can join it again;
+        seen even with the settling above), and a deployment's members are often stopped together;
+        a restart waits out one session instead. aiokafka has no switch for this, so the leave step
+        of its group coordinator (a private part, pinned by requirements.lock) is replaced."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None:
+            return  # never started: nothing to leave
+        if not hasattr(coordinator, "_maybe_leave_group"):
+            raise RuntimeError("aiokafka changed: its group coordinator has no _maybe_leave_group to replace")
+
+        async def forget_generation_only() -> None:
+            coordinator.reset_generation()
+
+        coordinator._maybe_leave_group = forget_generation_only
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         self._settled.clear()

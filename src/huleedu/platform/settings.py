@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     kafka_max_batch_records: int = Field(default=200, ge=1, le=10_000)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    kafka_leave_group_on_stop: bool = Field(
+        default=False,
+        description="send LeaveGroup on a graceful stop, handing partitions over at once; off by default: "
+        "members leaving together wedge a Tansu group for good; turn it on for Apache Kafka",
+    )
     kafka_partitions: int = Field(default=4, ge=1, le=1024, description="partitions of topics we create")
     kafka_replication_factor: int = Field(default=1, ge=1, description="replicas of topics we create")
     kafka_request_timeout_ms: int = Field(
