@@ -13,6 +13,7 @@ import orjson
 import pytest
 from sqlalchemy import update
 
+from huleedu.cache.redis_cache import create_redis_client
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.enums import PhaseName
 from huleedu.contracts.envelope import EventEnvelope
@@ -23,6 +24,7 @@ from huleedu.result_aggregator.tables import batch_results, essay_results
 from support import ras_events as ev
 from support import ras_seed
 from support.ras_app import RasProcess, ras_process, ras_settings
+from support.servers import PrivateRedis
 
 TOPICS = Topics()
 FRESH = {"Cache-Control": "no-cache"}
@@ -206,3 +208,42 @@ async def test_both_modes_answer_alike(tmp_path: Path, postgres_url: str) -> Non
     on_sqlite, on_postgres = documents
     for sqlite_answer, postgres_answer in zip(on_sqlite, on_postgres, strict=True):
         assert orjson.loads(sqlite_answer) == orjson.loads(postgres_answer)
+
+
+async def commands(redis: PrivateRedis) -> dict[str, int]:
+    """Calls per command since the statistics were reset, the commands a script ran included."""
+    client = create_redis_client(redis.url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    calls = {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
+    return {name: count for name, count in calls.items() if not name.startswith(("info", "config"))}
+
+
+async def reset_statistics(redis: PrivateRedis) -> None:
+    client = create_redis_client(redis.url)
+    try:
+        await client.config_resetstat()
+    finally:
+        await client.aclose()
+
+
+async def test_an_uncached_read_asks_redis_one_small_question(postgres_url: str) -> None:
+    """The generation, and whether an entry of it exists: not the entry, and no write when one does."""
+    redis = PrivateRedis()
+    redis.start()
+    try:
+        settings = ras_settings(database_url=postgres_url, redis_url=redis.url)
+        async with ras_process(settings, migrate=False) as ras:
+            batch_id = unique("one-question")
+            await ras_seed.store_batch(ras, batch_id, 3, user_id="teacher-questions")
+            path = f"/internal/v1/batches/{batch_id}/status"
+            assert (await ras.client.get(path)).status_code == 200  # loaded and stored
+            assert (await ras.client.get(path, headers=FRESH)).status_code == 200  # the script loaded
+            await reset_statistics(redis)
+            assert (await ras.client.get(path, headers=FRESH)).status_code == 200
+            # One script: the generation (GET) and whether its entry exists (EXISTS); no SET.
+            assert await commands(redis) == {"evalsha": 1, "get": 1, "exists": 1}
+    finally:
+        redis.stop()
