@@ -23,7 +23,7 @@ from huleedu.result_aggregator.queries import load_status_by_rows
 from huleedu.result_aggregator.tables import batch_results, essay_results
 from support import ras_events as ev
 from support import ras_seed
-from support.ras_app import RasProcess, ras_process, ras_settings
+from support.ras_app import RasProcess, ras_process, ras_settings, ras_with_own_redis
 from support.servers import PrivateRedis
 
 TOPICS = Topics()
@@ -231,19 +231,13 @@ async def reset_statistics(redis: PrivateRedis) -> None:
 
 async def test_an_uncached_read_asks_redis_one_small_question(postgres_url: str) -> None:
     """The generation, and whether an entry of it exists: not the entry, and no write when one does."""
-    redis = PrivateRedis()
-    redis.start()
-    try:
-        settings = ras_settings(database_url=postgres_url, redis_url=redis.url)
-        async with ras_process(settings, migrate=False) as ras:
-            batch_id = unique("one-question")
-            await ras_seed.store_batch(ras, batch_id, 3, user_id="teacher-questions")
-            path = f"/internal/v1/batches/{batch_id}/status"
-            assert (await ras.client.get(path)).status_code == 200  # loaded and stored
-            assert (await ras.client.get(path, headers=FRESH)).status_code == 200  # the script loaded
-            await reset_statistics(redis)
-            assert (await ras.client.get(path, headers=FRESH)).status_code == 200
-            # One script: the generation (GET) and whether its entry exists (EXISTS); no SET.
-            assert await commands(redis) == {"evalsha": 1, "get": 1, "exists": 1}
-    finally:
-        redis.stop()
+    async with ras_with_own_redis(postgres_url) as (ras, redis):
+        batch_id = unique("one-question")
+        await ras_seed.store_batch(ras, batch_id, 3, user_id="teacher-questions")
+        path = f"/internal/v1/batches/{batch_id}/status"
+        assert (await ras.client.get(path)).status_code == 200  # loaded and stored
+        assert (await ras.client.get(path, headers=FRESH)).status_code == 200  # the script loaded
+        await reset_statistics(redis)
+        assert (await ras.client.get(path, headers=FRESH)).status_code == 200
+        # One script: the generation (GET) and whether its entry exists (EXISTS); no SET.
+        assert await commands(redis) == {"evalsha": 1, "get": 1, "exists": 1}
