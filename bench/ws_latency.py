@@ -15,12 +15,15 @@ key prefix, and removes them when done.
 
 Each leg is timed too, by clocks around the consumers' handlers and the bus's publish (see `Legs`):
 the two broker hops (a record acknowledged -> the consumer's handler has it: mostly the fetch wait),
-RAS handling up to its commit, the relay's wake-up and claim, the relay's publish until the broker's
-ack, and the gateway from its handler to the frame.
+RAS handling (its lease in Redis, the transaction, the calls after the commit; the relay is woken by
+the commit, so the next leg may overlap this one's end), the relay's wake-up and claim, the relay's
+publish until the broker's ack, and the gateway from its handler to the frame; and the garbage
+collector's pauses meanwhile.
 """
 
 import argparse
 import asyncio
+import gc
 import statistics
 import time
 import uuid
@@ -101,7 +104,7 @@ Publish = Callable[[Sequence[OutboundRecord]], Coroutine[Any, Any, list[PublishO
 
 LEGS = (
     ("broker hop -> RAS (completing event acked -> handler)", "published", "ras_in"),
-    ("RAS handling up to its commit", "ras_in", "ras_done"),
+    ("RAS handling (lease, transaction, after-commit calls)", "ras_in", "ras_done"),
     ("relay wake-up and claim (commit -> publish)", "ras_done", "relay_sent"),
     ("relay publish until the broker's ack", "relay_sent", "relay_acked"),
     ("broker hop -> gateway (ack -> handler)", "relay_acked", "gateway_in"),
@@ -156,6 +159,29 @@ class Legs:
         ]
 
 
+@dataclass
+class GcPauses:
+    """The collector's pauses in this process (RAS, the gateway and the client) while `on`."""
+
+    on: bool = False
+    pauses_ms: dict[int, list[float]] = field(default_factory=dict)
+    _started: float = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self.on:
+            pause = (time.perf_counter() - self._started) * 1000
+            self.pauses_ms.setdefault(int(info["generation"]), []).append(pause)
+
+    def summary(self) -> str:
+        parts = [
+            f"generation {generation}: {len(pauses)}, longest {max(pauses):.1f} ms"
+            for generation, pauses in sorted(self.pauses_ms.items())
+        ]
+        return "; ".join(parts) or "none"
+
+
 def timed_consumer(consumer: EventConsumer, legs: Legs, topic: str, before: str, after: str) -> None:
     # The bus subscribes `consumer.handle_batch` when the units start: the timed one, from here on.
     consumer.handle_batch = legs.timing(consumer.handle_batch, topic, before, after)  # type: ignore[method-assign, assignment]
@@ -171,6 +197,8 @@ def announcing(event: str, batch_id: str) -> Callable[[gw.Frame], bool]:
 async def measure(settings: Settings, batches: int, essays: int) -> None:
     await upgrade_async(settings.database_url)
     legs = Legs()
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     topics = settings.topics
     async with build_adapters(settings) as adapters:
         gateway = assemble(adapters)
@@ -192,7 +220,7 @@ async def measure(settings: Settings, batches: int, essays: int) -> None:
                 before, completing = batch_events(settings, batch_id, essays)
                 await gw.publish(adapters.bus, before)
                 await client.frames_until(announcing("batch_phase_completed", batch_id))
-                legs.on = n >= WARM_UP
+                legs.on = pauses.on = n >= WARM_UP
                 started = time.perf_counter()
                 await gw.publish(adapters.bus, [completing])
                 acknowledged = time.perf_counter()
@@ -204,7 +232,7 @@ async def measure(settings: Settings, batches: int, essays: int) -> None:
                 if n >= WARM_UP:
                     latencies_ms.append((arrived - started) * 1000)
                     acknowledged_ms.append((acknowledged - started) * 1000)
-            legs.on = False
+            legs.on = pauses.on = False
             # The gateway's leg alone: BatchResultsReadyV1 published as RAS's relay would.
             gateway_ms = []
             for n in range(batches):
@@ -227,6 +255,7 @@ async def measure(settings: Settings, batches: int, essays: int) -> None:
         for a, b in zip(legs.leg("published", "ras_in"), legs.leg("relay_acked", "gateway_in"), strict=True)
     ]
     print(f"    {'the broker share: both hops together':<53}{summary(hops)}")
+    print(f"  garbage collections while the batches were timed: {pauses.summary()}")
     print(
         f"  the path crosses the broker twice (-> RAS, -> gateway): broker share about"
         f" {2 * statistics.median(hops_ms):.1f} ms of the median"
