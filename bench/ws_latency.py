@@ -105,7 +105,7 @@ Publish = Callable[[Sequence[OutboundRecord]], Coroutine[Any, Any, list[PublishO
 LEGS = (
     ("broker hop -> RAS (completing event acked -> handler)", "published", "ras_in"),
     ("RAS handling (lease, transaction, after-commit calls)", "ras_in", "ras_done"),
-    ("relay wake-up and claim (commit -> publish)", "ras_done", "relay_sent"),
+    ("relay wake-up and claim (RAS returned -> publish)", "ras_done", "relay_sent"),
     ("relay publish until the broker's ack", "relay_sent", "relay_acked"),
     ("broker hop -> gateway (ack -> handler)", "relay_acked", "gateway_in"),
     ("gateway handler -> frame at the client", "gateway_in", "frame"),
