@@ -112,6 +112,16 @@ async def test_get_versioned_reads_the_generation_and_its_entry(cache: Cache) ->
     assert await cache.get_versioned("ver:batch-1", "data:batch-1:") == (1, b"status v1")
 
 
+async def test_peek_versioned_reads_the_generation_and_whether_its_entry_exists(cache: Cache) -> None:
+    assert await cache.peek_versioned("ver:batch-2", "data:batch-2:") == (0, False)
+
+    await cache.set("data:batch-2:0", b"status v0", ttl_seconds=60)
+    assert await cache.peek_versioned("ver:batch-2", "data:batch-2:") == (0, True)
+
+    assert await cache.incr("ver:batch-2") == [1]
+    assert await cache.peek_versioned("ver:batch-2", "data:batch-2:") == (1, False)
+
+
 async def test_a_reader_that_raced_an_invalidation_never_has_its_stale_entry_read(cache: Cache) -> None:
     generation, value = await cache.get_versioned("ver:b", "data:b:")
     assert (generation, value) == (0, None)
@@ -129,6 +139,8 @@ async def test_incr_of_a_key_that_holds_no_integer_is_refused_as_unavailable(cac
         await cache.incr("text")
     with pytest.raises(CacheUnavailable):
         await cache.get_versioned("text", "data:")
+    with pytest.raises(CacheUnavailable):
+        await cache.peek_versioned("text", "data:")
 
 
 async def test_a_ttl_below_one_second_is_a_programming_error(cache: Cache) -> None:
@@ -169,6 +181,7 @@ async def test_a_cache_whose_redis_is_gone_raises_unavailable_and_its_breaker_op
         lambda: cache.delete("k"),
         lambda: cache.incr("k", "l"),
         lambda: cache.get_versioned("ver", "data:"),
+        lambda: cache.peek_versioned("ver", "data:"),
         cache.ping,
     ]
     try:

@@ -19,8 +19,7 @@ from prometheus_client import REGISTRY
 from huleedu.contracts.topics import Topics
 from huleedu.platform.http import create_app
 from support import ras_events as ev
-from support.ras_app import API_KEY, SERVICE_ID, RasProcess, ras_process, ras_settings
-from support.servers import PrivateRedis
+from support.ras_app import API_KEY, SERVICE_ID, RasProcess, ras_process, ras_settings, ras_with_own_redis
 
 TOPICS = Topics()
 HEADERS = {"X-Internal-API-Key": API_KEY, "X-Service-ID": SERVICE_ID}
@@ -142,26 +141,20 @@ async def test_the_user_list_cached_equals_fresh(ras: RasProcess) -> None:
 
 
 async def test_with_redis_gone_the_lane_answers_from_the_database(tmp_path: Path, postgres_url: str) -> None:
-    redis = PrivateRedis()
-    redis.start()
-    try:
-        settings = ras_settings(database_url=postgres_url, redis_url=redis.url)
-        async with ras_process(settings, migrate=False) as ras:
-            batch_id = unique("outage")
-            await complete_batch(ras, batch_id)
-            path = f"/internal/v1/batches/{batch_id}/status"
-            before = await ras.client.get(path)
-            await ras.client.get(path)  # cached
-            redis.stop()
-            at = ev.BASE_TIME + timedelta(hours=2)
-            await ras.feed([ev.spellcheck_result(TOPICS, batch_id, f"{batch_id}-e1", corrections=55, at=at)])
-            during = await asyncio.wait_for(ras.client.get(path), timeout=10)
-            assert during.status_code == 200
-            assert orjson.loads(during.content) != orjson.loads(before.content)
-            essays = {essay["essay_id"]: essay for essay in during.json()["essays"]}
-            assert essays[f"{batch_id}-e1"]["spellcheck_correction_count"] == 55
-    finally:
+    async with ras_with_own_redis(postgres_url) as (ras, redis):
+        batch_id = unique("outage")
+        await complete_batch(ras, batch_id)
+        path = f"/internal/v1/batches/{batch_id}/status"
+        before = await ras.client.get(path)
+        await ras.client.get(path)  # cached
         redis.stop()
+        at = ev.BASE_TIME + timedelta(hours=2)
+        await ras.feed([ev.spellcheck_result(TOPICS, batch_id, f"{batch_id}-e1", corrections=55, at=at)])
+        during = await asyncio.wait_for(ras.client.get(path), timeout=10)
+        assert during.status_code == 200
+        assert orjson.loads(during.content) != orjson.loads(before.content)
+        essays = {essay["essay_id"]: essay for essay in during.json()["essays"]}
+        assert essays[f"{batch_id}-e1"]["spellcheck_correction_count"] == 55
 
 
 async def test_the_lane_lets_websockets_and_other_requests_pass(ras: RasProcess) -> None:

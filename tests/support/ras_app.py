@@ -23,6 +23,7 @@ from huleedu.result_aggregator.app import build, handler_deps, results_cache
 from huleedu.result_aggregator.deadline import send_due_deadlines
 from huleedu.storage.migrations import upgrade_async
 from support.ras_events import as_record
+from support.servers import PrivateRedis
 
 SERVICE_ID = "huleedu-bff"
 API_KEY = "test-internal-key"
@@ -99,3 +100,18 @@ async def ras_process(settings: Settings, *, migrate: bool = True) -> AsyncItera
         headers = {"X-Internal-API-Key": API_KEY, "X-Service-ID": SERVICE_ID}
         async with httpx.AsyncClient(transport=transport, base_url="http://ras", headers=headers) as client:
             yield RasProcess(adapters, unit, client)
+
+
+@asynccontextmanager
+async def ras_with_own_redis(database_url: str) -> AsyncIterator[tuple[RasProcess, PrivateRedis]]:
+    """A RAS process on a redis-server of its own (already migrated database), for tests that stop
+    Redis or count what it was asked."""
+    redis = PrivateRedis()
+    redis.start()
+    try:
+        async with ras_process(
+            ras_settings(database_url=database_url, redis_url=redis.url), migrate=False
+        ) as ras:
+            yield ras, redis
+    finally:
+        redis.stop()

@@ -42,6 +42,10 @@ class Cache(Protocol):
         invalidation that raced it has already moved the counter on, so the late write is never read.
         """
 
+    async def peek_versioned(self, version_key: str, data_key_prefix: str) -> tuple[int, bool]:
+        """As `get_versioned`, but whether the entry exists instead of the entry: for a reader that
+        will not use it (a fresh read), and stores its own answer only where none is stored."""
+
     async def ping(self) -> None:
         """Return if the cache answers (health checks)."""
 

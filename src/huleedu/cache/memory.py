@@ -58,6 +58,10 @@ class MemoryCache:
         generation = _as_counter(version_key, self._read(self._prefix + version_key))
         return generation, self._read(f"{self._prefix}{data_key_prefix}{generation}")
 
+    async def peek_versioned(self, version_key: str, data_key_prefix: str) -> tuple[int, bool]:
+        generation, value = await self.get_versioned(version_key, data_key_prefix)
+        return generation, value is not None
+
     async def ping(self) -> None:
         return None
 

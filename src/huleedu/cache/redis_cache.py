@@ -34,6 +34,11 @@ local generation = redis.call('GET', KEYS[1]) or '0'
 return {generation, redis.call('GET', ARGV[1] .. generation)}
 """
 
+# The same, with whether the entry exists instead of the entry (which may be large).
+_PEEK_VERSIONED = """
+local generation = redis.call('GET', KEYS[1]) or '0'
+return {generation, redis.call('EXISTS', ARGV[1] .. generation)}
+"""
 
 # Connections one process opens to Redis at most. A burst (ten thousand sockets connecting, each
 # with a Redis call or two) then queues for a connection instead of opening thousands at once, the
@@ -44,6 +49,7 @@ POOL_WAIT_SECONDS = 2.0
 
 
 _SCRIPT = _GET_VERSIONED.encode()
+_PEEK_SCRIPT = _PEEK_VERSIONED.encode()
 
 
 def _versioned(reply: object) -> tuple[int, bytes | None]:
@@ -53,6 +59,13 @@ def _versioned(reply: object) -> tuple[int, bytes | None]:
     if value is not None and not isinstance(value, bytes):
         raise ValueError(f"unexpected value in the versioned read: {value!r}")
     return int(generation), value
+
+
+def _peeked(reply: object) -> tuple[int, bool]:
+    if not isinstance(reply, list) or len(reply) != 2 or reply[1] not in (0, 1):
+        raise ValueError(f"unexpected reply to the versioned peek: {reply!r}")
+    generation, exists = reply
+    return int(generation), exists == 1
 
 
 def create_redis_client(url: str, *, timeout_seconds: float = 0.25) -> Redis:
@@ -80,6 +93,7 @@ class RedisCache:
         self._prefix = key_prefix
         self.breaker = breaker if breaker is not None else CircuitBreaker("redis-cache")
         self._get_versioned = client.register_script(_GET_VERSIONED)
+        self._peek_versioned = client.register_script(_PEEK_VERSIONED)
         self._pipe = RedisPipe.for_client(client)
         self._failing = False
 
@@ -133,6 +147,18 @@ class RedisCache:
             return generation, value
 
         return await self._run("get_versioned", read)
+
+    async def peek_versioned(self, version_key: str, data_key_prefix: str) -> tuple[int, bool]:
+        keys, args = [self._prefix + version_key], [self._prefix + data_key_prefix]
+
+        async def peek() -> tuple[int, bool]:
+            if self._pipe is not None:
+                reply = await self._pipe.evalsha(self._peek_versioned.sha, _PEEK_SCRIPT, keys, args)
+            else:
+                reply = await self._peek_versioned(keys=keys, args=args)
+            return _peeked(reply)
+
+        return await self._run("peek_versioned", peek)
 
     async def aclose(self) -> None:
         """Close the connection of its own (the pipe of `get_versioned`); the client stays open."""

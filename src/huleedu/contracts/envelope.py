@@ -1,5 +1,6 @@
 """The event envelope every record carries (docs/contracts.md, "The event envelope")."""
 
+import functools
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID, uuid4
@@ -40,6 +41,14 @@ class EventEnvelope(WireModel, Generic[T]):
         }
 
 
+@functools.cache
+def envelope_of(model: type[T]) -> type[EventEnvelope[T]]:
+    """`EventEnvelope[model]`, built once per process. Pydantic holds parametrised models only
+    weakly: one that nothing else holds is collected, and built again (milliseconds) on its next use,
+    in the middle of handling an event."""
+    return EventEnvelope[model]  # type: ignore[valid-type]
+
+
 def wrap(
     data: T,
     *,
@@ -49,8 +58,7 @@ def wrap(
     event_timestamp: datetime | None = None,
 ) -> "EventEnvelope[T]":
     """The envelope of `data`, parametrised by its concrete model so it serialises every field."""
-    envelope_type: type[EventEnvelope[T]] = EventEnvelope[type(data)]  # type: ignore[misc,assignment]
-    return envelope_type(
+    return envelope_of(type(data))(
         event_type=topic,
         source_service=source_service,
         correlation_id=correlation_id or uuid4(),

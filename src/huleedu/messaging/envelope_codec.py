@@ -9,7 +9,7 @@ import orjson
 from pydantic import ValidationError
 
 from huleedu.contracts.base import WireModel
-from huleedu.contracts.envelope import EventEnvelope
+from huleedu.contracts.envelope import envelope_of
 from huleedu.messaging.bus import Record
 from huleedu.messaging.errors import PoisonEvent
 
@@ -71,7 +71,7 @@ def decode(record: Record, model: type[WireModel]) -> tuple[WireModel, EventMeta
     if b"\\u0000" in record.value and (where := _unstorable_string(raw)) is not None:
         raise PoisonEvent(f"{where}: contains a NUL character (U+0000)", error_type="invalid_event")
     try:
-        envelope = EventEnvelope[model].model_validate(raw)  # type: ignore[valid-type]
+        envelope = envelope_of(model).model_validate(raw)
     except ValidationError as exc:
         raise PoisonEvent(validation_reason(exc), error_type="invalid_event") from exc
     meta = EventMeta(

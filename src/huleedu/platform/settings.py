@@ -58,7 +58,16 @@ class Settings(BaseSettings):
     kafka_enable_idempotence: bool = Field(
         default=False, description="aiokafka idempotent producer; turn on for real Kafka"
     )
-    kafka_fetch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    # How long the broker may hold a consumer's fetch when no record is waiting. Tansu answers
+    # such a fetch only when the wait is over, not when a record arrives meanwhile, so a record
+    # waits on each hop for the rest of the consumer's current fetch: on average half this wait,
+    # at worst all of it (measured: 20 ms -> hop median 11.5 ms; 5 ms -> 4 ms), twice on the
+    # completing event's path to a teacher's screen (-> RAS, -> gateway). Fewer milliseconds cost
+    # idle CPU: one idle consumer took 2.8% of a core (client) and 4.6% (broker) at 20 ms, 6.5% and
+    # 5.7% at 5 ms. A real Kafka broker answers at once when a record arrives: raise it there.
+    kafka_fetch_max_wait_ms: int = Field(
+        default=5, ge=0, le=10_000, description="longest wait of a consumer's fetch on the broker"
+    )
     kafka_max_batch_records: int = Field(default=200, ge=1, le=10_000)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)

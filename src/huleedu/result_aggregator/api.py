@@ -20,7 +20,7 @@ Caller = Callable[..., Awaitable[str]]
 
 JSON = "application/json"
 Identifier = Annotated[str, Path(min_length=1, max_length=255, pattern=NO_NUL_PATTERN)]
-NO_CACHE = "`no-cache`: answer from the database, not the cache (the answer is then cached)"
+NO_CACHE = "`no-cache`: answer from the database, not the cache (the answer is then cached if nothing is)"
 ERRORS: dict[int | str, dict[str, str]] = {
     401: {"description": "missing or wrong X-Internal-API-Key"},
     403: {"description": "X-Service-ID not allowed"},

@@ -65,22 +65,38 @@ class ResultsCache:
         """The cached value, else `load()` (stored when not None). Never raises for cache failures.
 
         `fresh` (a client's `Cache-Control: no-cache`): load from the database whatever the cache
-        holds, on this reader's own query, and store the answer for the readers after it."""
+        holds, on this reader's own query; see `_load_fresh`."""
         if self._pending:
             self._counters(route).fallbacks.inc()
             return await load()
+        if fresh:
+            return await self._load_fresh(route, version_key, data_prefix, load)
         try:
             generation, value = await self._cache.get_versioned(version_key, data_prefix)
         except CacheUnavailable:
             self._counters(route).fallbacks.inc()
             return await load()
-        if fresh:
-            self._count(route, hit=False)
-            return await self._load_and_store(data_prefix + str(generation), load)
         if value is not None:
             self._count(route, hit=True)
             return value
         return await self._load_once(route, data_prefix + str(generation), load)
+
+    async def _load_fresh(
+        self, route: str, version_key: str, data_prefix: str, load: Callable[[], Awaitable[bytes | None]]
+    ) -> bytes | None:
+        """One small round trip to the cache: the generation, and whether an entry of it exists (not
+        the entry, which may be large). The answer is stored only where none is: an entry of the
+        current generation already holds what the database answers, so rewriting it would only add
+        a second round trip."""
+        try:
+            generation, stored = await self._cache.peek_versioned(version_key, data_prefix)
+        except CacheUnavailable:
+            self._counters(route).fallbacks.inc()
+            return await load()
+        self._count(route, hit=False)
+        if stored:
+            return await load()
+        return await self._load_and_store(data_prefix + str(generation), load)
 
     async def _load_once(
         self, route: str, key: str, load: Callable[[], Awaitable[bytes | None]]

@@ -14,11 +14,11 @@ and the results-ready guard make the event harmless for a batch that completed m
 
 import asyncio
 from datetime import datetime
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import structlog
 
-from huleedu.contracts.envelope import EventEnvelope
+from huleedu.contracts.envelope import wrap
 from huleedu.contracts.events import BatchDeadlineReachedV1
 from huleedu.contracts.topics import Topics
 from huleedu.messaging.outbox import OutboxEntry
@@ -37,12 +37,12 @@ def deadline_entry(
     topics: Topics, batch_id: str, deadline_at: datetime, correlation_id: UUID | None, now: datetime
 ) -> OutboxEntry:
     topic = topics.batch_deadline_reached
-    envelope = EventEnvelope[BatchDeadlineReachedV1](
-        event_type=topic,
+    envelope = wrap(
+        BatchDeadlineReachedV1(batch_id=batch_id, deadline_at=deadline_at),
+        topic=topic,
         source_service=SOURCE_SERVICE,
-        correlation_id=correlation_id or uuid4(),
+        correlation_id=correlation_id,
         event_timestamp=now,  # the time the deadline was reached, as `deadline_reached_at` says
-        data=BatchDeadlineReachedV1(batch_id=batch_id, deadline_at=deadline_at),
     )
     return OutboxEntry(envelope, topic, batch_id, aggregate_id=batch_id)
 

@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from huleedu.contracts.enums import ErrorCode, PhaseName
-from huleedu.contracts.envelope import EventEnvelope
+from huleedu.contracts.envelope import wrap
 from huleedu.contracts.errors import ErrorDetail, utc_now
 from huleedu.contracts.events import (
     AssessmentResultV1,
@@ -248,9 +248,7 @@ async def _conclude(
 
 def _results_ready_entry(topics: Topics, ready: BatchResultsReadyV1, correlation_id: UUID) -> OutboxEntry:
     topic = topics.batch_results_ready
-    envelope = EventEnvelope[BatchResultsReadyV1](
-        event_type=topic, source_service=SOURCE_SERVICE, correlation_id=correlation_id, data=ready
-    )
+    envelope = wrap(ready, topic=topic, source_service=SOURCE_SERVICE, correlation_id=correlation_id)
     return OutboxEntry(envelope, topic, ready.batch_id, aggregate_id=ready.batch_id)
 
 

@@ -8,7 +8,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huleedu.contracts.enums import NotificationPriority, PhaseName, WebSocketEventCategory
-from huleedu.contracts.envelope import EventEnvelope
+from huleedu.contracts.envelope import wrap
 from huleedu.contracts.events import BatchResultsReadyV1, TeacherNotificationRequestedV1
 from huleedu.contracts.topics import Topics
 from huleedu.messaging.email_queue import enqueue_email
@@ -135,7 +135,7 @@ class NotificationProjector:
         self, notification: TeacherNotificationRequestedV1, batch_id: str, correlation_id: UUID
     ) -> OutboxEntry:
         topic = self._topics.teacher_notification
-        envelope = EventEnvelope[TeacherNotificationRequestedV1](
-            event_type=topic, source_service=SOURCE_SERVICE, correlation_id=correlation_id, data=notification
+        envelope = wrap(
+            notification, topic=topic, source_service=SOURCE_SERVICE, correlation_id=correlation_id
         )
         return OutboxEntry(envelope, topic, batch_id, aggregate_id=batch_id)

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import DateTime, String, bindparam, func, select, type_coerce
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Row, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.expression import ColumnElement, Executable
@@ -18,6 +18,7 @@ from huleedu.contracts.enums import (
     client_status,
     internal_statuses,
 )
+from huleedu.result_aggregator import essay_fields
 from huleedu.result_aggregator.cache import ResultsCache
 from huleedu.result_aggregator.model import is_phase_complete
 from huleedu.result_aggregator.tables import batch_phase_progress, batch_results, essay_results
@@ -108,40 +109,10 @@ def summary_view(row: RowMapping) -> dict[str, Any]:
     }
 
 
-# The essay rows of the status document: (key in the document, column), in the document's order. The
-# statement names every column it needs, and a row becomes its essay with one `zip`: no row mapping,
-# no per-row function, whatever the batch size.
-_ESSAY = essay_results.c
-ESSAY_COLUMNS: tuple[tuple[str, ColumnElement[Any]], ...] = (
-    ("essay_id", _ESSAY.essay_id),
-    ("filename", _ESSAY.display_name),
-    # A requested phase without a result yet is "pending"; a phase not requested stays null.
-    (
-        "spellcheck_status",
-        func.coalesce(_ESSAY.spellcheck_status, bindparam("spellcheck_default", type_=String)),
-    ),
-    ("spellcheck_correction_count", _ESSAY.spellcheck_correction_count),
-    ("spellcheck_metrics", _ESSAY.spellcheck_metrics),
-    ("spellcheck_error_detail", _ESSAY.spellcheck_error_detail),
-    ("cj_assessment_status", func.coalesce(_ESSAY.cj_status, bindparam("cj_default", type_=String))),
-    ("cj_rank", _ESSAY.cj_rank),
-    ("cj_score", _ESSAY.cj_score),
-    ("cj_se", _ESSAY.cj_se),
-    ("letter_grade", _ESSAY.letter_grade),
-    ("normalized_score", _ESSAY.normalized_score),
-    ("confidence_score", _ESSAY.confidence_score),
-    ("confidence_label", _ESSAY.confidence_label),
-    ("cj_comparison_count", _ESSAY.cj_comparison_count),
-    ("cj_assessment_error_detail", _ESSAY.cj_error_detail),
-    # Without the UTC type's per-row conversion: the driver's datetime is UTC already (PostgreSQL),
-    # or naive UTC (SQLite), which DUMP_OPTIONS writes as UTC.
-    ("last_updated", type_coerce(_ESSAY.updated_at, DateTime(timezone=True))),
-)
-ESSAY_KEYS = tuple(key for key, _ in ESSAY_COLUMNS)
 ESSAYS_OF_BATCH = (
-    select(*(column for _, column in ESSAY_COLUMNS))
-    .where(_ESSAY.batch_id == bindparam("batch_id"), _ESSAY.is_registered.is_(True))
-    .order_by(_ESSAY.cj_rank.is_(None), _ESSAY.cj_rank, _ESSAY.essay_id)
+    select(*essay_fields.ROW_COLUMNS)
+    .where(essay_results.c.batch_id == bindparam("batch_id"), *essay_fields.REGISTERED_OF)
+    .order_by(*essay_fields.ORDER)
 )
 
 
@@ -166,6 +137,10 @@ PROGRESS_COLUMNS = tuple(
 SUMMARY_OF_BATCH = select(*SUMMARY_COLUMNS, *PROGRESS_COLUMNS).where(
     batch_results.c.batch_id == bindparam("batch_id")
 )
+# PostgreSQL: the whole document in one statement, the essays as JSON text built by the database.
+DOCUMENT_OF_BATCH = select(
+    *SUMMARY_COLUMNS, *PROGRESS_COLUMNS, essay_fields.essays_json().label("essays_json")
+).where(batch_results.c.batch_id == bindparam("batch_id"))
 
 
 def reported_progress(row: RowMapping) -> dict[str, dict[str, int]]:
@@ -184,6 +159,44 @@ def pending_unless(phase: PhaseName, requested: set[str]) -> str | None:
     return "pending" if phase.value in requested else None
 
 
+def batch_document(batch: RowMapping) -> dict[str, Any]:
+    """The status document without its essays, from SUMMARY_OF_BATCH's (or DOCUMENT_OF_BATCH's) row."""
+    document = summary_view(batch)
+    with_progress(document["phase_results"], reported_progress(batch), document["essay_count"])
+    return document
+
+
+async def load_status_by_rows(connection: AsyncConnection, batch_id: str) -> bytes | None:
+    """Two statements: the batch (with the progress its phases reported), then its essays as rows
+    that become the document's essays as they are. SQLite's way, and the reference of the other."""
+    batch = (await connection.execute(SUMMARY_OF_BATCH, {"batch_id": batch_id})).first()
+    if batch is None:
+        return None
+    document = batch_document(batch._mapping)
+    requested = set(document["requested_phases"])
+    parameters = {
+        essay_fields.default_parameter(phase): pending_unless(phase, requested)
+        for phase in essay_fields.STATUS_PHASE.values()
+    }
+    essays = await connection.execute(ESSAYS_OF_BATCH, {"batch_id": batch_id, **parameters})
+    # all(): rows made in one pass (iterating the result would fetch them one by one).
+    keys = essay_fields.KEYS
+    document["essays"] = [dict(zip(keys, row, strict=True)) for row in essays.all()]
+    return orjson.dumps(document, option=DUMP_OPTIONS)
+
+
+async def load_status_in_sql(connection: AsyncConnection, batch_id: str) -> bytes | None:
+    """One statement (PostgreSQL): the batch's row carries its essays as the JSON array the
+    document holds, which is spliced in as it came: no essay is made or serialised in Python."""
+    batch = (await connection.execute(DOCUMENT_OF_BATCH, {"batch_id": batch_id})).first()
+    if batch is None:
+        return None
+    mapping = batch._mapping
+    head = orjson.dumps(batch_document(mapping), option=DUMP_OPTIONS)
+    # "essays" is the document's last key: `{...}` becomes `{...,"essays":[...]}`.
+    return b"".join((head[:-1], b',"essays":', mapping["essays_json"].encode(), b"}"))
+
+
 def wants_fresh(cache_control: str | None) -> bool:
     """Whether a request's `Cache-Control` asks for an answer from the database (`no-cache`)."""
     return cache_control is not None and "no-cache" in cache_control.lower()
@@ -196,9 +209,11 @@ class BatchQueries:
         # Reads need no transaction on PostgreSQL: each statement sees committed data, and this
         # saves BEGIN and ROLLBACK, two of the four round trips of an uncached read. On SQLite a
         # read-only transaction (BEGIN deferred) waits for no writer (see storage.engine).
+        postgres = is_postgres(engine.url.drivername)
         self._read_options: dict[str, Any] = (
-            {"isolation_level": "AUTOCOMMIT"} if is_postgres(engine.url.drivername) else {READ_ONLY: True}
+            {"isolation_level": "AUTOCOMMIT"} if postgres else {READ_ONLY: True}
         )
+        self._load_status = load_status_in_sql if postgres else load_status_by_rows
 
     async def batch_status(self, batch_id: str, *, fresh: bool = False) -> bytes | None:
         """The status document as JSON bytes, or None for an unknown batch; `fresh`: from the
@@ -242,28 +257,8 @@ class BatchQueries:
             return (await connection.execute(statement, parameters)).all()
 
     async def _load_batch_status(self, batch_id: str) -> bytes | None:
-        """Two statements: the batch (with the progress its phases reported), then its essays (whatever their number) as rows that become
-        the document's essays as they are."""
         async with self._connection() as connection:
-            batch = (await connection.execute(SUMMARY_OF_BATCH, {"batch_id": batch_id})).first()
-            if batch is None:
-                return None
-            document = summary_view(batch._mapping)
-            with_progress(
-                document["phase_results"], reported_progress(batch._mapping), document["essay_count"]
-            )
-            requested = set(document["requested_phases"])
-            essays = await connection.execute(
-                ESSAYS_OF_BATCH,
-                {
-                    "batch_id": batch_id,
-                    "spellcheck_default": pending_unless(PhaseName.SPELLCHECK, requested),
-                    "cj_default": pending_unless(PhaseName.CJ_ASSESSMENT, requested),
-                },
-            )
-            # all(): rows made in one pass (iterating the result would fetch them one by one).
-            document["essays"] = [dict(zip(ESSAY_KEYS, row, strict=True)) for row in essays.all()]
-        return orjson.dumps(document, option=DUMP_OPTIONS)
+            return await self._load_status(connection, batch_id)
 
     async def _load_user_batches(
         self, user_id: str, limit: int, offset: int, status: BatchClientStatus | None

@@ -1,8 +1,9 @@
 """The few statements whose SQL differs between PostgreSQL and SQLite, written once here."""
 
 import functools
+import itertools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import Table, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 
 def _insert(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -21,6 +23,55 @@ def _insert_for(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
         return postgresql.insert(table)
     if name == "sqlite":
         return sqlite.insert(table)
+    raise ValueError(f"unsupported dialect {name!r}")
+
+
+# SQLAlchemy derives no cache key for INSERT ... ON CONFLICT (its dialects' Insert opts out of
+# caching), so such a statement is compiled again on every execution: a few tenths of a millisecond
+# each, several times per handled event. The statements built once and kept (below: `functools.cache`)
+# are instances of these subclasses instead, whose key stands the conflict clause for a token drawn
+# when the clause is set: copies (`.returning(...)`) keep it, a new clause gets a new one, and no two
+# clauses ever share one.
+_CONFLICT_TOKENS = itertools.count(1)
+
+
+def _keyed_traversal(base: type[Insert]) -> list[tuple[str, InternalTraversal]]:
+    return [
+        *((name, kind) for name, kind in base._traverse_internals if name != "_post_values_clause"),
+        ("_conflict_token", InternalTraversal.dp_plain_obj),
+    ]
+
+
+class _ConflictToken:
+    """Mixed into a dialect's Insert: a new token with every conflict clause set."""
+
+    _conflict_token = 0  # no conflict clause
+
+    def on_conflict_do_update(self, *args: Any, **kwargs: Any) -> Self:
+        statement: Self = super().on_conflict_do_update(*args, **kwargs)  # type: ignore[misc]
+        statement._conflict_token = next(_CONFLICT_TOKENS)
+        return statement
+
+    def on_conflict_do_nothing(self, *args: Any, **kwargs: Any) -> Self:
+        statement: Self = super().on_conflict_do_nothing(*args, **kwargs)  # type: ignore[misc]
+        statement._conflict_token = next(_CONFLICT_TOKENS)
+        return statement
+
+
+class _KeyedPostgresInsert(_ConflictToken, postgresql.Insert):
+    _cache_key_traversal = _keyed_traversal(postgresql.Insert)
+
+
+class _KeyedSqliteInsert(_ConflictToken, sqlite.Insert):
+    _cache_key_traversal = _keyed_traversal(sqlite.Insert)
+
+
+def _kept_insert_for(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT to build once and keep: one SQLAlchemy can cache compiled (see above)."""
+    if name == "postgresql":
+        return _KeyedPostgresInsert(table)
+    if name == "sqlite":
+        return _KeyedSqliteInsert(table)
     raise ValueError(f"unsupported dialect {name!r}")
 
 
@@ -40,7 +91,7 @@ def insert_skipping_duplicates(session: AsyncSession, table: Table) -> Insert:
 
 @functools.cache
 def _skipping_duplicates(dialect: str, table: Table) -> Insert:
-    return _insert_for(dialect, table).on_conflict_do_nothing()
+    return _kept_insert_for(dialect, table).on_conflict_do_nothing()
 
 
 Condition = Callable[[ReadOnlyColumnCollection[str, Any]], ColumnElement[bool]]
@@ -69,7 +120,7 @@ def _upsert_for(
     update_columns: tuple[str, ...],
     only_if: Condition | None,
 ) -> Insert:
-    statement = _insert_for(dialect, table)
+    statement = _kept_insert_for(dialect, table)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=list(conflict_columns),
