@@ -1,5 +1,6 @@
 """RAS read side: SQL for the two queries, cached (versioned, fail-open) and pre-serialised so a
-cache hit costs one round trip and no JSON work, and a miss two statements whatever the batch size."""
+cache hit costs one round trip and no JSON work, and a miss one statement on PostgreSQL (two on
+SQLite) whatever the batch size."""
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager

@@ -61,7 +61,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 # A pooled connection idle for longer than this is pinged before use (a server restart or an idle
 # timeout may have closed it meanwhile), as `pool_pre_ping` would. One used moments ago is not:
 # `pool_pre_ping` pings every checkout, which on asyncpg costs three round trips (BEGIN, the ping,
-# ROLLBACK), more than a cached-miss read's own two statements. A connection that died unnoticed
+# ROLLBACK), more than a cache-miss read's own one or two statements. A connection that died unnoticed
 # within the window fails one statement, and SQLAlchemy then replaces every connection of the pool.
 PING_AFTER_IDLE_SECONDS = 1.0
 _LAST_USED = "huleedu_last_used"
