@@ -3,12 +3,14 @@
 A missing server stops the run with a message saying how to start it: integration tests never skip.
 """
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from huleedu.platform.logging import configure_logging
 from huleedu.platform.settings import Settings
@@ -96,6 +98,18 @@ def topic_prefix() -> str:
 def _quiet_logging() -> None:
     # Unconfigured structlog renders exceptions with rich: seconds per logged exception.
     configure_logging(Settings(log_level="WARNING"))
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """For tests of commands and logging set-up, which configure logging (onto a runner's captured
+    stderr, say): the root logger and structlog are put back as they were afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)

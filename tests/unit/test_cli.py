@@ -1,12 +1,9 @@
 """The `huleedu` command, driven as a user would: arguments, environment, output and exit code."""
 
-import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from huleedu.contracts.export import contract_files
@@ -18,15 +15,7 @@ from huleedu.platform.settings import Settings
 cli = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # Commands configure logging onto the runner's captured stderr; undo that for the next test.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 def test_help_lists_the_commands() -> None:

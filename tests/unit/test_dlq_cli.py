@@ -6,16 +6,13 @@ request stays pending until the test publishes it as a running process would (op
 
 import asyncio
 import base64
-import logging
-import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import structlog
 from sqlalchemy import func, select
 from typer.testing import CliRunner, Result
 
@@ -29,7 +26,7 @@ from huleedu.operations.dlq import REPLAYED_FROM
 from huleedu.operations.replays import publish_requested
 from huleedu.platform.cli import build_cli
 from huleedu.storage.engine import create_engine, session_factory
-from huleedu.storage.migrations import upgrade
+from support.services import copy_sqlite
 from support.waiting import eventually
 
 TOPIC = "huleedu.essay.spellcheck.results.v1"
@@ -41,31 +38,15 @@ class Ping(WireModel):
     n: int
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("dlq") / "migrated.sqlite"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def database(migrated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    path = tmp_path / "huleedu.sqlite"
-    shutil.copy(migrated, path)
-    url = f"sqlite+aiosqlite:///{path}"
+def database(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite")
     monkeypatch.setenv("HULEEDU_DATABASE_URL", url)
     monkeypatch.setenv("HULEEDU_LOG_LEVEL", "WARNING")
     return url
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 def event(n: int) -> EventEnvelope[Ping]:

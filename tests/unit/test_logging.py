@@ -3,7 +3,6 @@
 import io
 import json
 import logging
-from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
@@ -12,15 +11,7 @@ import structlog
 from huleedu.platform.logging import bind_correlation, configure_logging
 from huleedu.platform.settings import Settings
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 def _lines(stream: io.StringIO) -> list[str]:

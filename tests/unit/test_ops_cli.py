@@ -2,15 +2,11 @@
 text and JSON output, exit codes. (On PostgreSQL: tests/integration/test_outbox_refusals.py.)"""
 
 import asyncio
-import logging
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
-import structlog
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
@@ -21,7 +17,7 @@ from huleedu.messaging.tables import event_outbox
 from huleedu.operations.cli import age
 from huleedu.platform.cli import build_cli
 from huleedu.storage.engine import create_engine, session_factory
-from huleedu.storage.migrations import upgrade
+from support.services import copy_sqlite
 
 cli = CliRunner()
 
@@ -30,30 +26,14 @@ class Ping(WireModel):
     n: int
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ops") / "migrated.sqlite"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def database(migrated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    path = tmp_path / "huleedu.sqlite"
-    shutil.copy(migrated, path)
-    url = f"sqlite+aiosqlite:///{path}"
+def database(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite")
     monkeypatch.setenv("HULEEDU_DATABASE_URL", url)
     return url
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 def add_rows(url: str, service: str, rows: list[dict[str, object]]) -> list[int]:

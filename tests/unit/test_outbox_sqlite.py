@@ -2,7 +2,6 @@
 what happens to rows the broker will not take."""
 
 import asyncio
-import shutil
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from huleedu.messaging.tables import event_outbox
 from huleedu.messaging.wakeup import InProcessWakeup
 from huleedu.operations.retention import OUTBOX, Target, prune
 from huleedu.storage.engine import create_engine, session_factory
-from huleedu.storage.migrations import upgrade
+from support.services import copy_sqlite
 from support.waiting import WAIT_SECONDS, eventually
 
 SERVICE = "result_aggregator"
@@ -82,18 +81,9 @@ class ScriptedBroker:
         return [orjson.loads(record.value)["event_id"] for record in self.published]
 
 
-@pytest.fixture(scope="session")
-def migrated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("schema") / "migrated.sqlite"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-async def engine(migrated_file: Path, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    path = tmp_path / "huleedu.sqlite"
-    shutil.copy(migrated_file, path)
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+async def engine(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite"))
     yield engine
     await engine.dispose()
 

@@ -2,7 +2,6 @@
 /metrics, the settings' floor for processed ids, and the pass running by itself in a process."""
 
 import asyncio
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,7 +35,7 @@ from huleedu.platform.bootstrap import ServiceUnit, build_adapters
 from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.tables import batch_timeline
 from huleedu.storage.engine import Sessions, create_engine, session_factory
-from huleedu.storage.migrations import upgrade
+from support.services import copy_sqlite
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -46,18 +45,9 @@ class Ping(WireModel):
     n: int
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("retention") / "migrated.sqlite"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def database_url(migrated: Path, tmp_path: Path) -> str:
-    path = tmp_path / "huleedu.sqlite"
-    shutil.copy(migrated, path)
-    return f"sqlite+aiosqlite:///{path}"
+def database_url(sqlite_template: Path, tmp_path: Path) -> str:
+    return copy_sqlite(sqlite_template, tmp_path / "huleedu.sqlite")
 
 
 @pytest.fixture
