@@ -3,26 +3,19 @@ partition waiting for a stalled handler (the broker's end minus the group's posi
 handled."""
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from prometheus_client import REGISTRY
 
 from huleedu.messaging.bus import OutboundRecord, Record
 from huleedu.messaging.kafka import KafkaBus
 from huleedu.platform.settings import Settings
+from support.waiting import eventually
 
 
 def sample(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
-
-
-async def until(condition: Callable[[], bool], *, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"condition not met within {seconds} s"
-        await asyncio.sleep(0.05)
 
 
 async def test_lag_is_what_waits_for_a_stalled_handler_and_zero_once_it_is_handled(
@@ -59,12 +52,12 @@ async def test_lag_is_what_waits_for_a_stalled_handler_and_zero_once_it_is_handl
         assert (lag(), consumed()) == (0, 0)  # from the assignment on
         outcomes = await producer.publish([OutboundRecord(topic, b"{}", b"batch-1") for _ in range(5)])
         assert outcomes == [None] * 5
-        await until(lambda: lag() == 5)
+        await eventually(lag, until=lambda n: n == 5, what="a lag of 5", seconds=30)
         assert consumed() == 0
 
         healthy.set()
-        await until(lambda: consumed() == 5)
-        await until(lambda: lag() == 0)
+        await eventually(consumed, until=lambda n: n == 5, what="5 records consumed", seconds=30)
+        await eventually(lag, until=lambda n: n == 0, what="a lag of 0", seconds=30)
         assert len(handled) == 5
     finally:
         await consumer.stop()

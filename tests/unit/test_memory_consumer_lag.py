@@ -3,27 +3,20 @@ waiting for a stalled handler, none once handled, and no series left behind by a
 stopped (its partitions' new owner reports them)."""
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from prometheus_client import REGISTRY
 
 from huleedu.messaging.bus import OutboundRecord, Record
 from huleedu.messaging.memory import InMemoryBroker, InMemoryBus
+from support.waiting import eventually
 
 TOPIC = "t.lag.v1"
 
 
 def sample(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
-
-
-async def until(condition: Callable[[], bool], *, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"condition not met within {seconds} s"
-        await asyncio.sleep(0.01)
 
 
 async def test_lag_is_what_waits_for_a_stalled_handler_and_zero_once_it_is_handled() -> None:
@@ -46,15 +39,17 @@ async def test_lag_is_what_waits_for_a_stalled_handler_and_zero_once_it_is_handl
     bus.subscribe(group, [TOPIC], handle)
     await bus.start()
     try:
-        await until(lambda: lag() == 0)  # the series exist from the assignment on, at zero
+        await eventually(
+            lag, until=lambda n: n == 0, what="a lag of 0", seconds=10
+        )  # the series exist from the assignment on, at zero
         assert consumed() == 0
         await bus.publish([OutboundRecord(TOPIC, b"{}", b"batch-1") for _ in range(5)])
-        await until(lambda: lag() == 5)
+        await eventually(lag, until=lambda n: n == 5, what="a lag of 5", seconds=10)
         assert consumed() == 0
 
         healthy.set()
-        await until(lambda: consumed() == 5)
-        await until(lambda: lag() == 0)
+        await eventually(consumed, until=lambda n: n == 5, what="5 records consumed", seconds=10)
+        await eventually(lag, until=lambda n: n == 0, what="a lag of 0", seconds=10)
         assert len(handled) == 5
     finally:
         await bus.stop()

@@ -2,9 +2,8 @@
 /metrics, the settings' floor for processed ids, and the pass running by itself in a process."""
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from huleedu.platform.settings import Settings
 from huleedu.result_aggregator.tables import batch_timeline
 from huleedu.storage.engine import Sessions, create_engine, session_factory
 from support.services import copy_sqlite
+from support.waiting import eventually
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -276,8 +276,13 @@ async def test_a_running_process_prunes_on_its_own_and_reports_its_outbox(databa
                 _, outbox, jobs = await remaining(sessions)
                 return old_job not in jobs and old_row not in outbox
 
-            await until(old_rows_gone)
-            await until_true(lambda: sample("huleedu_outbox_pending_rows", service=service) == 2)
+            await eventually(old_rows_gone, what="the old rows pruned", seconds=15)
+            await eventually(
+                lambda: sample("huleedu_outbox_pending_rows", service=service),
+                until=lambda rows: rows == 2,
+                what="2 pending outbox rows reported",
+                seconds=15,
+            )
         finally:
             stop.set()
             await task
@@ -289,20 +294,6 @@ async def test_a_running_process_prunes_on_its_own_and_reports_its_outbox(databa
     pending_age = sample("huleedu_outbox_oldest_pending_age_seconds", service=service)
     assert pending_age is not None
     assert 2 * 3600 <= pending_age < 3 * 3600
-
-
-async def until(condition: Callable[[], Awaitable[bool]], *, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, f"condition not met within {seconds} s"
-        await asyncio.sleep(0.05)
-
-
-async def until_true(condition: Callable[[], bool], *, seconds: float = 15) -> None:
-    async def check() -> bool:
-        return condition()
-
-    await until(check, seconds=seconds)
 
 
 async def test_the_oldest_row_kept_is_zero_when_none_is(sessions: Sessions) -> None:
