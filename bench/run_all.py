@@ -84,8 +84,10 @@ ABOUT = """\
 - The cached read is answered by a lane (`result_aggregator/lane.py`) before FastAPI routes the
   request: one Redis round trip (a script returns the generation and the entry together) and the
   stored bytes as the body. An uncached read is one statement on PostgreSQL (the batch's summary
-  row with its essays as JSON the database builds, `json_agg`), two on SQLite (the batch, then its
-  essays), with no transaction around them; the list is one (`count(*) over ()`).
+  row with its essays' entries joined, `string_agg`: each essay row keeps its entry as JSON, which
+  a trigger writes on every write, so nothing is serialised per essay when it is read), two on
+  SQLite (the batch, then its essays), with no transaction around them; the list is one
+  (`count(*) over ()`).
 - The gateway declines permessage-deflate unless `HULEEDU_WS_COMPRESSION` is set: a compressing
   socket holds zlib state of its own (about twice the memory of a plain one) and a results frame
   is a few hundred bytes. `bench/ws_scale.py --compression` measures the other choice.

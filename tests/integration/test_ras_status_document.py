@@ -1,17 +1,19 @@
 """The status document read uncached (`Cache-Control: no-cache`) is the document the cache serves and
-the one built in Python from the rows (the reference: `load_status_by_rows`), once decoded, in both
-modes: on PostgreSQL the database builds the essays' JSON, on SQLite Python does. And the two modes
-answer alike for the same events."""
+the one built in Python from the rows (the reference: `load_status_by_rows`), once decoded, value for
+value and type for type (3.0 is not 3), in both modes: on PostgreSQL each essay's entry is JSON the
+database wrote when the row was written (migration 0011), on SQLite Python serialises the rows. And
+the two modes answer alike for the same events."""
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, text, update
+from sqlalchemy.exc import IntegrityError
 
 from huleedu.cache.redis_cache import create_redis_client
 from huleedu.contracts.base import WireModel
@@ -21,8 +23,9 @@ from huleedu.contracts.events import CJAssessmentProgressV1
 from huleedu.contracts.topics import Topics
 from huleedu.result_aggregator.queries import load_status_by_rows
 from huleedu.result_aggregator.tables import batch_results, essay_results
+from huleedu.storage.migrations import upgrade_async
 from support import ras_events as ev
-from support import ras_seed
+from support import ras_seed, servers
 from support.ras_app import RasProcess, ras_process, ras_settings, ras_with_own_redis
 from support.servers import PrivateRedis
 
@@ -69,14 +72,20 @@ def progress(batch_id: str, done: int, planned: int) -> EventEnvelope[WireModel]
 def every_state(prefix: str) -> tuple[list[str], list[EventEnvelope[WireModel]]]:
     """Batches whose phases are pending, processing (with and without reported progress),
     completed and failed, with essays pending, completed, failed (with error details), of a
-    phase not requested, with anchors and with a result for an essay never registered."""
-    ids = {name: f"{prefix}-{name}" for name in ("registered", "running", "partial", "failed", "mixed")}
+    phase not requested, with anchors, with a result for an essay never registered, and with a
+    result that arrived before its batch was registered."""
+    ids = {
+        name: f"{prefix}-{name}" for name in ("registered", "running", "partial", "failed", "mixed", "early")
+    }
 
     def essays(batch_id: str, count: int = 4) -> list[str]:
         return [f"{batch_id}-e{n}" for n in range(count)]
 
-    registered, running, partial, failed, mixed = ids.values()
+    registered, running, partial, failed, mixed, early = ids.values()
     events = [
+        # A result before its batch's registration: the entry is written again when it registers.
+        ev.spellcheck_result(TOPICS, early, essays(early)[0], corrections=2),
+        ev.registration(TOPICS, early, essays(early)),
         ev.registration(TOPICS, registered, essays(registered), title="registered only"),
         ev.registration(TOPICS, running, essays(running)),
         ev.spellcheck_result(TOPICS, running, essays(running)[0]),
@@ -122,6 +131,42 @@ async def set_wall_clock(ras: RasProcess, batch_ids: Sequence[str]) -> None:
             )
 
 
+# Values JSON writes in more than one way, set alike in both modes: escapes and characters beyond
+# ASCII in a name, floats that are whole numbers, negative zero, tiny and huge, and nested JSON.
+AWKWARD_NAME = 'quote " backslash \\ newline \n tab \t bell \x07 \u2028 emoji \U0001f393 </script> ünï'
+AWKWARD_VALUES: dict[str, Any] = {
+    "display_name": AWKWARD_NAME,
+    "cj_score": 3.0,
+    "cj_se": -0.0,
+    "normalized_score": 1e-7,
+    "confidence_score": 1e20,
+    "spellcheck_metrics": {"word_count": 200, "whole": 2.0, "nested": {"ä": [1, 2.5, None, True, "\u00e9"]}},
+    "cj_error_detail": {"message": 'a "quoted" reason\nover two lines', "details": {}},
+}
+
+
+def typed(value: Any) -> Any:
+    """A decoded JSON value with each scalar's type beside it: 3 and 3.0, or 1 and true, differ."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed(item) for item in value]
+    return (type(value).__name__, value)
+
+
+def same_document(answer: bytes) -> Any:
+    return typed(orjson.loads(answer))
+
+
+async def set_awkward_values(ras: RasProcess, batch_id: str, essay_id: str) -> None:
+    async with ras.adapters.sessions() as session, session.begin():
+        await session.execute(
+            update(essay_results)
+            .where(essay_results.c.batch_id == batch_id, essay_results.c.essay_id == essay_id)
+            .values(**AWKWARD_VALUES)
+        )
+
+
 async def by_rows(ras: RasProcess, batch_id: str) -> bytes | None:
     async with ras.adapters.engine.connect() as connection:
         return await load_status_by_rows(connection, batch_id)
@@ -139,9 +184,9 @@ async def assert_answers_agree(ras: RasProcess, batch_id: str) -> dict[str, Any]
     fresh_again = await ras.client.get(path, headers=FRESH)
     assert fresh.status_code == loaded.status_code == cached.status_code == fresh_again.status_code == 200
     assert cached.content == loaded.content
-    document: dict[str, Any] = orjson.loads(reference)
     for answer in (fresh, loaded, cached, fresh_again):
-        assert orjson.loads(answer.content) == document
+        assert same_document(answer.content) == same_document(reference)
+    document: dict[str, Any] = orjson.loads(reference)
     return document
 
 
@@ -176,6 +221,20 @@ async def test_batches_in_every_phase_state(ras: RasProcess) -> None:
     )
 
 
+async def test_values_json_writes_in_more_than_one_way(ras: RasProcess) -> None:
+    batch_id = unique("awkward")
+    await ras_seed.store_batch(ras, batch_id, 3, user_id="teacher-awkward")
+    await set_awkward_values(ras, batch_id, f"{batch_id}-e0000")
+    await set_wall_clock(ras, [batch_id])
+    document = await assert_answers_agree(ras, batch_id)
+    [essay] = [essay for essay in document["essays"] if essay["essay_id"] == f"{batch_id}-e0000"]
+    assert essay["filename"] == AWKWARD_NAME
+    assert typed(essay["cj_score"]) == ("float", 3.0)
+    assert typed(essay["confidence_score"]) == ("float", 1e20)
+    assert typed(essay["cj_se"]) == ("float", 0.0)  # its sign is SQLite's to keep or not
+    assert essay["spellcheck_metrics"] == AWKWARD_VALUES["spellcheck_metrics"]
+
+
 async def test_a_thousand_essays(ras: RasProcess) -> None:
     batch_id = unique("large")
     await ras_seed.store_batch(ras, batch_id, 1000, user_id="teacher-large")
@@ -200,6 +259,7 @@ async def test_both_modes_answer_alike(tmp_path: Path, postgres_url: str) -> Non
     ):
         async with ras_process(settings, migrate=settings.database_url.startswith("sqlite")) as ras:
             await ras.feed(events)
+            await set_awkward_values(ras, batch_ids[-1], f"{batch_ids[-1]}-e0")
             await set_wall_clock(ras, batch_ids)
             answers = [
                 await ras.client.get(f"/internal/v1/batches/{b}/status", headers=FRESH) for b in batch_ids
@@ -207,7 +267,7 @@ async def test_both_modes_answer_alike(tmp_path: Path, postgres_url: str) -> Non
             documents.append([answer.content for answer in answers])
     on_sqlite, on_postgres = documents
     for sqlite_answer, postgres_answer in zip(on_sqlite, on_postgres, strict=True):
-        assert orjson.loads(sqlite_answer) == orjson.loads(postgres_answer)
+        assert same_document(sqlite_answer) == same_document(postgres_answer)
 
 
 async def commands(redis: PrivateRedis) -> dict[str, int]:
@@ -241,3 +301,42 @@ async def test_an_uncached_read_asks_redis_one_small_question(postgres_url: str)
         assert (await ras.client.get(path, headers=FRESH)).status_code == 200
         # One script: the generation (GET) and whether its entry exists (EXISTS); no SET.
         assert await commands(redis) == {"evalsha": 1, "get": 1, "exists": 1}
+
+
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    url = servers.create_database("huleedu_entries")
+    try:
+        yield url
+    finally:
+        servers.drop_database(url)
+
+
+async def test_the_migration_writes_the_entries_of_essays_stored_before_it(own_database: str) -> None:
+    await upgrade_async(own_database, "0010_cj_ranking_judgements")
+    batch_ids, events = every_state(unique("before"))
+    async with ras_process(ras_settings(database_url=own_database), migrate=False) as ras:
+        await ras.feed(events)
+    await upgrade_async(own_database)
+    async with ras_process(ras_settings(database_url=own_database), migrate=False) as ras:
+        for batch_id in batch_ids:
+            await assert_answers_agree(ras, batch_id)
+
+
+async def test_postgresql_refuses_an_essay_row_without_its_entry(postgres_url: str) -> None:
+    """Written past the trigger (disabled here, inside a transaction that is rolled back), a row
+    would be missing from its batch's document without a word; the database refuses it."""
+    settings = ras_settings(database_url=postgres_url)
+    async with ras_process(settings, migrate=False) as ras, ras.adapters.engine.connect() as connection:
+        await connection.execute(text("ALTER TABLE essay_results DISABLE TRIGGER essay_results_status_json"))
+        with pytest.raises(IntegrityError, match="ck_essay_results_status_json_kept"):
+            await connection.execute(
+                insert(essay_results).values(
+                    batch_id=unique("bypass"),
+                    essay_id="e0",
+                    is_registered=True,
+                    created_at=WRITTEN_AT,
+                    updated_at=WRITTEN_AT,
+                )
+            )
+        await connection.rollback()

@@ -1,28 +1,17 @@
 """The essays of the status document, field by field, and the two ways of building them.
 
 By rows (SQLite, and the reference): the statement names every column, and a row becomes its essay
-with one `zip`. In SQL (PostgreSQL): the database builds the essays' JSON array itself, in the
-batch's own row, so Python neither makes nor serialises a thousand essays. Both read the same
-fields in the same order and give the same document once decoded: the JSON form of each field is
-the one orjson (DUMP_OPTIONS) would give its Python value.
+with one `zip`. Stored (PostgreSQL): every essay row carries its entry of the document as JSON text
+(`status_json`), which a trigger writes from the row on every write (migration 0011 spells FIELDS
+out in SQL, with the JSON form orjson gives each value); the read only joins the batch's entries,
+so no essay is serialised when it is read. The two give the same document once decoded, value
+for value and type for type (tests/integration/test_ras_status_document.py).
 """
 
 from typing import Any
 
-from sqlalchemy import (
-    DateTime,
-    Float,
-    String,
-    Text,
-    bindparam,
-    case,
-    cast,
-    func,
-    literal_column,
-    select,
-    type_coerce,
-)
-from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
+from sqlalchemy import DateTime, LargeBinary, String, bindparam, func, literal_column, select, type_coerce
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.sql.expression import ColumnElement
 
 from huleedu.contracts.enums import PhaseName
@@ -75,54 +64,16 @@ def _by_rows(key: str, column: ColumnElement[Any]) -> ColumnElement[Any]:
 ROW_COLUMNS = tuple(_by_rows(key, column) for key, column in FIELDS)
 
 
-def _text(value: str) -> ColumnElement[str]:
-    """A constant written into the statement, not a parameter: the statement stays one cached plan."""
-    if "'" in value:
-        raise ValueError(f"not a plain constant: {value!r}")
-    return literal_column(f"'{value}'", Text)
-
-
-def _iso_utc(column: ColumnElement[Any]) -> ColumnElement[str]:
-    # orjson's form of a UTC datetime: "+00:00", microseconds only when there are any. AT TIME ZONE
-    # makes it independent of the session's TimeZone.
-    utc = func.timezone(_text("UTC"), column)
-    written = func.to_char(utc, _text('YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'))
-    return func.replace(written, _text(".000000+"), _text("+"))
-
-
-def _finite(column: ColumnElement[Any]) -> ColumnElement[Any]:
-    # JSON has no NaN or infinity: orjson writes null, PostgreSQL would write a string.
-    not_finite = column.in_([literal_column(f"'{value}'") for value in ("NaN", "Infinity", "-Infinity")])
-    return case((not_finite, None), else_=column)
-
-
-def _pending_if_requested(column: ColumnElement[Any], phase: PhaseName) -> ColumnElement[Any]:
-    requested = type_coerce(batch_results.c.requested_phases, JSONB).has_key(_text(phase.value))
-    return func.coalesce(column, case((requested, _text("pending")), else_=None))
-
-
-def _in_sql(key: str, column: ColumnElement[Any]) -> ColumnElement[Any]:
-    phase = STATUS_PHASE.get(key)
-    if phase is not None:
-        return _pending_if_requested(column, phase)
-    if key == "last_updated":
-        return _iso_utc(column)
-    if isinstance(column.type, Float):
-        return _finite(column)
-    return column
-
-
-def essays_json() -> ColumnElement[str]:
-    """The registered essays of the enclosing statement's batch as one JSON array (text), built by
-    PostgreSQL; "[]" for none. Aggregating whole rows of a subquery, not json_build_object per
-    essay: PostgreSQL then looks up how to write each column once per statement, not once per value."""
-    essay = (
-        select(*(_in_sql(key, column).label(key) for key, column in FIELDS))
+def essays_json() -> ColumnElement[bytes | None]:
+    """The registered essays of the enclosing statement's batch, their entries (`status_json`,
+    written by PostgreSQL on every write: migration 0011) joined with commas in the document's
+    order, as UTF-8 bytes without the brackets; null for none. Bytes, because the document is bytes:
+    a text column would be decoded into a str and encoded again, half a megabyte each way for a
+    thousand essays."""
+    entries = (
+        select(func.string_agg(_E.status_json, aggregate_order_by(literal_column("','"), *ORDER)))
         .where(_E.batch_id == batch_results.c.batch_id, *REGISTERED_OF)
         .correlate(batch_results)
-        .subquery("essay")
+        .scalar_subquery()
     )
-    order = (essay.c.cj_rank.is_(None), essay.c.cj_rank, essay.c.essay_id)
-    whole_row: ColumnElement[Any] = literal_column(essay.name)
-    array = select(func.json_agg(aggregate_order_by(whole_row, *order))).select_from(essay).scalar_subquery()
-    return cast(func.coalesce(array, _text("[]")), Text)
+    return func.convert_to(entries, literal_column("'UTF8'"), type_=LargeBinary)

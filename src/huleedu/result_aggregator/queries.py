@@ -187,15 +187,16 @@ async def load_status_by_rows(connection: AsyncConnection, batch_id: str) -> byt
 
 
 async def load_status_in_sql(connection: AsyncConnection, batch_id: str) -> bytes | None:
-    """One statement (PostgreSQL): the batch's row carries its essays as the JSON array the
-    document holds, which is spliced in as it came: no essay is made or serialised in Python."""
+    """One statement (PostgreSQL): the batch's row carries its essays' stored entries, joined by
+    the database, which are spliced into the document as they came: no essay is made or
+    serialised in Python, nor by the database at read time."""
     batch = (await connection.execute(DOCUMENT_OF_BATCH, {"batch_id": batch_id})).first()
     if batch is None:
         return None
     mapping = batch._mapping
     head = orjson.dumps(batch_document(mapping), option=DUMP_OPTIONS)
     # "essays" is the document's last key: `{...}` becomes `{...,"essays":[...]}`.
-    return b"".join((head[:-1], b',"essays":', mapping["essays_json"].encode(), b"}"))
+    return b"".join((head[:-1], b',"essays":[', mapping["essays_json"] or b"", b"]}"))
 
 
 def wants_fresh(cache_control: str | None) -> bool:

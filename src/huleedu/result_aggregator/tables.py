@@ -10,6 +10,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -99,6 +100,9 @@ essay_results = Table(
     Column("cj_updated_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # PostgreSQL: the essay as the status document lists it (JSON), written by a trigger on every
+    # write (migration 0011), so an uncached read concatenates instead of serialising. Empty on SQLite.
+    Column("status_json", Text, nullable=True),
     PrimaryKeyConstraint("batch_id", "essay_id"),
 )
 
