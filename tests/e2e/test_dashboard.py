@@ -400,7 +400,7 @@ async def test_the_cj_bar_moves_during_the_run_and_each_essays_comparisons_are_s
         bar = ada.locator("#phase-cj_assessment")
         cj = ada.locator("[data-phase=cj_assessment]")
         await expect(cj).to_have_attribute("data-phase-status", "processing")
-        await expect(cj.locator(".count")).to_have_text(re.compile(r"^[1-9]\d* of up to 14 comparisons$"))
+        await expect(cj.locator(".count")).to_have_text(re.compile(r"^[1-9]\d* of up to 14 judgements$"))
         part = int(await bar.get_attribute("value") or 0)
         assert 0 < part < 14
         assert await bar.get_attribute("max") == "14"

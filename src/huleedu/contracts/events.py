@@ -204,8 +204,10 @@ class AssessmentResultV1(WireModel):
 
 
 class CJAssessmentProgressV1(WireModel):
-    """Thin: how far a batch's CJ run has come, sent as it goes (about once per wave). Counts only;
-    `comparisons_planned` is the most the run may make (it can stop earlier once the scale is stable)."""
+    """Thin: how far a batch's CJ run has come, sent as it goes (about once per wave). Counts only,
+    of judgements: one answer of the judge each, a pair or a ranking of several essays (the fields
+    keep their first name); `comparisons_planned` is the most the run may make (it can stop earlier
+    once the scale is stable)."""
 
     batch_id: Id
     cj_assessment_job_id: Id

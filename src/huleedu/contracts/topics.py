@@ -50,7 +50,7 @@ _CATALOGUE: dict[str, tuple[type[WireModel], str, tuple[str, ...], str]] = {
         CJAssessmentProgressV1,
         "cj_assessment",
         ("essay_lifecycle", "result_aggregator"),
-        "Thin CJ progress while judging: comparisons done and planned, about once per wave.",
+        "Thin CJ progress while judging: judgements done and planned, about once per wave.",
     ),
     "cj_assessment.result.published.v1": (
         AssessmentResultV1,

@@ -115,7 +115,7 @@ export function renderSubmitted(batchId, local) {
   $("#essays-hint").hidden = true;
 }
 
-// A phase under way that reports its own progress (CJ: comparisons) shows that; otherwise, and
+// A phase under way that reports its own progress (CJ: judgements, a pair or a ranking each) shows that; otherwise, and
 // once it is finished, the bar counts essays.
 function renderPhases(batch) {
   const phases = batch.requested_phases.map((phase) => {
@@ -127,7 +127,7 @@ function renderPhases(batch) {
     let count = `${value} of ${batch.essay_count} essays${result.failed_count ? `, ${result.failed_count} failed` : ""}`;
     if (progress && progress.planned > 0) {
       [max, value] = [progress.planned, Math.min(progress.done, progress.planned)];
-      count = `${progress.done} of up to ${progress.planned} comparisons`;
+      count = `${progress.done} of up to ${progress.planned} judgements`;
     }
     return element(
       "div",
