@@ -323,9 +323,10 @@ async def test_the_migration_writes_the_entries_of_essays_stored_before_it(own_d
             await assert_answers_agree(ras, batch_id)
 
 
-async def test_postgresql_refuses_an_essay_row_without_its_entry(postgres_url: str) -> None:
-    """Written past the trigger (disabled here, inside a transaction that is rolled back), a row
-    would be missing from its batch's document without a word; the database refuses it."""
+async def test_postgresql_refuses_a_registered_essay_row_without_its_entry(postgres_url: str) -> None:
+    """Written past the trigger (disabled here, inside a transaction that is rolled back), a
+    registered row would be missing from its batch's document without a word; the database
+    refuses it."""
     settings = ras_settings(database_url=postgres_url)
     async with ras_process(settings, migrate=False) as ras, ras.adapters.engine.connect() as connection:
         await connection.execute(text("ALTER TABLE essay_results DISABLE TRIGGER essay_results_status_json"))

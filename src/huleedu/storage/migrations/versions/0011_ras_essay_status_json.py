@@ -2,10 +2,11 @@
 
 essay_results.status_json is the essay exactly as `GET /internal/v1/batches/{id}/status` lists it
 (the keys and the JSON forms of `result_aggregator.essay_fields`; a whole-number float as `3.0`, a
-time as `2026-11-02T08:30:15.250001+00:00`, NaN and infinity as null). A BEFORE INSERT OR UPDATE
-trigger computes it from the row on every write, whoever writes (the projector, `ras rebuild`'s
-swap, an operator's UPDATE), so it cannot fall behind the columns; an uncached status read then
-only concatenates the batch's entries instead of serialising them. The batch's requested phases
+time as `2026-11-02T08:30:15.250001+00:00`, NaN and infinity as null); null while the row is not
+registered (no document lists it). A BEFORE INSERT OR UPDATE trigger computes it from the row on
+every write, whoever writes (the projector, `ras rebuild`'s swap, an operator's UPDATE), so it
+cannot fall behind the columns; an uncached status read then only concatenates the batch's entries
+instead of serialising them. The batch's requested phases
 come from batch_results: registration inserts the batch before it marks its essays registered, in
 one transaction, and requested phases never change afterwards.
 
@@ -45,6 +46,33 @@ AS $$
 $$
 """
 
+# An essay's entry: the document's keys in its order, each with the type whose JSON form it takes.
+STATUS_ENTRY = """
+CREATE TYPE ras_status_entry AS (
+    essay_id text,
+    filename text,
+    spellcheck_status text,
+    spellcheck_correction_count integer,
+    spellcheck_metrics jsonb,
+    spellcheck_error_detail jsonb,
+    cj_assessment_status text,
+    cj_rank integer,
+    cj_score json,
+    cj_se json,
+    letter_grade text,
+    normalized_score json,
+    confidence_score json,
+    confidence_label text,
+    cj_comparison_count integer,
+    cj_assessment_error_detail jsonb,
+    last_updated text
+)
+"""
+
+# Rows not (yet) registered are in no document: they get no entry, and so the upsert's proposed
+# row, which is not registered unless it registers, costs nothing before it meets its conflict.
+# The batch is read only when a status may need its "pending". One expression, not a query, so
+# that PL/pgSQL evaluates it without the executor's per-query cost.
 # extra_float_digits = 1: the shortest text that reads back as the same double (PostgreSQL's
 # default, pinned here so that a session's setting cannot round what is stored).
 ESSAY_STATUS_JSON = """
@@ -55,36 +83,39 @@ AS $$
 DECLARE
     requested jsonb;
 BEGIN
-    SELECT requested_phases INTO requested FROM batch_results WHERE batch_id = NEW.batch_id;
-    NEW.status_json := row_to_json(essay)::text FROM (SELECT
-        NEW.essay_id AS essay_id,
-        NEW.display_name AS filename,
-        coalesce(NEW.spellcheck_status, CASE WHEN requested ? 'spellcheck' THEN 'pending' END)
-            AS spellcheck_status,
-        NEW.spellcheck_correction_count AS spellcheck_correction_count,
-        NEW.spellcheck_metrics AS spellcheck_metrics,
-        NEW.spellcheck_error_detail AS spellcheck_error_detail,
-        coalesce(NEW.cj_status, CASE WHEN requested ? 'cj_assessment' THEN 'pending' END)
-            AS cj_assessment_status,
-        NEW.cj_rank AS cj_rank,
-        ras_json_number(NEW.cj_score) AS cj_score,
-        ras_json_number(NEW.cj_se) AS cj_se,
-        NEW.letter_grade AS letter_grade,
-        ras_json_number(NEW.normalized_score) AS normalized_score,
-        ras_json_number(NEW.confidence_score) AS confidence_score,
-        NEW.confidence_label AS confidence_label,
-        NEW.cj_comparison_count AS cj_comparison_count,
-        NEW.cj_error_detail AS cj_assessment_error_detail,
+    IF NOT NEW.is_registered THEN
+        NEW.status_json := NULL;
+        RETURN NEW;
+    END IF;
+    IF NEW.spellcheck_status IS NULL OR NEW.cj_status IS NULL THEN
+        SELECT requested_phases INTO requested FROM batch_results WHERE batch_id = NEW.batch_id;
+    END IF;
+    NEW.status_json := row_to_json(ROW(
+        NEW.essay_id,
+        NEW.display_name,
+        coalesce(NEW.spellcheck_status, CASE WHEN requested ? 'spellcheck' THEN 'pending' END),
+        NEW.spellcheck_correction_count,
+        NEW.spellcheck_metrics,
+        NEW.spellcheck_error_detail,
+        coalesce(NEW.cj_status, CASE WHEN requested ? 'cj_assessment' THEN 'pending' END),
+        NEW.cj_rank,
+        ras_json_number(NEW.cj_score),
+        ras_json_number(NEW.cj_se),
+        NEW.letter_grade,
+        ras_json_number(NEW.normalized_score),
+        ras_json_number(NEW.confidence_score),
+        NEW.confidence_label,
+        NEW.cj_comparison_count,
+        NEW.cj_error_detail,
         replace(
             to_char(NEW.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
             '.000000+', '+'
-        ) AS last_updated
-    ) AS essay;
+        )
+    )::ras_status_entry)::text;
     RETURN NEW;
 END
 $$
 """
-
 
 CHECK = "ck_essay_results_status_json_kept"
 
@@ -98,14 +129,15 @@ def upgrade() -> None:
     if not _postgres():
         return
     op.execute(JSON_NUMBER)
+    op.execute(STATUS_ENTRY)
     op.execute(ESSAY_STATUS_JSON)
     op.execute(
         "CREATE TRIGGER essay_results_status_json BEFORE INSERT OR UPDATE ON essay_results"
         " FOR EACH ROW EXECUTE FUNCTION ras_essay_status_json()"
     )
     op.execute("UPDATE essay_results SET status_json = NULL")  # the trigger writes every entry
-    # A row without its entry would be left out of the document without a word: refuse it instead.
-    op.create_check_constraint(op.f(CHECK), "essay_results", "status_json IS NOT NULL")
+    # A registered row without its entry would be left out of the document without a word: refuse it.
+    op.create_check_constraint(op.f(CHECK), "essay_results", "status_json IS NOT NULL OR NOT is_registered")
 
 
 def downgrade() -> None:
@@ -113,5 +145,6 @@ def downgrade() -> None:
         op.drop_constraint(op.f(CHECK), "essay_results", type_="check")
         op.execute("DROP TRIGGER essay_results_status_json ON essay_results")
         op.execute("DROP FUNCTION ras_essay_status_json()")
+        op.execute("DROP TYPE ras_status_entry")
         op.execute("DROP FUNCTION ras_json_number(double precision)")
     op.drop_column("essay_results", "status_json")
