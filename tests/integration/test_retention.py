@@ -1,10 +1,16 @@
 """Retention at one second on PostgreSQL, Redis and the broker, with RAS and the email worker running:
 the rows of a run older than the cutoff are deleted (processed event ids, published outbox rows, sent
 email jobs), newer ones stay, and an event redelivered inside the idempotency window is still
-recognised as a duplicate by the processed-event log after the cache forgot it."""
+recognised as a duplicate by the processed-event log after the cache forgot it.
+
+Retention of dead letters, on PostgreSQL and on SQLite, with rows written at explicit times: only
+dead letters whose replay was published longer ago than the retention go, with their replays; one
+never replayed, one with a replay pending, one replayed recently, and RAS's (which `ras rebuild`
+skips by) stay, and a replay stays while any group's dead letter of its record does."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,15 +25,25 @@ from huleedu.contracts.envelope import EventEnvelope
 from huleedu.messaging.bus import OutboundRecord
 from huleedu.messaging.email_queue import SENT, email_queue
 from huleedu.messaging.kafka import KafkaBus
-from huleedu.messaging.tables import event_outbox, processed_events
-from huleedu.operations.retention import EMAIL_QUEUE, OUTBOX, PROCESSED_EVENTS, Retention, targets_for
+from huleedu.messaging.tables import dead_letter_replays, dead_letters, event_outbox, processed_events
+from huleedu.operations.retention import (
+    DEAD_LETTER_REPLAYS,
+    DEAD_LETTERS,
+    EMAIL_QUEUE,
+    OUTBOX,
+    PROCESSED_EVENTS,
+    Retention,
+    targets_for,
+)
 from huleedu.platform.settings import Settings
+from huleedu.result_aggregator.rebuild import records_to_skip
+from huleedu.result_aggregator.worker import CONSUMER_GROUP as RAS_GROUP
 from huleedu.result_aggregator.worker import SERVICE as RAS
-from huleedu.storage.engine import Sessions
+from huleedu.storage.engine import Sessions, create_engine, session_factory
 from support.ras_events import registration, spellcheck_result
 from support.running import running
 from support.servers import TansuBroker
-from support.services import service_settings
+from support.services import copy_sqlite, service_settings
 from support.waiting import eventually
 
 ONE_SECOND = 1
@@ -157,7 +173,13 @@ def sample(name: str, **labels: str) -> float:
 def deleted_so_far() -> dict[str, float]:
     return {
         table: sample("huleedu_retention_deleted_rows_total", table=table, service=service)
-        for table, service in ((PROCESSED_EVENTS, RAS), (OUTBOX, RAS), (EMAIL_QUEUE, "email"))
+        for table, service in (
+            (PROCESSED_EVENTS, RAS),
+            (DEAD_LETTERS, RAS),
+            (DEAD_LETTER_REPLAYS, RAS),
+            (OUTBOX, RAS),
+            (EMAIL_QUEUE, "email"),
+        )
     }
 
 
@@ -237,3 +259,200 @@ async def test_retention_at_one_second_deletes_the_old_run_keeps_the_new_and_sti
     finally:
         await publisher.stop()
         await redis.aclose()
+
+
+# --- dead letters, on PostgreSQL and on SQLite ---
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+KEEP_DAYS = 90
+PUBLISHED, REFUSED, PENDING = "published", "refused", "pending"
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The session's PostgreSQL database (rows of other tests in it are of other services), or a
+    copy of the migrated SQLite template."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path / "huleedu.sqlite")
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[Sessions]:
+    engine = create_engine(database_url)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    topic: str
+    offset: int
+
+    def columns(self) -> dict[str, object]:
+        return {"source_topic": self.topic, "source_partition": 0, "source_offset": self.offset}
+
+
+async def add_letter(sessions: Sessions, source: Source, *, service: str, group: str) -> None:
+    """A dead letter of `group`, failed long before any replay (its own age never matters)."""
+    async with sessions() as session:
+        await session.execute(
+            dead_letters.insert().values(
+                **source.columns(),
+                service=service,
+                consumer_group=group,
+                record_key=b"batch-1",
+                record_value=b"{}",
+                record_headers=[],
+                value_bytes=2,
+                value_sha256="0" * 64,
+                error_type="handler_failed",
+                reason="a bug, since fixed",
+                failed_at=NOW - 1_000 * DAY,
+                dlq_topic=f"{source.topic}.dlq",
+            )
+        )
+        await session.commit()
+
+
+async def add_replays(
+    sessions: Sessions, source: Source, replays: tuple[tuple[str, int], ...], *, service: str
+) -> None:
+    """Replays of `source`, numbered in order: (status, days before NOW it was published or refused,
+    or, pending, requested)."""
+    async with sessions() as session:
+        for number, (status, days) in enumerate(replays, start=1):
+            at = NOW - days * DAY
+            await session.execute(
+                dead_letter_replays.insert().values(
+                    **source.columns(),
+                    replay_number=number,
+                    service=service,
+                    origin="table",
+                    record_key=b"batch-1",
+                    record_value=b"{}",
+                    record_headers=[],
+                    requested_at=at,
+                    published_at=at if status == PUBLISHED else None,
+                    failed_at=at if status == REFUSED else None,
+                )
+            )
+        await session.commit()
+
+
+async def left_of(sessions: Sessions, source: Source) -> tuple[int, int]:
+    """(dead letters, replays) of `source` still in the tables."""
+    async with sessions() as session:
+        counts = []
+        for table in (dead_letters, dead_letter_replays):
+            same = (table.c.source_topic == source.topic, table.c.source_offset == source.offset)
+            counts.append(await session.scalar(select(func.count()).select_from(table).where(*same)) or 0)
+    return counts[0], counts[1]
+
+
+def retention_of(sessions: Sessions, *services: str) -> Retention:
+    settings = Settings(retention_dead_letters_seconds=KEEP_DAYS * 86_400)
+    targets = targets_for(settings, consumer_services=services, outbox_services=[], email_jobs=False)
+    return Retention(sessions, targets, batch_size=2, interval_seconds=3_600)  # several chunks
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    replays: tuple[tuple[str, int], ...]
+    stays: bool
+    letter: bool = True  # False: replayed from the DLQ topic, no dead letter in this table
+
+
+CASES = {
+    "replayed 100 days ago": Case(((PUBLISHED, 100),), stays=False),
+    "replayed 200 days ago, forced again and refused 95 days ago": Case(
+        ((PUBLISHED, 200), (REFUSED, 95)), stays=False
+    ),
+    "replayed from the DLQ topic 100 days ago": Case(((PUBLISHED, 100),), stays=False, letter=False),
+    "never replayed": Case((), stays=True),
+    "replay refused by the broker 300 days ago": Case(((REFUSED, 300),), stays=True),
+    "replay requested 300 days ago, still pending": Case(((PENDING, 300),), stays=True),
+    "replayed 200 days ago, forced again, pending": Case(((PUBLISHED, 200), (PENDING, 150)), stays=True),
+    "replayed 10 days ago": Case(((PUBLISHED, 10),), stays=True),
+    "replayed 200 days ago, forced again and refused 5 days ago": Case(
+        ((PUBLISHED, 200), (REFUSED, 5)), stays=True
+    ),
+    "replayed from the DLQ topic 20 days ago": Case(((PUBLISHED, 20),), stays=True, letter=False),
+}
+
+
+async def test_only_dead_letters_replayed_longer_ago_than_the_retention_go_with_their_replays(
+    sessions: Sessions,
+) -> None:
+    service = f"svc_{uuid.uuid4().hex[:8]}"
+    sources = {name: Source(f"t{uuid.uuid4().hex[:8]}.results", n) for n, name in enumerate(CASES)}
+    for name, case in CASES.items():
+        if case.letter:
+            await add_letter(sessions, sources[name], service=service, group=f"{service}_group")
+        await add_replays(sessions, sources[name], case.replays, service=service)
+    before = {name: await left_of(sessions, source) for name, source in sources.items()}
+
+    deleted = await retention_of(sessions, service).run_once(now=NOW)
+
+    left = {name: await left_of(sessions, source) for name, source in sources.items()}
+    assert left == {name: before[name] if case.stays else (0, 0) for name, case in CASES.items()}
+    assert before["replayed 200 days ago, forced again, pending"] == (1, 2)  # the rows were there
+    gone = [case for case in CASES.values() if not case.stays]
+    by_table = {target.table: count for target, count in deleted.items()}
+    assert by_table == {
+        PROCESSED_EVENTS: 0,
+        DEAD_LETTERS: sum(case.letter for case in gone),
+        DEAD_LETTER_REPLAYS: sum(len(case.replays) for case in gone),
+    }
+    for table, count in by_table.items():
+        assert sample("huleedu_retention_deleted_rows_total", table=table, service=service) == count
+    assert (
+        sample("huleedu_retention_window_seconds", table=DEAD_LETTERS, service=service) == KEEP_DAYS * 86_400
+    )
+    # The oldest rows kept that will go one day: the dead letter replayed 10 days ago, the replay
+    # from the DLQ topic 20 days ago (the others are kept whatever their age).
+    assert (
+        sample("huleedu_retention_oldest_row_age_seconds", table=DEAD_LETTERS, service=service) == 10 * 86_400
+    )
+    assert (
+        sample("huleedu_retention_oldest_row_age_seconds", table=DEAD_LETTER_REPLAYS, service=service)
+        == 20 * 86_400
+    )
+
+
+async def test_a_replay_stays_while_a_dead_letter_of_its_record_stays_in_any_group(
+    sessions: Sessions,
+) -> None:
+    first, second = f"svc_{uuid.uuid4().hex[:8]}", f"svc_{uuid.uuid4().hex[:8]}"
+    source = Source(f"t{uuid.uuid4().hex[:8]}.results", 7)
+    await add_letter(sessions, source, service=first, group=f"{first}_group")
+    await add_letter(sessions, source, service=second, group=f"{second}_group")
+    await add_replays(sessions, source, ((PUBLISHED, 100),), service=first)  # one replay reaches both
+
+    await retention_of(sessions, first).run_once(now=NOW)
+    assert await left_of(sessions, source) == (1, 1)  # the second's dead letter still shows its replay
+
+    await retention_of(sessions, second).run_once(now=NOW)
+    assert await left_of(sessions, source) == (0, 1)  # the replay is the first service's to prune
+
+    await retention_of(sessions, first).run_once(now=NOW)
+    assert await left_of(sessions, source) == (0, 0)
+
+
+async def test_ras_dead_letters_stay_for_the_rebuild_however_long_ago_they_were_replayed(
+    sessions: Sessions,
+) -> None:
+    service = f"svc_{uuid.uuid4().hex[:8]}"
+    ras_source, other_source = (Source(f"t{uuid.uuid4().hex[:8]}.results", n) for n in (3, 4))
+    await add_letter(sessions, ras_source, service=service, group=RAS_GROUP)
+    await add_letter(sessions, other_source, service=service, group=f"{service}_group")
+    for source in (ras_source, other_source):
+        await add_replays(sessions, source, ((PUBLISHED, 1_000),), service=service)
+
+    await retention_of(sessions, service).run_once(now=NOW)
+
+    assert await left_of(sessions, ras_source) == (1, 1)
+    assert await left_of(sessions, other_source) == (0, 0)
+    skipped = await records_to_skip(sessions)
+    assert (ras_source.topic, 0, ras_source.offset) in skipped

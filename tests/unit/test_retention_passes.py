@@ -21,6 +21,8 @@ from huleedu.messaging.tables import event_outbox, processed_events
 from huleedu.notifications.jobs import SENDING
 from huleedu.operations.housekeeping import housekeeping_jobs
 from huleedu.operations.retention import (
+    DEAD_LETTER_REPLAYS,
+    DEAD_LETTERS,
     EMAIL_QUEUE,
     OUTBOX,
     PROCESSED_EVENTS,
@@ -189,14 +191,33 @@ def test_processed_ids_cannot_be_kept_shorter_than_the_cache_keeps_them() -> Non
     assert defaults.retention_processed_events_seconds >= 7 * 86_400 > defaults.idempotency_ttl_seconds
 
 
+def test_replayed_dead_letters_are_kept_90_days_by_default_and_the_setting_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().retention_dead_letters_seconds == 90 * 86_400
+    with pytest.raises(ValidationError) as caught:
+        Settings(retention_dead_letters_seconds=0)
+    assert "retention_dead_letters_seconds" in str(caught.value)
+
+    monkeypatch.setenv("HULEEDU_RETENTION_DEAD_LETTERS_SECONDS", "3600")
+    assert Settings().retention_dead_letters_seconds == 3600
+
+
 def test_a_process_prunes_the_rows_of_the_services_it_runs() -> None:
-    settings = Settings(retention_outbox_seconds=100, retention_email_seconds=200)
+    settings = Settings(
+        retention_outbox_seconds=100, retention_email_seconds=200, retention_dead_letters_seconds=300
+    )
 
     assert targets_for(
         settings, consumer_services=["b", "a", "a"], outbox_services=["a"], email_jobs=True
     ) == [
         Target(PROCESSED_EVENTS, "a", settings.retention_processed_events_seconds),
         Target(PROCESSED_EVENTS, "b", settings.retention_processed_events_seconds),
+        # Dead letters of the consuming services, every one before any replay.
+        Target(DEAD_LETTERS, "a", 300),
+        Target(DEAD_LETTERS, "b", 300),
+        Target(DEAD_LETTER_REPLAYS, "a", 300),
+        Target(DEAD_LETTER_REPLAYS, "b", 300),
         Target(OUTBOX, "a", 100),
         Target(EMAIL_QUEUE, "email", 200),
     ]

@@ -6,8 +6,18 @@ process, for the services that process runs.
     event_outbox       rows of the service published by the relay        retention_outbox_seconds
     email_queue        jobs sent, or failed (process of the email unit)  retention_email_seconds
     batch_timeline     events RAS recorded in batch timelines (its unit)  retention_timeline_seconds
+    dead_letters       dead letters of the service, replayed              retention_dead_letters_seconds
+    dead_letter_replays  their replays, once no dead letter of the record is left  (the same)
 
 Pending and parked outbox rows, and email jobs not finished, are never deleted.
+
+Dead letters ("nothing lost"): a dead letter goes only once an operator dealt with it, that is once
+a replay of its record was published (`dead_letter_replays.published_at`), no replay of it is
+pending, and the last replay finished (published, or refused by the broker) longer ago than the
+retention. A dead letter never replayed stays however old. The dead letters of RAS's consumer group
+stay for good: `ras rebuild` skips the records they name (see `rebuild.read_by_rebuild`). Replay
+rows go after their dead letters, once none of the record is left in the table (of any group), so
+a dead letter that stays keeps its replay history and is never taken for one not replayed.
 
 Why processed event ids may go at all: they are the database half of idempotency, needed only while
 the same event can still arrive again. It arrives again when a consumer did not commit its offset
@@ -32,14 +42,15 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge
-from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select
+from sqlalchemy import ColumnElement, FromClause, Select, Table, and_, case, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningDelete
 
 from huleedu.messaging.email_queue import FAILED, SENT, email_queue
 from huleedu.messaging.retry import backoff_seconds
-from huleedu.messaging.tables import event_outbox, processed_events
+from huleedu.messaging.tables import dead_letter_replays, dead_letters, event_outbox, processed_events
 from huleedu.platform.settings import Settings
+from huleedu.result_aggregator.rebuild import read_by_rebuild
 from huleedu.result_aggregator.tables import batch_timeline
 from huleedu.storage.engine import Sessions
 
@@ -51,6 +62,8 @@ EMAIL_QUEUE = "email_queue"
 EMAIL_SERVICE = "email"  # the label of email jobs, pruned by the process that runs the email worker
 TIMELINE = "batch_timeline"
 TIMELINE_SERVICE = "result_aggregator"  # pruned by the processes that run RAS
+DEAD_LETTERS = "dead_letters"  # pruned per consuming service, like processed ids
+DEAD_LETTER_REPLAYS = "dead_letter_replays"
 
 DELETED = Counter(
     "huleedu_retention_deleted_rows_total",
@@ -60,7 +73,8 @@ DELETED = Counter(
 OLDEST_KEPT = Gauge(
     "huleedu_retention_oldest_row_age_seconds",
     "Age of the oldest row retention keeps, per table and service (processed_at; published_at of the"
-    " first published outbox row; when an email job finished), as of the last pass; 0 when none.",
+    " first published outbox row; when an email job finished; when the last replay of a replayed"
+    " dead letter finished), as of the last pass; 0 when none.",
     ["table", "service"],
 )
 WINDOW = Gauge(
@@ -94,13 +108,17 @@ def targets_for(
     email_jobs: bool,
     timeline: bool = False,
 ) -> list[Target]:
-    """What a process prunes: the processed ids of its consumers' services, the published rows of
-    its outbox services, finished email jobs when it runs the email worker, and batch timelines
-    when it runs RAS."""
+    """What a process prunes: the processed ids and replayed dead letters of its consumers'
+    services, the published rows of its outbox services, finished email jobs when it runs the
+    email worker, and batch timelines when it runs RAS. Dead letters come before replays, so that
+    one pass deletes both."""
+    consumers = sorted(set(consumer_services))
     targets = [
         Target(PROCESSED_EVENTS, service, settings.retention_processed_events_seconds)
-        for service in sorted(set(consumer_services))
+        for service in consumers
     ]
+    for table in (DEAD_LETTERS, DEAD_LETTER_REPLAYS):
+        targets += [Target(table, service, settings.retention_dead_letters_seconds) for service in consumers]
     targets += [
         Target(OUTBOX, service, settings.retention_outbox_seconds) for service in sorted(set(outbox_services))
     ]
@@ -137,19 +155,25 @@ def _processed_oldest(service: str | None) -> Select[Any]:
     return query.where(table.c.service == service) if service is not None else query
 
 
+def _delete_first(
+    table: Table, condition: ColumnElement[bool], limit: int, *, before: ColumnElement[Any] | None = None
+) -> ReturningDelete[Any]:
+    """Up to `limit` rows of `condition`, first ids first (rows with `before` false first, when
+    given), skipping those another process holds."""
+    order = [table.c.id] if before is None else [before, table.c.id]
+    oldest = (
+        select(table.c.id).where(condition).order_by(*order).limit(limit).with_for_update(skip_locked=True)
+    )
+    return delete(table).where(table.c.id.in_(oldest.scalar_subquery())).returning(table.c.id)
+
+
 def _outbox_chunk(service: str | None, cutoff: datetime, limit: int) -> ReturningDelete[Any]:
     # By id: the oldest rows sit at the start of the primary key, so each chunk reads few others.
     table = event_outbox
-    oldest = (
-        select(table.c.id)
-        .where(table.c.published_at < cutoff)
-        .order_by(table.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    condition = table.c.published_at < cutoff
     if service is not None:
-        oldest = oldest.where(table.c.service == service)
-    return delete(table).where(table.c.id.in_(oldest.scalar_subquery())).returning(table.c.id)
+        condition = and_(condition, table.c.service == service)
+    return _delete_first(table, condition, limit)
 
 
 def _outbox_oldest(service: str | None) -> Select[Any]:
@@ -176,15 +200,7 @@ def _email_finished_before(cutoff: datetime) -> ColumnElement[bool]:
 
 
 def _email_chunk(_service: str | None, cutoff: datetime, limit: int) -> ReturningDelete[Any]:
-    table = email_queue
-    oldest = (
-        select(table.c.id)
-        .where(_email_finished_before(cutoff))
-        .order_by(table.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return delete(table).where(table.c.id.in_(oldest.scalar_subquery())).returning(table.c.id)
+    return _delete_first(email_queue, _email_finished_before(cutoff), limit)
 
 
 def _email_oldest(_service: str | None) -> Select[Any]:
@@ -193,19 +209,81 @@ def _email_oldest(_service: str | None) -> Select[Any]:
 
 def _timeline_chunk(_service: str | None, cutoff: datetime, limit: int) -> ReturningDelete[Any]:
     # By id, as the outbox: rows are written about in the order they are received.
-    table = batch_timeline
-    oldest = (
-        select(table.c.id)
-        .where(table.c.received_at < cutoff)
-        .order_by(table.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return delete(table).where(table.c.id.in_(oldest.scalar_subquery())).returning(table.c.id)
+    return _delete_first(batch_timeline, batch_timeline.c.received_at < cutoff, limit)
 
 
 def _timeline_oldest(_service: str | None) -> Select[Any]:
     return select(batch_timeline.c.received_at).order_by(batch_timeline.c.id).limit(1)
+
+
+def _same_record(replays: FromClause, other: FromClause) -> ColumnElement[bool]:
+    return and_(
+        replays.c.source_topic == other.c.source_topic,
+        replays.c.source_partition == other.c.source_partition,
+        replays.c.source_offset == other.c.source_offset,
+    )
+
+
+def _replay_finished_at(replays: FromClause) -> ColumnElement[Any]:
+    return func.coalesce(replays.c.published_at, replays.c.failed_at)  # NULL: pending
+
+
+def _replayed(rows: FromClause, cutoff: datetime | None) -> ColumnElement[bool]:
+    """The record of each of `rows` was replayed (a replay published), none of its replays is
+    pending and, with `cutoff`, every one finished (published or refused) before the cutoff."""
+    replays = dead_letter_replays.alias()
+    finished = _replay_finished_at(replays)
+    not_done = finished.is_(None) if cutoff is None else or_(finished.is_(None), finished >= cutoff)
+    return and_(
+        exists().where(_same_record(replays, rows), replays.c.published_at.is_not(None)),
+        ~exists().where(_same_record(replays, rows), not_done),
+    )
+
+
+def _oldest_last_replay(table: Table, condition: ColumnElement[bool]) -> Select[Any]:
+    """When the last replay of the record finished, of the oldest row of `condition`. Only rows
+    that will go count: unreplayed dead letters stay for good, and are not retention falling behind."""
+    replays = dead_letter_replays.alias()
+    last = select(func.max(_replay_finished_at(replays))).where(_same_record(replays, table))
+    rows = select(last.scalar_subquery().label("at")).where(condition).subquery()
+    return select(func.min(rows.c.at))
+
+
+def _letters_of(service: str | None, cutoff: datetime | None) -> ColumnElement[bool]:
+    if service is None:
+        raise ValueError("dead letters are pruned per service")
+    table = dead_letters
+    return and_(table.c.service == service, ~read_by_rebuild(), _replayed(table, cutoff))
+
+
+def _dead_letters_chunk(service: str | None, cutoff: datetime, limit: int) -> ReturningDelete[Any]:
+    return _delete_first(dead_letters, _letters_of(service, cutoff), limit)
+
+
+def _dead_letters_oldest(service: str | None) -> Select[Any]:
+    return _oldest_last_replay(dead_letters, _letters_of(service, None))
+
+
+def _replays_of(service: str | None, cutoff: datetime | None) -> ColumnElement[bool]:
+    if service is None:
+        raise ValueError("dead-letter replays are pruned per service")
+    table = dead_letter_replays
+    return and_(
+        table.c.service == service,
+        ~exists().where(_same_record(table, dead_letters)),  # after every group's dead letter
+        _replayed(table, cutoff),
+    )
+
+
+def _replays_chunk(service: str | None, cutoff: datetime, limit: int) -> ReturningDelete[Any]:
+    # A record's published replays go last: a chunk that takes only some of its rows leaves one
+    # that keeps the rest eligible (a refused one alone would make the record look never replayed).
+    table = dead_letter_replays
+    return _delete_first(table, _replays_of(service, cutoff), limit, before=table.c.published_at.is_not(None))
+
+
+def _replays_oldest(service: str | None) -> Select[Any]:
+    return _oldest_last_replay(dead_letter_replays, _replays_of(service, None))
 
 
 _STATEMENTS: dict[
@@ -216,6 +294,8 @@ _STATEMENTS: dict[
     OUTBOX: (_outbox_chunk, _outbox_oldest),
     EMAIL_QUEUE: (_email_chunk, _email_oldest),
     TIMELINE: (_timeline_chunk, _timeline_oldest),
+    DEAD_LETTERS: (_dead_letters_chunk, _dead_letters_oldest),
+    DEAD_LETTER_REPLAYS: (_replays_chunk, _replays_oldest),
 }
 
 

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     retention_timeline_seconds: int = Field(
         default=30 * 24 * 3600, ge=1, description="events of batch timelines, by when RAS received them"
     )
+    # Dead letters go only once their replay was published this long ago (never one not replayed).
+    retention_dead_letters_seconds: int = Field(
+        default=90 * 24 * 3600, ge=1, description="dead letters replayed, by when their last replay finished"
+    )
     retention_interval_seconds: float = Field(default=300.0, gt=0, description="pause between passes")
     retention_batch_size: int = Field(default=1_000, ge=1, le=100_000, description="rows per delete")
     metrics_sample_seconds: float = Field(

@@ -9,7 +9,8 @@
    broker's retention: the rebuild refuses, as it could not reproduce them.
 2. **Replay.** The partitions are read by a group-less consumer and merged by the events' own
    time, so the events are applied about in the order they happened, as live RAS met them. Records
-   RAS dead-lettered (its `dead_letters` rows) are skipped, as live RAS never applied them; the
+   RAS dead-lettered (its `dead_letters` rows, which retention keeps for good) are skipped, as
+   live RAS never applied them (a replayed copy is a record of its own, read like any); the
    rest go through RAS's own handlers, with `Deps.announce` off, into fresh tables (`shadow.py`).
    Nothing is published, queued or cached, and RAS's processed-event ids are not touched.
 3. **Compare** every table of the read model row by row (`shadow.VOLATILE` says which wall-clock
@@ -31,7 +32,7 @@ from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from huleedu.cache.cache import Cache, CacheUnavailable
 from huleedu.cache.redis_cache import RedisCache, create_redis_client
@@ -208,13 +209,21 @@ async def _run(items: Sequence[TimedEvent], uow: UnitOfWork) -> None:
         start = end
 
 
-async def _dead_lettered(sessions: Sessions) -> set[tuple[str, int, int]]:
+def read_by_rebuild() -> ColumnElement[bool]:
+    """The dead letters a rebuild skips by (RAS's consumer group's), which retention therefore never
+    deletes, replayed or not: without its row, the original record, still on the topic, would be
+    applied besides its replayed copy, earlier and with today's code, and the rebuild could differ
+    from what live RAS made (a batch it timed out completed in time, say)."""
+    return dead_letters.c.consumer_group == CONSUMER_GROUP
+
+
+async def records_to_skip(sessions: Sessions) -> set[tuple[str, int, int]]:
     """(topic, partition, offset) of every record RAS's consumers gave up on."""
     async with reading(sessions) as session:
         rows = await session.execute(
             select(
                 dead_letters.c.source_topic, dead_letters.c.source_partition, dead_letters.c.source_offset
-            ).where(dead_letters.c.consumer_group == CONSUMER_GROUP)
+            ).where(read_by_rebuild())
         )
         return {(topic, partition, offset) for topic, partition, offset in rows.tuples()}
 
@@ -313,7 +322,7 @@ async def rebuild(settings: Settings, *, swap_live: bool) -> Outcome:
     live = session_factory(engine)
     shadow = Shadow(settings.database_url)
     try:
-        skip = await _dead_lettered(live)
+        skip = await records_to_skip(live)
         async with TopicHistory(settings) as history:
             positions = await history.positions(topics, CONSUMER_GROUP)
             _check_history(positions)
