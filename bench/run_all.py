@@ -86,8 +86,9 @@ ABOUT = """\
   stored bytes as the body. An uncached read is one statement on PostgreSQL (the batch's summary
   row with its essays' entries joined, `string_agg`: each essay row keeps its entry as JSON, which
   a trigger writes on every write, so nothing is serialised per essay when it is read), two on
-  SQLite (the batch, then its essays), with no transaction around them; the list is one
-  (`count(*) over ()`).
+  SQLite (the batch, then its essays), with no transaction around them. The list is one too: the
+  page's ids from the teacher's index alone (index-only, in the list's order, so a deep page skips
+  index entries and the table's size never enters), then those rows with the teacher's count.
 - The gateway declines permessage-deflate unless `HULEEDU_WS_COMPRESSION` is set: a compressing
   socket holds zlib state of its own (about twice the memory of a plain one) and a results frame
   is a few hundred bytes. `bench/ws_scale.py --compression` measures the other choice.

@@ -5,6 +5,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,6 +184,39 @@ async def test_user_batches_are_newest_first_filtered_and_paginated(ras: RasProc
     assert done["pagination"]["total"] == 5
     processing = (await ras.client.get("/internal/v1/batches/user/teacher-1?status=processing")).json()
     assert [batch["batch_id"] for batch in processing["batches"]] == ["open"]
+
+
+async def test_pages_at_every_offset_make_the_whole_list_newest_first_ties_by_id(ras: RasProcess) -> None:
+    # Registered at minutes 0, 5, 5, 5, 5, 9 and 2: four at the same time, ordered by id (descending).
+    for n, minutes in enumerate([0, 5, 5, 5, 5, 9, 2]):
+        await complete_batch(ras, f"p{n}", user_id="teacher-pages", minutes=minutes)
+    opened = ev.BASE_TIME + timedelta(hours=1)
+    await ras.feed(
+        [ev.registration(TOPICS, "p-open", essays("p-open"), user_id="teacher-pages", registered_at=opened)]
+    )
+    newest_first = ["p5", "p4", "p3", "p2", "p1", "p6", "p0"]
+    path = "/internal/v1/batches/user/teacher-pages"
+    fresh = {"Cache-Control": "no-cache"}
+
+    async def page(query: str) -> dict[str, Any]:
+        answer = await ras.client.get(f"{path}?{query}", headers=fresh)
+        assert answer.status_code == 200
+        body: dict[str, Any] = answer.json()
+        return body
+
+    status = "status=completed_successfully"
+    for size in (1, 2, 3, 7):
+        for query, total in ((status, 7), ("", 8)):
+            listed: list[str] = []
+            for offset in range(0, total, size):
+                body = await page(f"{query}&limit={size}&offset={offset}")
+                assert body["pagination"] == {"limit": size, "offset": offset, "total": total}
+                listed += [batch["batch_id"] for batch in body["batches"]]
+            assert listed == (newest_first if query else ["p-open", *newest_first])
+    assert await page(f"{status}&limit=3&offset=7") == {
+        "batches": [],
+        "pagination": {"limit": 3, "offset": 7, "total": 7},
+    }
 
 
 async def test_a_read_after_an_update_returns_the_new_data(ras: RasProcess) -> None:

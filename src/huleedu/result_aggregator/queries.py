@@ -265,25 +265,33 @@ class BatchQueries:
     async def _load_user_batches(
         self, user_id: str, limit: int, offset: int, status: BatchClientStatus | None
     ) -> bytes:
-        """One statement: the page, each row with the count of all the user's matching batches; a
-        page past the end has no row to carry it, and costs a second statement."""
+        """One statement: the page's ids read from the user's index alone (index-only, in the
+        list's order: a deep page skips index entries, not rows, and never makes PostgreSQL read the
+        table), then those rows, each with the count of the user's matching batches (from the index,
+        once); a page past the end has no row to carry the count, and costs a second statement.
+        The table's size never enters: only the user's own index entries are read."""
         condition = [batch_results.c.user_id == user_id]
         if status is not None:
             condition.append(batch_results.c.status.in_([s.value for s in internal_statuses(status)]))
-        page = (
-            select(*SUMMARY_COLUMNS, func.count().over().label("total"))
+        newest_first = (batch_results.c.created_at.desc(), batch_results.c.batch_id.desc())
+        counted = select(func.count()).select_from(batch_results).where(*condition)
+        ids = (
+            select(batch_results.c.batch_id)
             .where(*condition)
-            .order_by(batch_results.c.created_at.desc(), batch_results.c.batch_id.desc())
+            .order_by(*newest_first)
             .limit(limit)
             .offset(offset)
+        )
+        page = (
+            select(*SUMMARY_COLUMNS, counted.scalar_subquery().label("total"))
+            .where(batch_results.c.batch_id.in_(ids.scalar_subquery()))
+            .order_by(*newest_first)
         )
         rows = await self._read(page, {})
         if rows:
             total = rows[0]._mapping["total"]
         else:
-            [(total,)] = await self._read(
-                select(func.count()).select_from(batch_results).where(*condition), {}
-            )
+            [(total,)] = await self._read(counted, {})
         document = {
             "batches": [summary_view(row._mapping) for row in rows],
             "pagination": {"limit": limit, "offset": offset, "total": total},

@@ -51,13 +51,20 @@ batch_results = Table(
     Column("deadline_reached_at", UtcDateTime, nullable=True),
     Column("error_detail", JsonColumn, nullable=True),
 )
-# GET /batches/user/{user_id}: newest first, optionally by status.
-Index("ix_batch_results_user_created", batch_results.c.user_id, batch_results.c.created_at.desc())
+# GET /batches/user/{user_id}: newest first (ties by id, as the list orders them), optionally by
+# status. In the list's whole order, so that a page at any offset is read down the index.
+Index(
+    "ix_batch_results_user_created",
+    batch_results.c.user_id,
+    batch_results.c.created_at.desc(),
+    batch_results.c.batch_id.desc(),
+)
 Index(
     "ix_batch_results_user_status",
     batch_results.c.user_id,
     batch_results.c.status,
     batch_results.c.created_at,
+    batch_results.c.batch_id,
 )
 # The deadline sweeper: open batches by deadline.
 Index(
