@@ -2,7 +2,6 @@
 result changes after the announcement."""
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,21 +12,7 @@ from huleedu.contracts.topics import Topics
 from huleedu.messaging.email_queue import email_queue
 from huleedu.messaging.tables import event_outbox
 from support import ras_events as ev
-from support.ras_app import RasProcess, ras_process, ras_settings
-
-
-@pytest.fixture
-async def ras(
-    postgres_url: str, redis_url: str, redis_prefix: str, topic_prefix: str
-) -> AsyncIterator[RasProcess]:
-    settings = ras_settings(
-        database_url=postgres_url,
-        redis_url=redis_url,
-        redis_key_prefix=redis_prefix,
-        topic_prefix=topic_prefix,
-    )
-    async with ras_process(settings, migrate=False) as process:
-        yield process
+from support.ras_app import RasProcess
 
 
 def new_batch(n: int = 4) -> tuple[str, list[str]]:

@@ -3,32 +3,16 @@ performs, an overdue batch that cannot be expired among others, and CJ run metad
 the registration of its batch."""
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import select, update
 
 from huleedu.contracts.enums import PhaseName
 from huleedu.messaging.tables import dead_letters, event_outbox
 from huleedu.result_aggregator.tables import batch_cj_runs, batch_results
 from support import ras_events as ev
-from support.ras_app import RasProcess, ras_process, ras_settings
-
-
-@pytest.fixture
-async def ras(
-    postgres_url: str, redis_url: str, redis_prefix: str, topic_prefix: str
-) -> AsyncIterator[RasProcess]:
-    settings = ras_settings(
-        database_url=postgres_url,
-        redis_url=redis_url,
-        redis_key_prefix=redis_prefix,
-        topic_prefix=topic_prefix,
-    )
-    async with ras_process(settings, migrate=False) as process:
-        yield process
+from support.ras_app import RasProcess
 
 
 def new_batch(n: int = 3) -> tuple[str, list[str]]:

@@ -3,7 +3,6 @@ source, its correlation id and the lag of each hop; bounded pages; the deadline'
 
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,21 +10,7 @@ import pytest
 from huleedu.contracts.base import WireModel
 from huleedu.contracts.envelope import EventEnvelope
 from support import ras_events as ev
-from support.ras_app import RasProcess, ras_process, ras_settings
-
-
-@pytest.fixture
-async def ras(
-    postgres_url: str, redis_url: str, redis_prefix: str, topic_prefix: str
-) -> AsyncIterator[RasProcess]:
-    settings = ras_settings(
-        database_url=postgres_url,
-        redis_url=redis_url,
-        redis_key_prefix=redis_prefix,
-        topic_prefix=topic_prefix,
-    )
-    async with ras_process(settings, migrate=False) as process:
-        yield process
+from support.ras_app import RasProcess
 
 
 def batch_life(ras: RasProcess, batch_id: str, at: datetime) -> list[EventEnvelope[WireModel]]:
