@@ -108,7 +108,8 @@ essay_results = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     # PostgreSQL: the essay as the status document lists it (JSON), written by a trigger on every
-    # write (migration 0011), so an uncached read concatenates instead of serialising. Empty on SQLite.
+    # write (migration 0011), so an uncached read concatenates instead of serialising; null while
+    # the row is not registered. Always null on SQLite.
     Column("status_json", Text, nullable=True),
     PrimaryKeyConstraint("batch_id", "essay_id"),
 )

@@ -6,9 +6,9 @@ time as `2026-11-02T08:30:15.250001+00:00`, NaN and infinity as null); null whil
 registered (no document lists it). A BEFORE INSERT OR UPDATE trigger computes it from the row on
 every write, whoever writes (the projector, `ras rebuild`'s swap, an operator's UPDATE), so it
 cannot fall behind the columns; an uncached status read then only concatenates the batch's entries
-instead of serialising them. The batch's requested phases
-come from batch_results: registration inserts the batch before it marks its essays registered, in
-one transaction, and requested phases never change afterwards.
+instead of serialising them. The batch's requested phases come from batch_results: registration
+inserts the batch before it marks its essays registered, in one transaction, and requested phases
+never change afterwards.
 
 On SQLite the column stays empty: the status document is built from the row's columns there.
 
@@ -32,7 +32,7 @@ depends_on: str | Sequence[str] | None = None
 
 # orjson's form of a float: null for NaN and infinities (JSON has none), and a whole number keeps
 # its ".0" so that it decodes as the float it is (PostgreSQL writes 3 for 3.0). Not STRICT, so that
-# PostgreSQL inlines it into the trigger's query (a STRICT SQL function around a CASE is not
+# PostgreSQL inlines it into the trigger's expression (a STRICT SQL function around a CASE is not
 # inlined, and then costs four function calls per row).
 JSON_NUMBER = """
 CREATE FUNCTION ras_json_number(value double precision) RETURNS json
