@@ -11,6 +11,7 @@ from typing import TypeVar
 import structlog
 from prometheus_client import Counter
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from huleedu.cache.breaker import CircuitBreaker
@@ -136,29 +137,30 @@ class RedisCache:
         return await self._run("incr", increment)
 
     async def get_versioned(self, version_key: str, data_key_prefix: str) -> tuple[int, bytes | None]:
-        keys, args = [self._prefix + version_key], [self._prefix + data_key_prefix]
-
         async def read() -> tuple[int, bytes | None]:
-            if self._pipe is not None:  # the cache hit's path: see redis_pipe
-                reply = await self._pipe.evalsha(self._get_versioned.sha, _SCRIPT, keys, args)
-            else:
-                reply = await self._get_versioned(keys=keys, args=args)
-            generation, value = _versioned(reply)
-            return generation, value
+            reply = await self._versioned_script(self._get_versioned, _SCRIPT, version_key, data_key_prefix)
+            return _versioned(reply)
 
         return await self._run("get_versioned", read)
 
     async def peek_versioned(self, version_key: str, data_key_prefix: str) -> tuple[int, bool]:
-        keys, args = [self._prefix + version_key], [self._prefix + data_key_prefix]
-
         async def peek() -> tuple[int, bool]:
-            if self._pipe is not None:
-                reply = await self._pipe.evalsha(self._peek_versioned.sha, _PEEK_SCRIPT, keys, args)
-            else:
-                reply = await self._peek_versioned(keys=keys, args=args)
+            reply = await self._versioned_script(
+                self._peek_versioned, _PEEK_SCRIPT, version_key, data_key_prefix
+            )
             return _peeked(reply)
 
         return await self._run("peek_versioned", peek)
+
+    async def _versioned_script(
+        self, script: AsyncScript, source: bytes, version_key: str, data_key_prefix: str
+    ) -> object:
+        """One of the versioned scripts' replies: on the pipe when there is one (the cache hit's
+        path: see redis_pipe), else through the client."""
+        keys, args = [self._prefix + version_key], [self._prefix + data_key_prefix]
+        if self._pipe is not None:
+            return await self._pipe.evalsha(script.sha, source, keys, args)
+        return await script(keys=keys, args=args)
 
     async def aclose(self) -> None:
         """Close the connection of its own (the pipe of `get_versioned`); the client stays open."""

@@ -138,7 +138,7 @@ PROGRESS_COLUMNS = tuple(
 SUMMARY_OF_BATCH = select(*SUMMARY_COLUMNS, *PROGRESS_COLUMNS).where(
     batch_results.c.batch_id == bindparam("batch_id")
 )
-# PostgreSQL: the whole document in one statement, the essays as JSON text built by the database.
+# PostgreSQL: the whole document in one statement, the essays as their stored entries joined.
 DOCUMENT_OF_BATCH = select(
     *SUMMARY_COLUMNS, *PROGRESS_COLUMNS, essay_fields.essays_json().label("essays_json")
 ).where(batch_results.c.batch_id == bindparam("batch_id"))
