@@ -9,8 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from huleedu.contracts.base import WireModel
-from huleedu.contracts.envelope import EventEnvelope
+from huleedu.contracts.envelope import envelope_of
 from huleedu.contracts.topics import DLQ_SUFFIX, TopicInfo, Topics, dlq_topic
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -44,11 +43,6 @@ DLQ_HEADERS = {
     "dlq_form": "full: this record is the original; summary: it was too large, and is kept whole in the"
     " consuming service's dead_letters table",
 }
-
-
-def envelope_of(model: type[WireModel]) -> type[EventEnvelope[WireModel]]:
-    """The envelope class with `model` as `data` (pydantic caches each parametrisation)."""
-    return EventEnvelope[model]  # type: ignore[valid-type]
 
 
 def channel_id(topic: TopicInfo, prefix: str) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from huleedu.contracts.asyncapi import asyncapi_document, envelope_of
+from huleedu.contracts.asyncapi import asyncapi_document
+from huleedu.contracts.envelope import envelope_of
 from huleedu.contracts.errors import ErrorBody
 from huleedu.contracts.topics import Topics
 
